@@ -1,0 +1,148 @@
+"""Run directories on disk: config.json, model.safetensors, checkpoint.safetensors. Never pickle.
+
+- config.json            the ModelConfig and TrainConfig (`aevb.config.to_dict`)
+- model.safetensors      the model's weights alone: what `load(run_dir)` reads
+- checkpoint.safetensors weights + optimiser state + RNG state, with the trainer's counters as JSON
+                         in the safetensors metadata: one file, so it is replaced atomically as a whole
+Every write goes through a temp file and an atomic rename (`aevb.files`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .errors import CheckpointError
+from .files import atomic_write, atomic_write_text
+from .model import VAE
+
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def save_config(run_dir: Path, model: ModelConfig, train: TrainConfig | None) -> None:
+    atomic_write_text(run_dir / CONFIG, json.dumps(to_dict(model, train), indent=2) + "\n")
+
+
+def read_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig | None]:
+    """The configs stored in a run directory; CheckpointError if missing, corrupt or unknown."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from None
+    return from_dict(d)
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # the unwrapped module's own names; clone so no two entries share storage
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model(run_dir: Path, model: VAE) -> None:
+    tensors = _tensors(model)
+    atomic_write(run_dir / MODEL, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0][:120]})") from None
+    return tensors, meta
+
+
+def _load_weights(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    if set(tensors) != set(expected):
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise CheckpointError(f"{path} does not match the config (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape or t.dtype != expected[name].dtype:
+            raise CheckpointError(
+                f"{path}: {name} is {t.dtype} {tuple(t.shape)}, the config needs "
+                f"{expected[name].dtype} {tuple(expected[name].shape)}"
+            )
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: {name} holds NaN or inf")
+    model.load_state_dict(tensors)
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
+    """The trained model of a run directory, in eval mode, rebuilt from its config.json alone."""
+    run_dir = Path(run_dir)
+    model_cfg, _ = read_config(run_dir)
+    model = VAE(model_cfg)
+    tensors, _ = _read(run_dir / MODEL)
+    _load_weights(model, tensors, run_dir / MODEL)
+    return model.to(device).eval()
+
+
+def save_checkpoint(
+    run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: dict[str, Any]
+) -> None:
+    """Write checkpoint.safetensors (weights, optimiser, RNG, and `state` as JSON), atomically."""
+    tensors = {f"model.{k}": v for k, v in _tensors(model).items()}
+    opt = optimizer.state_dict()
+    per_param: dict[str, dict[str, Any]] = {}
+    for idx, s in opt["state"].items():
+        per_param[str(idx)] = {}
+        for name, v in s.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{name}"] = v.detach().cpu().contiguous().clone()
+            else:
+                per_param[str(idx)][name] = v
+    tensors["rng.train"] = generator.get_state().cpu().clone()
+    meta = {
+        "trainer": json.dumps(state),
+        "optim": json.dumps({"param_groups": opt["param_groups"], "scalars": per_param}),
+        "rng_device": str(generator.device),
+    }
+    atomic_write(run_dir / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
+def load_checkpoint(
+    run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any]:
+    """Restore weights, optimiser and RNG from checkpoint.safetensors; returns the trainer state."""
+    path = run_dir / CHECKPOINT
+    tensors, meta = _read(path)
+    try:
+        state = json.loads(meta["trainer"])
+        optim = json.loads(meta["optim"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} has no valid trainer metadata ({e})") from None
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    _load_weights(model, weights, path)
+    opt_state: dict[int, dict[str, Any]] = {}
+    for idx, scalars in optim["scalars"].items():
+        opt_state[int(idx)] = dict(scalars)
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = v
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": optim["param_groups"]})
+        generator.set_state(tensors["rng.train"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: optimiser or RNG state does not fit this run ({e})") from None
+    return state

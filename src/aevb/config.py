@@ -1,0 +1,126 @@
+"""Run configuration: flat frozen dataclasses, stored as JSON in every run directory.
+
+`ModelConfig` alone rebuilds the network (`VAE(ModelConfig)`); `TrainConfig` says how it was
+trained. Every field maps one-to-one onto an `aevb train` flag of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CheckpointError
+
+CONFIG_VERSION = 1
+
+ACTIVATIONS = ("tanh", "relu")
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "gaussian-learned")
+INITS = ("default", "normal")
+OBJECTIVES = ("elbo", "iwae")
+ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+BINARIZE = ("auto", "dynamic", "static", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The generative model p(z) p(x|z) and the encoder q(z|x)."""
+
+    data_shape: tuple[int, ...] = (8, 8)  # per-example shape; the networks see it flattened
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (200,)
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"
+    sigma: float = 1.0  # standard deviation of the fixed `gaussian` likelihood
+    logvar_min: float = -9.0  # clamp of the `gaussian-learned` log-variance (sigma in [0.011, 20])
+    logvar_max: float = 6.0
+    init: str = "default"  # "normal": every weight and bias ~ N(0, init_std^2), as in the paper
+    init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
+        _check_choice("init", self.init, INITS)
+        _check(self.latent_dim >= 1, "latent_dim must be >= 1")
+        _check(all(h >= 1 for h in self.hidden), "hidden sizes must be >= 1")
+        _check(len(self.data_shape) >= 1 and all(s >= 1 for s in self.data_shape), "bad data_shape")
+        _check(self.sigma > 0, "sigma must be > 0")
+        _check(self.logvar_min < self.logvar_max, "logvar_min must be < logvar_max")
+        _check(self.init_std > 0, "init_std must be > 0")
+
+    @property
+    def data_dim(self) -> int:
+        n = 1
+        for s in self.data_shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the parameters are fitted: data, objective, optimiser, schedule."""
+
+    dataset: str = "digits"  # a built-in name or a .npy/.npz/.csv path
+    objective: str = "elbo"
+    estimator: str = "analytic"
+    samples: int = 1  # L, Monte Carlo samples per point for the ELBO
+    k: int = 5  # importance samples per point for the IWAE objective
+    batch_size: int = 100  # M
+    epochs: int = 100
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    binarize: str = "auto"  # resolved before training: dynamic for bernoulli on grey levels, else none
+    seed: int = 0
+    device: str = "auto"
+    eval_k: int = 5000  # importance samples for the test log-likelihood of `aevb eval`
+
+    def __post_init__(self) -> None:
+        _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("binarize", self.binarize, BINARIZE)
+        _check_choice("device", self.device, DEVICES)
+        for name in ("samples", "k", "batch_size", "eval_k"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1")
+        _check(self.epochs >= 0, "epochs must be >= 0")
+        _check(self.lr > 0, "lr must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def to_dict(model: ModelConfig, train: TrainConfig | None = None) -> dict[str, Any]:
+    """The JSON-ready form of a run's configuration, with the format version."""
+    out: dict[str, Any] = {"version": CONFIG_VERSION, "model": dataclasses.asdict(model)}
+    if train is not None:
+        out["train"] = dataclasses.asdict(train)
+    return out
+
+
+def from_dict(d: dict[str, Any]) -> tuple[ModelConfig, TrainConfig | None]:
+    """Inverse of `to_dict`; raises CheckpointError on an unknown version or unknown fields."""
+    if not isinstance(d, dict) or "version" not in d:
+        raise CheckpointError("config has no 'version' field; not an aevb config")
+    if d["version"] != CONFIG_VERSION:
+        raise CheckpointError(
+            f"config version {d['version']!r} is not supported (this aevb reads version {CONFIG_VERSION})"
+        )
+    try:
+        m = dict(d["model"])
+        m["data_shape"] = tuple(m["data_shape"])
+        m["hidden"] = tuple(m["hidden"])
+        model = ModelConfig(**m)
+        train = TrainConfig(**d["train"]) if d.get("train") is not None else None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"config is invalid: {e}") from None
+    return model, train

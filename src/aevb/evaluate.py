@@ -1,0 +1,105 @@
+"""No-grad evaluation loops: mean ELBO, chunked importance-sampled log p(x), bits/dim.
+
+Every function returns per-example values (N,) in nats; `summarize` reduces them to a mean and its
+standard error. The model's train/eval mode is restored on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator
+
+import torch
+
+from .model import VAE
+from .objectives import ELBOTerms, elbo, log_weights
+
+NOISE_CHUNK = 500  # importance samples drawn per (example, chunk); fixed so results ignore batching
+
+
+@contextlib.contextmanager
+def evaluating(model: VAE) -> Iterator[VAE]:
+    """model.eval() and no grad inside; the previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for i in range(0, n, size):
+        yield slice(i, min(i + size, n))
+
+
+def elbo_terms(
+    model: VAE, x: torch.Tensor, batch_size: int = 1000, samples: int = 1, seed: int = 0,
+    estimator: str = "analytic",
+) -> ELBOTerms:
+    """The ELBO and its two terms for every row of x, each (N,) in nats (L = `samples`)."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    parts = []
+    with evaluating(model):
+        for s in _batches(x.shape[0], batch_size):
+            parts.append(elbo(model, x[s].to(device), samples, estimator, g))
+    return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]).cpu() for f in ELBOTerms._fields))
+
+
+def example_noise(seed: int, index: int, chunk: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise owned by one (example, chunk): the same whatever the batch or shard."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + index) * 65_537 + chunk)
+    return torch.randn(shape, generator=g)
+
+
+def log_likelihood(
+    model: VAE,
+    x: torch.Tensor,
+    k: int = 5000,
+    batch_size: int = 50,
+    seed: int = 0,
+    first_index: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Importance-sampled estimate of log p(x) for every row of x, (N,) in nats.
+
+    log p(x) ~= logsumexp_i(log w_i) - log k with k samples from q(z|x): the IWAE bound L_k, which
+    is a lower bound in expectation and converges to log p(x) as k grows. Samples are processed in
+    chunks of NOISE_CHUNK and combined with a running logsumexp, so memory does not grow with k.
+    Example j's noise depends only on (seed, first_index + j), so sharding or re-batching gives
+    the same numbers.
+    """
+    device = next(model.parameters()).device
+    dz = model.config.latent_dim
+    out = []
+    with evaluating(model):
+        for s in _batches(x.shape[0], batch_size):
+            xb = x[s].to(device)
+            q = model.encode(xb)
+            acc = torch.full((xb.shape[0],), -math.inf, device=device)
+            for c, start in enumerate(range(0, k, NOISE_CHUNK)):
+                n = min(NOISE_CHUNK, k - start)
+                eps = torch.stack(
+                    [example_noise(seed, first_index + j, c, (n, dz)) for j in range(s.start, s.stop)], dim=1
+                ).to(device)  # (n, B, Dz)
+                lw = log_weights(model, xb, q=q, eps=eps)  # (n, B)
+                acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
+            out.append((acc - math.log(k)).cpu())
+            if on_batch is not None:
+                on_batch(xb.shape[0])
+    return torch.cat(out)
+
+
+def bits_per_dim(log_px: torch.Tensor, data_dim: int) -> torch.Tensor:
+    """-log2 p(x) / D: the negative log-likelihood in bits per data dimension."""
+    return -log_px / (data_dim * math.log(2.0))
+
+
+def summarize(values: torch.Tensor) -> tuple[float, float]:
+    """(mean, standard error of the mean) of per-example values."""
+    v = values.double()
+    se = v.std(unbiased=True).item() / math.sqrt(v.numel()) if v.numel() > 1 else float("nan")
+    return v.mean().item(), se

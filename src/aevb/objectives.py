@@ -1,0 +1,91 @@
+"""Objectives as pure functions of (model, x): per-example terms in nats, shape (B,).
+
+Training minimises the negative mean of what these return; evaluation averages them. Nothing here
+reduces over the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch.distributions import Independent
+
+from .model import VAE, reparameterize
+
+
+class ELBOTerms(NamedTuple):
+    """Per-example terms, each (B,) in nats: elbo = log_px_z - kl."""
+
+    log_px_z: torch.Tensor  # E_q[log p(x|z)], the expected reconstruction log-likelihood
+    kl: torch.Tensor  # KL(q(z|x) || p(z)), analytic (estimator B) or a Monte Carlo estimate (A)
+    elbo: torch.Tensor  # the variational lower bound on log p(x)
+
+
+def _noise(q: Independent, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    loc = q.base_dist.loc  # (B, Dz)
+    return torch.randn((n, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
+
+
+def gaussian_kl(q: Independent) -> torch.Tensor:
+    """KL(N(mu, diag sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2), (B,).
+
+    Kingma & Welling (2013), Appendix B; the closed form behind SGVB estimator B (eq. 10).
+    """
+    mu, sigma = q.base_dist.loc, q.base_dist.scale
+    return 0.5 * (mu.square() + sigma.square() - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+
+
+def elbo(
+    model: VAE,
+    x: torch.Tensor,
+    samples: int = 1,
+    estimator: str = "analytic",
+    generator: torch.Generator | None = None,
+) -> ELBOTerms:
+    """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
+
+    estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form.
+    estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
+    """
+    x = x.reshape(x.shape[0], -1)
+    q = model.encode(x)
+    z = reparameterize(q, _noise(q, samples, generator))  # (L, B, Dz)
+    log_px_z = model.decode(z).log_prob(x).mean(0)  # (B,)
+    if estimator == "analytic":
+        kl = gaussian_kl(q)
+    elif estimator == "mc":
+        kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
+    else:
+        raise ValueError(f"unknown estimator {estimator!r}")
+    return ELBOTerms(log_px_z, kl, log_px_z - kl)
+
+
+def log_weights(
+    model: VAE,
+    x: torch.Tensor,
+    k: int = 1,
+    generator: torch.Generator | None = None,
+    q: Independent | None = None,
+    eps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Importance log-weights log p(x, z_i) - log q(z_i|x) for z_i ~ q(z|x), shape (k, B), nats.
+
+    The one estimator behind the IWAE bound, the importance-sampled log-likelihood and anomaly
+    scores. `q` (the encoder output for x) and `eps` (k, B, Dz standard normal noise) may be given
+    to reuse them; then k = eps.shape[0].
+    """
+    x = x.reshape(x.shape[0], -1)
+    q = model.encode(x) if q is None else q
+    eps = _noise(q, k, generator) if eps is None else eps
+    z = reparameterize(q, eps)  # (k, B, Dz)
+    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+
+
+def iwae(model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The importance-weighted bound L_k = log (1/k) sum_i w_i (Burda et al., 2016), (B,) in nats.
+
+    L_1 is the ELBO (estimator A with L = 1); L_k increases with k towards log p(x).
+    """
+    return torch.logsumexp(log_weights(model, x, k, generator), dim=0) - math.log(k)

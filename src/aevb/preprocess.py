@@ -1,0 +1,93 @@
+"""What the model sees: binarisation rules and the checks that data fits a likelihood and a model.
+
+Binarisation (for the `bernoulli` likelihood on grey-level data in [0, 1]):
+- dynamic: every training minibatch is redrawn x ~ Bernoulli(grey level) (stochastic binarisation);
+- static:  the training set is drawn once, with a fixed seed;
+- none:    grey levels are used as Bernoulli targets as they are (the log-likelihood is then not a
+           normalised density; numbers are not comparable with the literature).
+With dynamic and static, the validation and test sets are binarised once with fixed seeds
+(BINARIZE_SEEDS), the same for every run, so that runs are evaluated on the same binary data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+from .data import Dataset
+from .errors import DataError
+
+BINARIZE_SEEDS = {"train": 0, "valid": 1, "test": 2}
+
+
+def resolve_binarize(setting: str, likelihood: str, dataset: Dataset) -> str:
+    """The binarisation actually used: `auto` is dynamic for bernoulli on grey levels, else none."""
+    binary = dataset.is_binary
+    if setting == "auto":
+        return "dynamic" if likelihood == "bernoulli" and not binary else "none"
+    if setting != "none" and likelihood != "bernoulli":
+        raise DataError(f"--binarize {setting} applies to the bernoulli likelihood only, not {likelihood}")
+    return "none" if binary else setting
+
+
+def binarize_once(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed stochastic binarisation: x ~ Bernoulli(x) drawn with torch.Generator(seed)."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.bernoulli(x, generator=g)
+
+
+def split(dataset: Dataset, name: str, binarize: str) -> torch.Tensor:
+    """One split (train/valid/test) as the model sees it; train stays grey under dynamic."""
+    x = getattr(dataset, name)
+    if binarize == "static" or (binarize == "dynamic" and name != "train"):
+        return binarize_once(x, BINARIZE_SEEDS[name])
+    return x
+
+
+def check_data(x: torch.Tensor, config: ModelConfig, source: str) -> torch.Tensor:
+    """x as a float32 (N, *data_shape) tensor that the model can score, or a one-line DataError."""
+    if x.shape[0] == 0:
+        raise DataError(f"{source} is empty")
+    if x.ndim < 2:
+        raise DataError(f"{source} must be 2-D (rows x features), got shape {tuple(x.shape)}")
+    d = x[0].numel()
+    if d != config.data_dim:
+        raise DataError(f"{source} has {d} features per row; the model was trained on {config.data_dim}")
+    x = x.reshape(x.shape[0], *config.data_shape).float()
+    if not torch.isfinite(x).all():
+        raise DataError(f"{source} contains NaN or inf")
+    if config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
+        raise DataError(
+            f"{source} has values outside [0, 1] ({x.min().item():g} .. {x.max().item():g}); the bernoulli "
+            "likelihood needs [0, 1] data: rescale it or use --likelihood gaussian / gaussian-learned"
+        )
+    return x
+
+
+def run_data(
+    model_config: ModelConfig,
+    binarize: str,
+    dataset: str,
+    split_name: str = "test",
+    data_file: str | None = None,
+    data_dir: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """(x, labels or None, description) of what a run is evaluated on: a split of its dataset
+    (binarised once with the split's seed when the run binarises, the train split included), or a
+    user file (all rows, uint8 images / 255, binarised once with the test seed when the run binarises)."""
+    from .data import load_dataset
+    from .data.load import read_user_file
+
+    if data_file is None:
+        ds = load_dataset(dataset, data_dir)
+        # checked before binarising (bernoulli needs [0, 1]); every split, train too, is scored on
+        # its fixed draw: under dynamic, grey train levels would be scored as Bernoulli targets
+        x = check_data(getattr(ds, split_name), model_config, f"{ds.name} ({split_name})")
+        if binarize in ("dynamic", "static"):
+            x = binarize_once(x, BINARIZE_SEEDS[split_name])
+        return x, getattr(ds, f"{split_name}_labels"), f"{ds.name} {split_name}"
+    x, y = read_user_file(data_file)
+    x = check_data(x, model_config, data_file)
+    if binarize in ("dynamic", "static") and not bool(((x == 0) | (x == 1)).all()):
+        x = binarize_once(x, BINARIZE_SEEDS["test"])
+    return x, y, data_file

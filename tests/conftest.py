@@ -1,0 +1,24 @@
+"""Shared fixtures: where the real datasets are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real datasets: `$AEVB_TEST_DATA`, else `<repo>/../shared/data`.
+
+    Missing data skips the test locally but fails it under CI, where it must be present.
+    """
+    env = os.environ.get("AEVB_TEST_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        message = f"real datasets not found at {path} (set AEVB_TEST_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

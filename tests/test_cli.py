@@ -40,10 +40,12 @@ WORKERS = max(2, min(8, os.cpu_count() or 2))
 
 # --- helpers ----------------------------------------------------------------------------------
 
+
 def aevb_cmd(cwd: Path, env: dict, *args) -> subprocess.CompletedProcess:
     """`python -m aevb ARGS` in cwd; stdout and stderr captured as text."""
-    return subprocess.run([sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def aevb_all(cwd: Path, env: dict, commands: dict[str, list]) -> dict[str, subprocess.CompletedProcess]:
@@ -91,6 +93,7 @@ def digits_test_labels() -> np.ndarray:
 
 # --- the shared runs --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def env(shared_data: Path) -> dict:
     # One thread per process: these networks are tiny, and on a busy 2-core machine torch's
@@ -111,15 +114,36 @@ def runs(tmp_path_factory, env) -> SimpleNamespace:
     """A digits run (bernoulli, dynamic binarisation) and a table run (gaussian), trained at once."""
     root = tmp_path_factory.mktemp("runs")
     write_table(root / "table.csv", TABLE_ROWS, TABLE_COLS, seed=0)
-    res = aevb_all(root, env, {
-        "digits": ["train", *DIGITS_FLAGS, "--out", "digits"],
-        "table": ["train", "--dataset", "table.csv", "--likelihood", "gaussian", "--hidden", "16",
-                  "--epochs", "5", "--batch-size", "50", "--seed", "1", "--out", "table", "--no-progress"],
-    })
+    res = aevb_all(
+        root,
+        env,
+        {
+            "digits": ["train", *DIGITS_FLAGS, "--out", "digits"],
+            "table": [
+                "train",
+                "--dataset",
+                "table.csv",
+                "--likelihood",
+                "gaussian",
+                "--hidden",
+                "16",
+                "--epochs",
+                "5",
+                "--batch-size",
+                "50",
+                "--seed",
+                "1",
+                "--out",
+                "table",
+                "--no-progress",
+            ],
+        },
+    )
     for r in res.values():
         ok(r)
-    return SimpleNamespace(root=root, digits=root / "digits", table=root / "table",
-                           train=res["digits"], train_table=res["table"])
+    return SimpleNamespace(
+        root=root, digits=root / "digits", table=root / "table", train=res["digits"], train_table=res["table"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -143,28 +167,33 @@ def outs(runs, env, tmp_path_factory, x_test) -> SimpleNamespace:
     (cwd / "plot" / "curves.png").unlink()
     (cwd / "eval-again" / "eval_test.json").unlink(missing_ok=True)
     d, t = runs.digits, runs.table
-    res = aevb_all(cwd, env, {
-        "eval": ["eval", d, "--k", "200", "--no-progress"],
-        "eval_again": ["eval", cwd / "eval-again", "--k", "200", "--no-progress"],
-        "sample_npy": ["sample", d, "--n", "16", "--out", "s.npy"],
-        "sample_png": ["sample", d, "--n", "16", "--out", "s.png"],
-        "sample_draw": ["sample", d, "--n", "16", "--draw", "--out", "draw.npy"],
-        "reconstruct_npy": ["reconstruct", d, "--n", "10", "--out", "r.npy"],
-        "reconstruct_png": ["reconstruct", d, "--out", "r.png"],
-        "reconstruct_train": ["reconstruct", d, "--split", "train", "--n", "10", "--out", "rt.npy"],
-        "encode_npz": ["encode", d, "--out", "e.npz", "--plot", "e.png"],
-        "encode_csv": ["encode", d, "--out", "e.csv"],
-        "encode_npy": ["encode", d, "--out", "e.npy"],
-        "encode_u8": ["encode", d, "--data", "test_u8.npy", "--out", "e_u8.npz"],
-        "manifold": ["manifold", d, "--n", "6", "--out", "m.png"],
-        "plot": ["plot", cwd / "plot"],
-        "table_eval": ["eval", t, "--k", "50", "--no-progress"],
-        "table_sample": ["sample", t, "--n", "10", "--out", "t.csv"],
-    })
+    res = aevb_all(
+        cwd,
+        env,
+        {
+            "eval": ["eval", d, "--k", "200", "--no-progress"],
+            "eval_again": ["eval", cwd / "eval-again", "--k", "200", "--no-progress"],
+            "sample_npy": ["sample", d, "--n", "16", "--out", "s.npy"],
+            "sample_png": ["sample", d, "--n", "16", "--out", "s.png"],
+            "sample_draw": ["sample", d, "--n", "16", "--draw", "--out", "draw.npy"],
+            "reconstruct_npy": ["reconstruct", d, "--n", "10", "--out", "r.npy"],
+            "reconstruct_png": ["reconstruct", d, "--out", "r.png"],
+            "reconstruct_train": ["reconstruct", d, "--split", "train", "--n", "10", "--out", "rt.npy"],
+            "encode_npz": ["encode", d, "--out", "e.npz", "--plot", "e.png"],
+            "encode_csv": ["encode", d, "--out", "e.csv"],
+            "encode_npy": ["encode", d, "--out", "e.npy"],
+            "encode_u8": ["encode", d, "--data", "test_u8.npy", "--out", "e_u8.npz"],
+            "manifold": ["manifold", d, "--n", "6", "--out", "m.png"],
+            "plot": ["plot", cwd / "plot"],
+            "table_eval": ["eval", t, "--k", "50", "--no-progress"],
+            "table_sample": ["sample", t, "--n", "10", "--out", "t.csv"],
+        },
+    )
     return SimpleNamespace(cwd=cwd, **res)
 
 
 # --- train ------------------------------------------------------------------------------------
+
 
 def test_train_writes_a_complete_run(runs):
     run = runs.digits
@@ -175,10 +204,19 @@ def test_train_writes_a_complete_run(runs):
     cfg = json.loads((run / "config.json").read_text())
     defaults = {**dataclasses.asdict(aevb.ModelConfig()), **dataclasses.asdict(aevb.TrainConfig())}
     assert cfg["version"] == 1
-    assert cfg["model"] == {**{k: defaults[k] for k in cfg["model"]}, "data_shape": [8, 8], "hidden": [64],
-                            "latent_dim": 2}
-    assert cfg["train"] == {**{k: defaults[k] for k in cfg["train"]}, "epochs": EPOCHS, "seed": 0,
-                            "dataset": "digits", "binarize": "dynamic"}
+    assert cfg["model"] == {
+        **{k: defaults[k] for k in cfg["model"]},
+        "data_shape": [8, 8],
+        "hidden": [64],
+        "latent_dim": 2,
+    }
+    assert cfg["train"] == {
+        **{k: defaults[k] for k in cfg["train"]},
+        "epochs": EPOCHS,
+        "seed": 0,
+        "dataset": "digits",
+        "binarize": "dynamic",
+    }
     assert set(cfg["model"]) | set(cfg["train"]) == set(defaults)
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -247,6 +285,7 @@ def test_resume_continues_where_the_run_stopped(runs, env, tmp_path):
 
 # --- eval -------------------------------------------------------------------------------------
 
+
 def _printed(stdout: str, label: str) -> float:
     return float(re.search(rf"{re.escape(label)}\s+(-?\d+\.\d+)", stdout).group(1))
 
@@ -294,6 +333,7 @@ def test_eval_of_a_user_file_run(runs, outs):
 
 
 # --- sample, reconstruct, encode, manifold, plot ----------------------------------------------
+
 
 def test_sample(outs, model):
     assert ok(outs.sample_npy).strip() == "16 samples written to s.npy"
@@ -403,6 +443,7 @@ def test_no_temp_files_are_left(runs, outs):
 
 # --- bad input: one line on stderr, a non-zero exit, nothing left behind -----------------------
 
+
 class Marker:
     """Unpickling this creates the file `path`: proof that a pickle was executed."""
 
@@ -449,44 +490,70 @@ SETUP = {  # files each case needs besides copies of the two runs (`run`, `table
 
 # name: (argv, words the one-line message must contain, exit code, paths that must not exist after)
 BAD = {
-    "missing": (["eval", "run", "--data", "missing.csv"],
-                ["missing.csv", "no such file"], 1, ["run/eval_file_missing.json"]),
-    "unknown": (["train", "--dataset", "nosuch", "--out", "new"],
-                ["unknown dataset", "'nosuch'", "digits"], 1, ["new"]),
-    "features": (["eval", "table", "--data", "three.csv"],
-                 ["three.csv has 3 features per row; the model was trained on 5"], 1, ["table/eval_file_three.json"]),
-    "nan": (["train", "--dataset", "nan.csv", "--likelihood", "gaussian", "--out", "new"],
-            ["nan.csv", "NaN or inf"], 1, ["new"]),
-    "outside": (["train", "--dataset", "gauss.csv", "--out", "new"],
-                ["outside [0, 1]", "--likelihood gaussian"], 1, ["new"]),
-    "empty": (["train", "--dataset", "empty.csv", "--out", "new"],
-              ["empty.csv", "empty"], 1, ["new"]),
-    "corrupt": (["sample", "run", "--out", "s.npy"],
-                ["model.safetensors", "corrupt or truncated"], 1, ["s.npy"]),
-    "pickle": (["sample", "run", "--out", "s.npy"],
-               ["model.safetensors", "corrupt or truncated"], 1, ["s.npy", "pwned"]),
-    "version": (["sample", "run", "--out", "s.npy"],
-                ["version 99", "not supported"], 1, ["s.npy"]),
-    "no-config": (["reconstruct", "notarun", "--out", "r.npy"],
-                  ["notarun", "no config.json"], 1, ["r.npy"]),
-    "holds-run": (["train", "--out", "run", "--epochs", "1", "--no-progress"],
-                  ["already holds a run", "--resume"], 1, []),
-    "not-empty": (["train", "--out", "full", "--epochs", "1", "--no-progress"],
-                  ["full", "not an empty directory"], 1, ["full/config.json"]),
-    "no-folder": (["sample", "run", "--out", "nodir/s.npy"],
-                  ["nodir", "does not exist"], 1, ["nodir"]),
-    "latent": (["manifold", "lat3", "--out", "m.png"],
-               ["latent_dim 3"], 1, ["m.png", "lat3/manifold.png"]),
-    "resume-change": (["train", "--resume", "run", "--latent-dim", "3"],
-                      ["cannot change latent_dim"], 1, []),
-    "bad-choice": (["train", "--likelihood", "poisson", "--out", "new"],
-                   ["--likelihood", "invalid choice", "poisson"], 2, ["new"]),
-    "bad-number": (["sample", "run", "--n", "0", "--out", "s.npy"],
-                   ["--n", "must be >= 1"], 2, ["s.npy"]),
-    "negative-n": (["reconstruct", "run", "--n", "-3", "--out", "r.png"],
-                   ["--n", "must be >= 0"], 2, ["r.png"]),
-    "tiny-grid": (["manifold", "run", "--n", "1", "--out", "m.png"],
-                  ["--n", "must be >= 2"], 2, ["m.png"]),
+    "missing": (
+        ["eval", "run", "--data", "missing.csv"],
+        ["missing.csv", "no such file"],
+        1,
+        ["run/eval_file_missing.json"],
+    ),
+    "unknown": (
+        ["train", "--dataset", "nosuch", "--out", "new"],
+        ["unknown dataset", "'nosuch'", "digits"],
+        1,
+        ["new"],
+    ),
+    "features": (
+        ["eval", "table", "--data", "three.csv"],
+        ["three.csv has 3 features per row; the model was trained on 5"],
+        1,
+        ["table/eval_file_three.json"],
+    ),
+    "nan": (
+        ["train", "--dataset", "nan.csv", "--likelihood", "gaussian", "--out", "new"],
+        ["nan.csv", "NaN or inf"],
+        1,
+        ["new"],
+    ),
+    "outside": (
+        ["train", "--dataset", "gauss.csv", "--out", "new"],
+        ["outside [0, 1]", "--likelihood gaussian"],
+        1,
+        ["new"],
+    ),
+    "empty": (["train", "--dataset", "empty.csv", "--out", "new"], ["empty.csv", "empty"], 1, ["new"]),
+    "corrupt": (["sample", "run", "--out", "s.npy"], ["model.safetensors", "corrupt or truncated"], 1, ["s.npy"]),
+    "pickle": (
+        ["sample", "run", "--out", "s.npy"],
+        ["model.safetensors", "corrupt or truncated"],
+        1,
+        ["s.npy", "pwned"],
+    ),
+    "version": (["sample", "run", "--out", "s.npy"], ["version 99", "not supported"], 1, ["s.npy"]),
+    "no-config": (["reconstruct", "notarun", "--out", "r.npy"], ["notarun", "no config.json"], 1, ["r.npy"]),
+    "holds-run": (
+        ["train", "--out", "run", "--epochs", "1", "--no-progress"],
+        ["already holds a run", "--resume"],
+        1,
+        [],
+    ),
+    "not-empty": (
+        ["train", "--out", "full", "--epochs", "1", "--no-progress"],
+        ["full", "not an empty directory"],
+        1,
+        ["full/config.json"],
+    ),
+    "no-folder": (["sample", "run", "--out", "nodir/s.npy"], ["nodir", "does not exist"], 1, ["nodir"]),
+    "latent": (["manifold", "lat3", "--out", "m.png"], ["latent_dim 3"], 1, ["m.png", "lat3/manifold.png"]),
+    "resume-change": (["train", "--resume", "run", "--latent-dim", "3"], ["cannot change latent_dim"], 1, []),
+    "bad-choice": (
+        ["train", "--likelihood", "poisson", "--out", "new"],
+        ["--likelihood", "invalid choice", "poisson"],
+        2,
+        ["new"],
+    ),
+    "bad-number": (["sample", "run", "--n", "0", "--out", "s.npy"], ["--n", "must be >= 1"], 2, ["s.npy"]),
+    "negative-n": (["reconstruct", "run", "--n", "-3", "--out", "r.png"], ["--n", "must be >= 0"], 2, ["r.png"]),
+    "tiny-grid": (["manifold", "run", "--n", "1", "--out", "m.png"], ["--n", "must be >= 2"], 2, ["m.png"]),
 }
 
 

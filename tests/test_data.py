@@ -33,6 +33,7 @@ LABELS_SHA = "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
 
 # --- built-in datasets, read from the real files ------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mnist(shared_data: Path) -> Dataset:
     return load_dataset("mnist", data_dir=shared_data, download=False)
@@ -136,6 +137,7 @@ def test_dataset_properties() -> None:
 
 # --- IDX ------------------------------------------------------------------------------------
 
+
 def _idx(array: np.ndarray, type_byte: int = 0x08, dims: tuple[int, ...] | None = None) -> bytes:
     dims = array.shape if dims is None else dims
     header = struct.pack(">HBB", 0, type_byte, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
@@ -221,6 +223,7 @@ def test_idx_gzip_bomb_is_read_with_a_bound(tmp_path: Path) -> None:
 
 # --- binarized-MNIST text -------------------------------------------------------------------
 
+
 def _amat_line(values: np.ndarray) -> str:
     return " ".join(str(v) for v in values)
 
@@ -249,6 +252,7 @@ def test_amat_errors_name_the_line(tmp_path: Path) -> None:
 
 # --- Frey Face MATLAB file ------------------------------------------------------------------
 
+
 def test_frey_round_trip(tmp_path: Path) -> None:
     ff = np.random.default_rng(2).integers(0, 256, size=(560, 3), dtype=np.uint8)
     scipy.io.savemat(tmp_path / "f.mat", {"ff": ff})
@@ -261,8 +265,11 @@ def test_frey_corrupt_and_truncated(shared_data: Path, tmp_path: Path) -> None:
     (tmp_path / "cut.mat").write_bytes(raw[:500_000])
     (tmp_path / "junk.mat").write_bytes(b"junk" * 1000)
     scipy.io.savemat(tmp_path / "other.mat", {"X": np.zeros((2, 2))})
-    for name, message in [("cut.mat", "may be corrupt"), ("junk.mat", "may be corrupt"),
-                          ("other.mat", "has no variable 'ff'")]:
+    for name, message in [
+        ("cut.mat", "may be corrupt"),
+        ("junk.mat", "may be corrupt"),
+        ("other.mat", "has no variable 'ff'"),
+    ]:
         with pytest.raises(DataError, match=f"{name}: .*{message}"):
             read_frey(tmp_path / name)
     with pytest.raises(DataError, match="is a directory"):
@@ -271,10 +278,11 @@ def test_frey_corrupt_and_truncated(shared_data: Path, tmp_path: Path) -> None:
 
 # --- user files -----------------------------------------------------------------------------
 
+
 def _expected_split(x: np.ndarray) -> list[np.ndarray]:
     order = np.random.default_rng(0).permutation(len(x))
     k = max(1, round(0.1 * len(x)))
-    return [x[order[: len(x) - 2 * k]], x[order[len(x) - 2 * k: len(x) - k]], x[order[len(x) - k:]]]
+    return [x[order[: len(x) - 2 * k]], x[order[len(x) - 2 * k : len(x) - k]], x[order[len(x) - k :]]]
 
 
 def _assert_split(data: Dataset, x: np.ndarray) -> None:
@@ -282,8 +290,9 @@ def _assert_split(data: Dataset, x: np.ndarray) -> None:
         assert torch.equal(got, torch.from_numpy(want.astype(np.float32)))
 
 
-@pytest.mark.parametrize(("n", "sizes"), [(3, [1, 1, 1]), (4, [2, 1, 1]), (10, [8, 1, 1]),
-                                          (25, [21, 2, 2]), (1000, [800, 100, 100])])
+@pytest.mark.parametrize(
+    ("n", "sizes"), [(3, [1, 1, 1]), (4, [2, 1, 1]), (10, [8, 1, 1]), (25, [21, 2, 2]), (1000, [800, 100, 100])]
+)
 def test_split_sizes(n: int, sizes: list[int]) -> None:
     parts = split_rows(n)
     assert [len(p) for p in parts] == sizes
@@ -306,8 +315,9 @@ def test_npz_with_labels_and_uint8_images(tmp_path: Path) -> None:
     data = load_dataset(tmp_path / "img.npz")
     assert data.is_image and data.shape == (4, 6) and data.in_unit_interval
     _assert_split(data, x / 255)
-    for split, labels in zip((data.train, data.valid, data.test),
-                             (data.train_labels, data.valid_labels, data.test_labels)):
+    for split, labels in zip(
+        (data.train, data.valid, data.test), (data.train_labels, data.valid_labels, data.test_labels)
+    ):
         assert labels.dtype == torch.int64
         assert torch.equal(split, torch.from_numpy(x[labels.numpy()] / 255).float())
 
@@ -345,23 +355,28 @@ def test_csv_errors_name_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "text.csv").write_text("a,b\n1,2\n3,x\n")
     (tmp_path / "nan.csv").write_text("1,2\nnan,3\n4,5\n")
     (tmp_path / "header_only.csv").write_text("a,b\n")
-    cases = [("ragged.csv", "line 3 has 1 fields, expected 2"),
-             ("text.csv", r"line 3, column 2 \('b'\) is 'x', not a number"),
-             ("nan.csv", "contains NaN or inf"),
-             ("header_only.csv", "is empty")]
+    cases = [
+        ("ragged.csv", "line 3 has 1 fields, expected 2"),
+        ("text.csv", r"line 3, column 2 \('b'\) is 'x', not a number"),
+        ("nan.csv", "contains NaN or inf"),
+        ("header_only.csv", "is empty"),
+    ]
     for name, message in cases:
         with pytest.raises(DataError, match=message):
             read_table(tmp_path / name)
 
 
-@pytest.mark.parametrize(("array", "message"), [
-    (np.array([[1.0, np.nan], [0, 0], [0, 0]]), "contains NaN or inf"),
-    (np.array([[1.0, 2.0], [np.inf, 0], [0, 0]]), "contains NaN or inf"),
-    (np.zeros((0, 4)), "is empty"),
-    (np.zeros(5), "must be 2-D"),
-    (np.array([["a", "b"]]), "holds text"),
-    (np.zeros((2, 2)), "at least 3 are needed"),
-])
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.array([[1.0, np.nan], [0, 0], [0, 0]]), "contains NaN or inf"),
+        (np.array([[1.0, 2.0], [np.inf, 0], [0, 0]]), "contains NaN or inf"),
+        (np.zeros((0, 4)), "is empty"),
+        (np.zeros(5), "must be 2-D"),
+        (np.array([["a", "b"]]), "holds text"),
+        (np.zeros((2, 2)), "at least 3 are needed"),
+    ],
+)
 def test_bad_arrays(tmp_path: Path, array: np.ndarray, message: str) -> None:
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(DataError, match=message):
@@ -384,6 +399,7 @@ def test_pickles_are_refused_without_running_them(tmp_path: Path) -> None:
     np.save(tmp_path / "obj.npy", trap, allow_pickle=True)
     np.savez(tmp_path / "obj.npz", X=trap)
     import pickle
+
     (tmp_path / "raw.npy").write_bytes(pickle.dumps(_Trap(marker)))
     for name in ("obj.npy", "obj.npz"):
         with pytest.raises(DataError, match=r"holds Python objects \(pickle\); aevb never loads pickles"):
@@ -408,11 +424,13 @@ def test_file_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "nox.npz", features=np.zeros((3, 2)), target=np.zeros(3))
     (tmp_path / "folder.npy").mkdir()
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    cases = [(tmp_path / "nox.npz", "has no array 'X' \\(keys: features, target\\)"),
-             (tmp_path / "missing.csv", "no such file"),
-             (tmp_path / "folder.npy", "is a directory"),
-             (tmp_path / "corrupt.npz", "corrupt .npz"),
-             (tmp_path / "data.txt", r"unsupported file type '\.txt'; supported: \.npy, \.npz, \.csv")]
+    cases = [
+        (tmp_path / "nox.npz", "has no array 'X' \\(keys: features, target\\)"),
+        (tmp_path / "missing.csv", "no such file"),
+        (tmp_path / "folder.npy", "is a directory"),
+        (tmp_path / "corrupt.npz", "corrupt .npz"),
+        (tmp_path / "data.txt", r"unsupported file type '\.txt'; supported: \.npy, \.npz, \.csv"),
+    ]
     for path, message in cases:
         with pytest.raises(DataError, match=message):
             read_table(path)
@@ -421,6 +439,7 @@ def test_file_errors(tmp_path: Path) -> None:
 
 
 # --- download -------------------------------------------------------------------------------
+
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
@@ -473,8 +492,7 @@ def _with_urls(monkeypatch: pytest.MonkeyPatch, name: str, base: str) -> None:
     monkeypatch.setitem(BUILTIN, name, dataclasses.replace(spec, files=files))
 
 
-def test_builtin_is_downloaded_when_missing(server: str, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_is_downloaded_when_missing(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _with_urls(monkeypatch, "frey-face", server)
     data = load_dataset("frey-face", data_dir=tmp_path / "cache")
     assert [len(x) for x in (data.train, data.valid, data.test)] == [1565, 200, 200]

@@ -4,9 +4,24 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Independent, MultivariateNormal, Normal, kl_divergence
+from torch.distributions import (
+    Bernoulli,
+    Independent,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+)
 
-from aevb import ModelConfig, VAE, elbo, elbo_terms, gaussian_kl, iwae, log_likelihood, log_weights
+from aevb import (
+    VAE,
+    ModelConfig,
+    elbo,
+    elbo_terms,
+    gaussian_kl,
+    iwae,
+    log_likelihood,
+    log_weights,
+)
 from aevb.evaluate import bits_per_dim, summarize
 
 D, DZ, SIGMA = 6, 2, 0.7
@@ -66,8 +81,11 @@ def test_likelihoods_match_torch_distributions():
 
 
 def test_learned_variance_is_clamped():
-    m = VAE(ModelConfig(data_shape=(4,), latent_dim=2, hidden=(), likelihood="gaussian-learned",
-                        logvar_min=-3.0, logvar_max=2.0))
+    m = VAE(
+        ModelConfig(
+            data_shape=(4,), latent_dim=2, hidden=(), likelihood="gaussian-learned", logvar_min=-3.0, logvar_max=2.0
+        )
+    )
     with torch.no_grad():
         m.decoder.net[0].bias[4:] = torch.tensor([-50.0, 50.0, 0.0, 1.0])
         m.decoder.net[0].weight.zero_()

@@ -46,6 +46,8 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, digits, train
     cfg = aevb.TrainConfig(epochs=4, seed=3, **train_kw)
     whole = aevb.train(SMALL, cfg, tmp_path / "whole", dataset=digits)
     aevb.train(SMALL, aevb.TrainConfig(**{**cfg.__dict__, "epochs": 2}), tmp_path / "part", dataset=digits)
+    assert aevb.train(None, None, tmp_path / "part", dataset=digits, resume=True)  # no-op: stored epochs = 2
+    assert [r["epoch"] for r in read_metrics(tmp_path / "part")] == [1, 2]
     resumed = aevb.train(None, aevb.TrainConfig(epochs=4), tmp_path / "part", dataset=digits, resume=True)
     _assert_same(_params(whole), _params(resumed))
     # the optimiser state and the RNG stream were restored too, not only the weights

@@ -1,11 +1,11 @@
 """aevb: Auto-Encoding Variational Bayes (Kingma & Welling, 2013).
 
-    import aevb
-    model = aevb.train(aevb.ModelConfig(latent_dim=2), aevb.TrainConfig(dataset="digits"), "runs/digits")
-    model = aevb.load("runs/digits")
-    x = model.sample(16)                                  # (16, 8, 8), E[x|z] for z ~ p(z)
-    q = model.encode(x)                                   # q(z|x): q.mean, q.stddev
-    ll = aevb.log_likelihood(model, x, k=5000)            # (16,) nats per example
+import aevb
+model = aevb.train(aevb.ModelConfig(latent_dim=2), aevb.TrainConfig(dataset="digits"), "runs/digits")
+model = aevb.load("runs/digits")
+x = model.sample(16)                                  # (16, 8, 8), E[x|z] for z ~ p(z)
+q = model.encode(x)                                   # q(z|x): q.mean, q.stddev
+ll = aevb.log_likelihood(model, x, k=5000)            # (16,) nats per example
 """
 
 from .checkpoint import load
@@ -20,7 +20,25 @@ from .train import train
 
 __version__ = "0.1.0"
 __all__ = [
-    "VAE", "ModelConfig", "TrainConfig", "Dataset", "load_dataset", "train", "load", "elbo", "iwae", "log_weights",
-    "gaussian_kl", "ELBOTerms", "elbo_terms", "log_likelihood", "bits_per_dim", "summarize", "LIKELIHOODS",
-    "AevbError", "DataError", "CheckpointError", "__version__",
+    "VAE",
+    "ModelConfig",
+    "TrainConfig",
+    "Dataset",
+    "load_dataset",
+    "train",
+    "load",
+    "elbo",
+    "iwae",
+    "log_weights",
+    "gaussian_kl",
+    "ELBOTerms",
+    "elbo_terms",
+    "log_likelihood",
+    "bits_per_dim",
+    "summarize",
+    "LIKELIHOODS",
+    "AevbError",
+    "DataError",
+    "CheckpointError",
+    "__version__",
 ]

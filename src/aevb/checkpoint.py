@@ -131,7 +131,7 @@ def load_checkpoint(
         optim = json.loads(meta["optim"])
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} has no valid trainer metadata ({e})") from None
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     _load_weights(model, weights, path)
     opt_state: dict[int, dict[str, Any]] = {}
     for idx, scalars in optim["scalars"].items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -36,7 +36,11 @@ def _batches(n: int, size: int) -> Iterator[slice]:
 
 
 def elbo_terms(
-    model: VAE, x: torch.Tensor, batch_size: int = 1000, samples: int = 1, seed: int = 0,
+    model: VAE,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    samples: int = 1,
+    seed: int = 0,
     estimator: str = "analytic",
 ) -> ELBOTerms:
     """The ELBO and its two terms for every row of x, each (N,) in nats (L = `samples`)."""
@@ -51,7 +55,7 @@ def elbo_terms(
 
 def example_noise(seed: int, index: int, chunk: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Standard normal noise owned by one (example, chunk): the same whatever the batch or shard."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + index) * 65_537 + chunk)
+    g = torch.Generator().manual_seed(((seed * 1_000_003 + index) * 65_537 + chunk) % 2**63)
     return torch.randn(shape, generator=g)
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from .errors import AevbError
 
@@ -57,7 +58,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_table(path: str | Path, columns: dict[str, "np.ndarray"]) -> Path:
+def save_table(path: str | Path, columns: dict[str, Any]) -> Path:
     """Write named 1-D/2-D arrays atomically: .npz (one key each), .npy (side by side), .csv (header).
 
     A 2-D array named "mu" becomes csv columns mu1, mu2, ...
@@ -77,8 +78,9 @@ def save_table(path: str | Path, columns: dict[str, "np.ndarray"]) -> Path:
         for name, v in columns.items():
             width = np.asarray(v).reshape(len(v), -1).shape[1]
             names += [name] if np.asarray(v).ndim == 1 else [f"{name}{i + 1}" for i in range(width)]
-        return atomic_write(path, lambda p: np.savetxt(p, table, delimiter=",", header=",".join(names),
-                                                        comments="", fmt="%.9g"))
+        return atomic_write(
+            path, lambda p: np.savetxt(p, table, delimiter=",", header=",".join(names), comments="", fmt="%.9g")
+        )
     raise AevbError(f"cannot write {path}: the suffix must be .npz, .npy or .csv")
 
 

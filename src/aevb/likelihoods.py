@@ -70,4 +70,3 @@ LIKELIHOODS = {
 def make_likelihood(config: ModelConfig):
     """The decoder head named by `config.likelihood`."""
     return LIKELIHOODS[config.likelihood](config)
-

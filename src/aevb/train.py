@@ -13,8 +13,9 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -110,11 +111,9 @@ def train(
 ) -> VAE:
     """Fit a VAE and return it. With `run_dir`, keep config, metrics and checkpoints there.
 
-    resume=True continues the run in `run_dir` from its last checkpoint with its stored config
-    (train_config.epochs may be raised to train longer).
+    resume=True continues the run in `run_dir` from its last checkpoint with its stored config;
+    only `train_config.epochs` is taken from the arguments (to train longer), when given.
     """
-    model_config = model_config or ModelConfig()
-    train_config = train_config or TrainConfig()
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume:
         if run_dir is None:
@@ -122,11 +121,14 @@ def train(
         model_config, stored = ckpt.read_config(run_dir)
         if stored is None:
             raise CheckpointError(f"{run_dir}/config.json has no training config to resume from")
-        train_config = dataclasses.replace(stored, epochs=max(stored.epochs, train_config.epochs))
+        epochs = train_config.epochs if train_config is not None else stored.epochs
+        train_config = dataclasses.replace(stored, epochs=epochs)
     elif run_dir is not None and (run_dir / ckpt.CONFIG).exists():
         raise AevbError(f"{run_dir} already holds a run; resume it with --resume or choose another --out")
     elif run_dir is not None and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise AevbError(f"{run_dir} exists and is not an empty directory; choose another --out")
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
 
     if dataset is None:
         dataset = load_dataset(train_config.dataset, data_dir)

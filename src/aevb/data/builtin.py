@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -73,8 +73,16 @@ def _read_mnist_format(name: str, folder: Path) -> Dataset:
     y = _labels(_read(read_idx, folder / "train-labels-idx1-ubyte.gz", (60000,)))
     x_test = _images(_read(read_idx, folder / "t10k-images-idx3-ubyte.gz", (10000, 28, 28)), 255)
     y_test = _labels(_read(read_idx, folder / "t10k-labels-idx1-ubyte.gz", (10000,)))
-    return Dataset(name, (28, 28), train=x[:50000], valid=x[50000:], test=x_test,
-                   train_labels=y[:50000], valid_labels=y[50000:], test_labels=y_test)
+    return Dataset(
+        name,
+        (28, 28),
+        train=x[:50000],
+        valid=x[50000:],
+        test=x_test,
+        train_labels=y[:50000],
+        valid_labels=y[50000:],
+        test_labels=y_test,
+    )
 
 
 def _load_mnist(folder: Path) -> Dataset:
@@ -116,8 +124,16 @@ def _load_digits(folder: Path) -> Dataset:
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.images))
     x, y = _images(digits.images[order], 16), _labels(digits.target[order])
-    return Dataset("digits", (8, 8), train=x[:1297], valid=x[1297:1497], test=x[1497:],
-                   train_labels=y[:1297], valid_labels=y[1297:1497], test_labels=y[1497:])
+    return Dataset(
+        "digits",
+        (8, 8),
+        train=x[:1297],
+        valid=x[1297:1497],
+        test=x[1497:],
+        train_labels=y[:1297],
+        valid_labels=y[1297:1497],
+        test_labels=y[1497:],
+    )
 
 
 def _files(base: str | tuple[str, ...], sums: dict[str, str]) -> tuple[DataFile, ...]:
@@ -134,24 +150,56 @@ _FREY_URL = "https://cs.nyu.edu/~roweis/data/"
 # SHA-256s as published by tensorflow/datasets (and listed in the data README).
 BUILTIN: dict[str, Spec] = {
     "digits": Spec("digits", "digits", (), _load_digits),
-    "mnist": Spec("mnist", "mnist", _files(_MNIST_URLS, {
-        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    }), _load_mnist),
-    "fashion-mnist": Spec("fashion-mnist", "fashion-mnist", _files(_FASHION_URL, {
-        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-    }), _load_fashion_mnist),
-    "binarized-mnist": Spec("binarized-mnist", "binarized-mnist", _files(_BINARIZED_URL, {
-        "binarized_mnist_train.amat": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
-        "binarized_mnist_valid.amat": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
-        "binarized_mnist_test.amat": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
-    }), _load_binarized_mnist),
-    "frey-face": Spec("frey-face", "frey-face", _files(_FREY_URL, {
-        "frey_rawface.mat": "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",
-    }), _load_frey_face),
+    "mnist": Spec(
+        "mnist",
+        "mnist",
+        _files(
+            _MNIST_URLS,
+            {
+                "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            },
+        ),
+        _load_mnist,
+    ),
+    "fashion-mnist": Spec(
+        "fashion-mnist",
+        "fashion-mnist",
+        _files(
+            _FASHION_URL,
+            {
+                "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            },
+        ),
+        _load_fashion_mnist,
+    ),
+    "binarized-mnist": Spec(
+        "binarized-mnist",
+        "binarized-mnist",
+        _files(
+            _BINARIZED_URL,
+            {
+                "binarized_mnist_train.amat": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+                "binarized_mnist_valid.amat": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+                "binarized_mnist_test.amat": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+            },
+        ),
+        _load_binarized_mnist,
+    ),
+    "frey-face": Spec(
+        "frey-face",
+        "frey-face",
+        _files(
+            _FREY_URL,
+            {
+                "frey_rawface.mat": "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",
+            },
+        ),
+        _load_frey_face,
+    ),
 }

@@ -31,11 +31,13 @@ class Dataset:
         for split in ("train", "valid", "test"):
             x, y = getattr(self, split), getattr(self, f"{split}_labels")
             if x.dtype != torch.float32 or tuple(x.shape[1:]) != self.shape:
-                raise ValueError(f"{self.name}: {split} must be float32 (N, {self.shape}), "
-                                 f"got {x.dtype} {tuple(x.shape)}")
+                raise ValueError(
+                    f"{self.name}: {split} must be float32 (N, {self.shape}), got {x.dtype} {tuple(x.shape)}"
+                )
             if y is not None and (y.dtype != torch.int64 or tuple(y.shape) != (len(x),)):
-                raise ValueError(f"{self.name}: {split}_labels must be int64 ({len(x)},), "
-                                 f"got {y.dtype} {tuple(y.shape)}")
+                raise ValueError(
+                    f"{self.name}: {split}_labels must be int64 ({len(x)},), got {y.dtype} {tuple(y.shape)}"
+                )
 
     @property
     def is_image(self) -> bool:

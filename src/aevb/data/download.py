@@ -73,8 +73,7 @@ def _fetch_one(url: str, dest: Path, sha256: str, timeout: float) -> None:
             out.flush()
             os.fsync(out.fileno())  # the bytes are on disk before the name points at them
         if digest.hexdigest() != sha256:
-            raise _Failed(f"checksum mismatch (got SHA-256 {digest.hexdigest()[:12]}..., "
-                          f"expected {sha256[:12]}...)")
+            raise _Failed(f"checksum mismatch (got SHA-256 {digest.hexdigest()[:12]}..., expected {sha256[:12]}...)")
         os.replace(tmp, dest)
     except urllib.error.HTTPError as exc:
         raise _Failed(f"HTTP {exc.code} {exc.reason}") from exc
@@ -85,4 +84,3 @@ def _fetch_one(url: str, dest: Path, sha256: str, timeout: float) -> None:
     finally:
         tmp.unlink(missing_ok=True)  # gone already after os.replace; removes any failed try
     fsync_dir(dest.parent)
-

@@ -51,16 +51,20 @@ def read_idx(path: str | Path) -> np.ndarray:
             # Plain: the rest of the file is the payload. Gzip: a ratio no deflate stream reaches.
             room = size * MAX_DEFLATE_RATIO if gzipped else size - header_bytes
             if want > room:
-                raise DataError(f"{path}: truncated: header declares shape {dims} ({want:,} bytes) "
-                                f"but the file is only {size:,} bytes")
+                raise DataError(
+                    f"{path}: truncated: header declares shape {dims} ({want:,} bytes) "
+                    f"but the file is only {size:,} bytes"
+                )
             payload = read_at_most(stream, want + 1)
         except EOFError as exc:
             raise DataError(f"{path}: truncated gzip stream ({exc})") from exc
         except (OSError, zlib.error) as exc:
             raise DataError(f"{path}: corrupt gzip data ({exc})") from exc
     if len(payload) < want:
-        raise DataError(f"{path}: truncated: header declares shape {dims} ({want:,} bytes) "
-                        f"but only {len(payload):,} bytes follow it")
+        raise DataError(
+            f"{path}: truncated: header declares shape {dims} ({want:,} bytes) "
+            f"but only {len(payload):,} bytes follow it"
+        )
     if len(payload) > want:
         raise DataError(f"{path}: more data than its header declares (shape {dims})")
     array = np.frombuffer(payload, dtype=dtype).reshape(dims)
@@ -74,8 +78,10 @@ def _idx_header(stream, path: Path) -> tuple[int, np.dtype, tuple[int, ...]]:
         raise DataError(f"{path}: truncated: no IDX header")
     zero, type_byte, ndim = struct.unpack(">HBB", magic)
     if zero != 0 or type_byte not in _IDX_DTYPES or ndim == 0:
-        raise DataError(f"{path}: bad magic 0x{magic.hex()} (not an IDX file; expected "
-                        "0x00000803 for images or 0x00000801 for labels)")
+        raise DataError(
+            f"{path}: bad magic 0x{magic.hex()} (not an IDX file; expected "
+            "0x00000803 for images or 0x00000801 for labels)"
+        )
     raw_dims = stream.read(4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise DataError(f"{path}: truncated: IDX header ends early")
@@ -124,8 +130,9 @@ def _amat_slow(raw: bytes, path: Path) -> np.ndarray:
         if not tokens:
             continue  # blank lines (a trailing one, say) hold no image
         if len(tokens) != AMAT_VALUES:
-            raise DataError(f"{path}: line {number} has {len(tokens)} values, "
-                            f"expected {AMAT_VALUES} (one 28x28 image per line)")
+            raise DataError(
+                f"{path}: line {number} has {len(tokens)} values, expected {AMAT_VALUES} (one 28x28 image per line)"
+            )
         if not set(tokens) <= {b"0", b"1"}:
             column, bad = next((i, t) for i, t in enumerate(tokens, 1) if t not in (b"0", b"1"))
             shown = bad.decode("utf-8", "replace")[:20]
@@ -152,12 +159,10 @@ def read_frey(path: str | Path) -> np.ndarray:
         # From memory, so a lying element size can only run into the end of the bytes we have.
         ff = loadmat(io.BytesIO(raw), variable_names=["ff"]).get("ff")
     except Exception as exc:  # scipy raises a grab-bag (ValueError, OSError, IndexError, ...)
-        raise DataError(f"{path}: not a readable MATLAB file, may be corrupt "
-                        f"({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path}: not a readable MATLAB file, may be corrupt ({type(exc).__name__}: {exc})") from exc
     rows = math.prod(FREY_SHAPE)
     if ff is None:
         raise DataError(f"{path}: has no variable 'ff' (not the Frey Face file)")
     if ff.ndim != 2 or ff.shape[0] != rows or ff.dtype != np.uint8:
-        raise DataError(f"{path}: variable 'ff' is {ff.dtype} {ff.shape}, "
-                        f"expected uint8 ({rows}, n)")
+        raise DataError(f"{path}: variable 'ff' is {ff.dtype} {ff.shape}, expected uint8 ({rows}, n)")
     return np.ascontiguousarray(ff.T).reshape(-1, *FREY_SHAPE)

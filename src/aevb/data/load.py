@@ -18,8 +18,7 @@ from .tables import TABLE_SUFFIXES, read_table
 _HOW_TO_GET = "see README: Datasets"
 
 
-def load_dataset(name_or_path: str | os.PathLike, data_dir: str | Path | None = None,
-                 download: bool = True) -> Dataset:
+def load_dataset(name_or_path: str | os.PathLike, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
     """The named built-in dataset, or a user .npy / .npz / .csv file, split train / valid / test.
 
     Built-in files live in `<data_dir or default_data_dir()>/<folder>/` and are downloaded
@@ -32,8 +31,7 @@ def load_dataset(name_or_path: str | os.PathLike, data_dir: str | Path | None = 
         return _load_builtin(spec, Path(data_dir) if data_dir else default_data_dir(), download)
     if Path(key).suffix.lower() in TABLE_SUFFIXES:
         return _load_user_file(key)
-    raise DataError(f"unknown dataset {key!r}; built-in: {', '.join(BUILTIN)}, "
-                    f"or a {'/'.join(TABLE_SUFFIXES)} file")
+    raise DataError(f"unknown dataset {key!r}; built-in: {', '.join(BUILTIN)}, or a {'/'.join(TABLE_SUFFIXES)} file")
 
 
 def _load_builtin(spec: Spec, data_dir: Path, download: bool) -> Dataset:
@@ -55,9 +53,11 @@ def _load_builtin(spec: Spec, data_dir: Path, download: bool) -> Dataset:
         corrupt = [f.name for f in spec.files if not _matches(folder / f.name, f.sha256)]
         if not corrupt:
             raise
-        raise DataError(f"{exc}; {', '.join(corrupt)} in {folder}{os.sep} does not match its "
-                        "published SHA-256 (corrupt or incomplete): delete it to download it "
-                        f"again ({_HOW_TO_GET})") from exc
+        raise DataError(
+            f"{exc}; {', '.join(corrupt)} in {folder}{os.sep} does not match its "
+            "published SHA-256 (corrupt or incomplete): delete it to download it "
+            f"again ({_HOW_TO_GET})"
+        ) from exc
 
 
 def _matches(path: Path, sha256: str) -> bool:
@@ -78,7 +78,7 @@ def split_rows(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.random.default_rng(0).permutation(n)
     held_out = max(1, round(0.1 * n))
     n_train = n - 2 * held_out
-    return order[:n_train], order[n_train:n_train + held_out], order[n_train + held_out:]
+    return order[:n_train], order[n_train : n_train + held_out], order[n_train + held_out :]
 
 
 def read_user_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -100,11 +100,11 @@ def _load_user_file(path: str) -> Dataset:
     """A user file as a Dataset, split by `split_rows`."""
     features, y_all = read_user_file(path)
     if len(features) < 3:
-        raise DataError(f"{path}: has {len(features)} rows; at least 3 are needed "
-                        "(one each for train, valid and test)")
+        raise DataError(f"{path}: has {len(features)} rows; at least 3 are needed (one each for train, valid and test)")
     train, valid, test = (torch.from_numpy(rows) for rows in split_rows(len(features)))
     labels = {}
     if y_all is not None:
         labels = dict(train_labels=y_all[train], valid_labels=y_all[valid], test_labels=y_all[test])
-    return Dataset(path, tuple(features.shape[1:]), train=features[train], valid=features[valid],
-                   test=features[test], **labels)
+    return Dataset(
+        path, tuple(features.shape[1:]), train=features[train], valid=features[valid], test=features[test], **labels
+    )

@@ -34,8 +34,7 @@ def read_table(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     readers = {".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv}
     reader = readers.get(path.suffix.lower())
     if reader is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; "
-                        f"supported: {', '.join(TABLE_SUFFIXES)}")
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; supported: {', '.join(TABLE_SUFFIXES)}")
     x, y = reader(path)
     return _check_features(x, path), (None if y is None else _check_labels(y, len(x), path))
 
@@ -61,8 +60,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 names = archive.namelist()
                 if "X.npy" not in names:
                     keys = [n.removesuffix(".npy") for n in names]
-                    raise DataError(f"{path}: has no array 'X' (keys: {', '.join(keys) or 'none'}); "
-                                    "save features as X (and labels as y)")
+                    raise DataError(
+                        f"{path}: has no array 'X' (keys: {', '.join(keys) or 'none'}); "
+                        "save features as X (and labels as y)"
+                    )
                 x = _read_npz_member(archive, "X.npy", size, path)
                 y = _read_npz_member(archive, "y.npy", size, path) if "y.npy" in names else None
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, ValueError) as exc:
@@ -79,8 +80,7 @@ def _read_npz_member(archive: zipfile.ZipFile, name: str, size: int, path: Path)
     stored = min(info.compress_size, size)
     limit = stored if info.compress_type == zipfile.ZIP_STORED else stored * MAX_DEFLATE_RATIO
     if info.file_size > limit:
-        raise DataError(f"{path}: corrupt .npz file ({name} claims {info.file_size:,} bytes "
-                        f"from {stored:,} stored)")
+        raise DataError(f"{path}: corrupt .npz file ({name} claims {info.file_size:,} bytes from {stored:,} stored)")
     with archive.open(info) as member:
         _check_npy_header(member, info.file_size, f"{path} ({name})")
     with archive.open(info) as member:
@@ -95,8 +95,7 @@ def _check_npy_header(f: BinaryIO, size: int, where: str) -> None:
     if start != b"\x93NUMPY":
         raise DataError(f"{where}: not a .npy array (bad magic {start!r})")
     version = tuple(f.read(2))
-    header_readers = {(1, 0): np.lib.format.read_array_header_1_0,
-                      (2, 0): np.lib.format.read_array_header_2_0}
+    header_readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in header_readers:
         raise DataError(f"{where}: unsupported .npy format version {version}")
     shape, _, dtype = header_readers[version](f)
@@ -105,8 +104,10 @@ def _check_npy_header(f: BinaryIO, size: int, where: str) -> None:
     header_bytes = f.tell()  # the caller handed us `f` at the start of the array
     want = math.prod(shape) * dtype.itemsize
     if want > size - header_bytes:
-        raise DataError(f"{where}: truncated: header declares shape {shape} {dtype} "
-                        f"({want:,} bytes) but only {max(size - header_bytes, 0):,} bytes follow")
+        raise DataError(
+            f"{where}: truncated: header declares shape {shape} {dtype} "
+            f"({want:,} bytes) but only {max(size - header_bytes, 0):,} bytes follow"
+        )
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, None]:
@@ -140,15 +141,17 @@ def _parse_csv(reader, path: Path) -> np.ndarray:
                 header = row
             continue
         if len(row) != width:
-            raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, expected "
-                            f"{width} like the first row")
+            raise DataError(
+                f"{path}: line {reader.line_num} has {len(row)} fields, expected {width} like the first row"
+            )
         try:
             rows.append([float(v) for v in row])
         except ValueError:
             column = next(i for i, v in enumerate(row) if not _is_number(v))
             name = f" ({header[column].strip()!r})" if header else ""
-            raise DataError(f"{path}: line {reader.line_num}, column {column + 1}{name} is "
-                            f"{row[column][:30]!r}, not a number") from None
+            raise DataError(
+                f"{path}: line {reader.line_num}, column {column + 1}{name} is {row[column][:30]!r}, not a number"
+            ) from None
     return np.array(rows, dtype=np.float64).reshape(len(rows), width)
 
 
@@ -166,8 +169,7 @@ def _check_features(x: np.ndarray, path: Path) -> np.ndarray:
         kinds = {"c": "complex numbers", "U": "text", "S": "bytes", "V": "structured records"}
         raise DataError(f"{path}: holds {kinds.get(x.dtype.kind, x.dtype)}, not real numbers")
     if x.ndim not in (2, 3):
-        raise DataError(f"{path}: features must be 2-D (rows, features) or 3-D (images, H, W), "
-                        f"got shape {x.shape}")
+        raise DataError(f"{path}: features must be 2-D (rows, features) or 3-D (images, H, W), got shape {x.shape}")
     if len(x) == 0:
         raise DataError(f"{path}: is empty (no rows)")
     if math.prod(x.shape[1:]) == 0:
@@ -183,8 +185,7 @@ def _check_labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]  # (n, 1) columns, as MATLAB-born files have
     if y.dtype.kind not in _NUMERIC_KINDS or y.shape != (n,):
-        raise DataError(f"{path}: labels 'y' must be {n} numbers (one per row of X), "
-                        f"got {y.dtype} {y.shape}")
+        raise DataError(f"{path}: labels 'y' must be {n} numbers (one per row of X), got {y.dtype} {y.shape}")
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
         raise DataError(f"{path}: labels 'y' must be whole numbers")
     return y.astype(np.int64)

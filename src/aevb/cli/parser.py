@@ -1,0 +1,168 @@
+"""The command line's grammar: subcommands and flags. `aevb train` gets one flag per config field."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from .. import config as C
+
+# Help for every config field; `aevb train` gets one flag per field, named after it.
+FIELD_HELP = {
+    "latent_dim": "size of the latent z",
+    "hidden": "hidden layer sizes of the encoder MLP (the decoder mirrors them)",
+    "activation": "hidden activation",
+    "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance)",
+    "sigma": "standard deviation of the fixed gaussian likelihood",
+    "logvar_min": "lower clamp of the gaussian-learned log-variance",
+    "logvar_max": "upper clamp of the gaussian-learned log-variance",
+    "init": "weight init: torch's default, or normal = N(0, init-std^2) for all weights as in the paper",
+    "init_std": "standard deviation of --init normal",
+    "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
+    "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
+    "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
+    "samples": "L, samples of z per data point for the ELBO",
+    "k": "importance samples per data point for --objective iwae",
+    "batch_size": "minibatch size M",
+    "epochs": "passes over the training set",
+    "optimizer": "optimiser",
+    "lr": "learning rate",
+    "weight_decay": "L2 weight decay",
+    "binarize": "auto = dynamic for bernoulli on grey levels, else none",
+    "seed": "seed of the initialisation and of all training randomness",
+    "device": "auto = cuda when available, else cpu",
+    "eval_k": "importance samples for the test log-likelihood reported by `aevb eval`",
+}
+CHOICES = {
+    "activation": C.ACTIVATIONS,
+    "likelihood": C.LIKELIHOOD_NAMES,
+    "init": C.INITS,
+    "objective": C.OBJECTIVES,
+    "estimator": C.ESTIMATORS,
+    "optimizer": C.OPTIMIZERS,
+    "binarize": C.BINARIZE,
+    "device": C.DEVICES,
+}
+MODEL_FIELDS = [
+    f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"
+]  # data_shape comes from the data
+TRAIN_FIELDS = list(dataclasses.fields(C.TrainConfig))
+
+
+def _at_least(low: int):
+    """An argparse type: a whole number >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text} must be >= {low}")
+        return v
+
+    return parse
+
+
+_positive = _at_least(1)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"aevb: error: {message}\n")
+
+
+def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    kw: dict[str, Any] = {"default": None, "help": f"{FIELD_HELP[f.name]} (default: {shown})"}
+    if f.name in CHOICES:
+        kw["choices"] = CHOICES[f.name]
+    elif f.name == "hidden":
+        kw.update(type=int, nargs="+", metavar="H")
+    else:
+        kw["type"] = type(f.default)
+    p.add_argument(flag, **kw)
+
+
+def given(args: argparse.Namespace, fields: list[dataclasses.Field]) -> dict[str, Any]:
+    out = {}
+    for f in fields:
+        v = getattr(args, f.name)
+        if v is not None:
+            out[f.name] = tuple(v) if f.name == "hidden" else v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = _Parser(
+        prog="aevb",
+        description="Variational auto-encoders (Kingma & Welling, 2013). "
+        "Numbers are per example, in nats; bounds and log-likelihoods: higher is better.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE; writes a run directory")
+    t.add_argument("--out", help="run directory to create (default: runs/<dataset>-<time>)")
+    t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only --epochs may change)")
+    t.add_argument("--data-dir", help="folder of the built-in datasets (default: $AEVB_DATA_DIR or ~/.cache/aevb)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = t.add_argument_group("model (stored in config.json)")
+    for f in MODEL_FIELDS:
+        _add_field(g, f)
+    g = t.add_argument_group("training (stored in config.json)")
+    for f in TRAIN_FIELDS:
+        _add_field(g, f)
+
+    def run_cmd(name: str, help: str, data: bool = True) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, formatter_class=fmt)
+        s.add_argument("run", metavar="RUN", help="run directory written by `aevb train`")
+        if data:
+            s.add_argument(
+                "--split", default="test", choices=("train", "valid", "test"), help="split of the run's dataset"
+            )
+            s.add_argument(
+                "--data", metavar="FILE", default=None, help="score this .npy/.npz/.csv file instead of a split"
+            )
+            s.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
+        return s
+
+    e = run_cmd("eval", "test ELBO and importance-sampled log p(x), nats per example")
+    e.add_argument(
+        "--k", type=_positive, default=None, help="importance samples per example (default: the run's eval_k, 5000)"
+    )
+    e.add_argument("--batch-size", type=_positive, default=50, help="examples per batch")
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = run_cmd("sample", "draw new data from the model", data=False)
+    s.add_argument("--n", type=_positive, default=64, help="number of samples")
+    s.add_argument("--seed", type=int, default=0, help="seed of z ~ p(z)")
+    s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z]")
+    s.add_argument(
+        "--out", default=None, help="PNG grid for images, .npy/.csv for tables (default: RUN/samples.png|csv)"
+    )
+
+    r = run_cmd("reconstruct", "inputs next to their reconstructions E[x|z = posterior mean]")
+    r.add_argument("--n", type=_at_least(0), default=32, help="number of inputs (images) or rows (tables; 0 = all)")
+    r.add_argument(
+        "--out", default=None, help="PNG for images, .npy/.csv for tables (default: RUN/reconstructions.png|csv)"
+    )
+
+    n = run_cmd("encode", "posterior means and log-variances of q(z|x)")
+    n.add_argument(
+        "--out",
+        default=None,
+        help=".npz (mu, logvar, labels), .npy ([mu | logvar]) or .csv (default: RUN/encoded_<split>.npz)",
+    )
+    n.add_argument("--plot", default=None, help="also a PNG scatter of the means (2-D latents)")
+
+    m = run_cmd("manifold", "decode a grid of a 2-D latent through the inverse Gaussian CDF (paper Fig. 4)", data=False)
+    m.add_argument("--n", type=_at_least(2), default=20, help="grid points per axis")
+    m.add_argument("--out", default=None, help="PNG path (default: RUN/manifold.png)")
+
+    pl = run_cmd("plot", "training curves", data=False)
+    pl.add_argument("--out", default=None, help="PNG path (default: RUN/curves.png)")
+    return p

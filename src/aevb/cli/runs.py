@@ -1,0 +1,161 @@
+"""The commands that read a trained run: eval, sample, reconstruct, encode, manifold, plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .. import config as C
+from .. import plots
+from ..checkpoint import load, read_config
+from ..errors import AevbError
+from ..evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
+from ..files import atomic_write_text, save_table
+from ..preprocess import run_data
+from ..train import read_metrics
+
+
+def _load_run(args: argparse.Namespace):
+
+    model_cfg, train_cfg = read_config(args.run)
+    train_cfg = train_cfg or C.TrainConfig()
+    return load(args.run), train_cfg
+
+
+def _run_data(args: argparse.Namespace, model, train_cfg: C.TrainConfig):
+
+    return run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
+
+
+def _out(args: argparse.Namespace, default: str, inputs: Sequence[str | None] = ()) -> Path:
+    out = Path(args.out) if args.out else Path(args.run) / default
+    for i in inputs:  # never overwrite what the user handed in
+        if i is not None and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
+            raise AevbError(f"--out {out} is the input file; choose another path")
+    if not out.parent.is_dir():
+        raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+
+    model, train_cfg = _load_run(args)
+    k = args.k or train_cfg.eval_k
+    x, _, source = _run_data(args, model, train_cfg)
+    terms = elbo_terms(model, x, seed=args.seed)
+    with tqdm(
+        total=x.shape[0], unit="ex", desc=f"log p(x), k={k}", leave=False, disable=args.no_progress or None
+    ) as bar:
+        ll = log_likelihood(model, x, k=k, batch_size=args.batch_size, seed=args.seed, on_batch=bar.update)
+    d = model.config.data_dim
+    res: dict[str, Any] = {
+        "data": source,
+        "examples": x.shape[0],
+        "binarize": train_cfg.binarize,
+        "likelihood": model.config.likelihood,
+        "k": k,
+        "seed": args.seed,
+        "units": "nats per example",
+    }
+    for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
+        res[name], res[name + "_se"] = summarize(v)
+    res["bits_per_dim"] = summarize(bits_per_dim(ll, d))[0]
+    tag = f"file_{Path(args.data).stem}" if args.data else args.split  # a file never overwrites a split's result
+    atomic_write_text(Path(args.run) / f"eval_{tag}.json", json.dumps(res, indent=2) + "\n")
+    print(f"{source}: {res['examples']} examples, {model.config.likelihood} likelihood, binarisation {res['binarize']}")
+    print(
+        f"  ELBO      {res['elbo']:10.3f} ± {res['elbo_se']:.3f} nats  "
+        f"(E log p(x|z) {res['log_px_z']:.3f}, KL {res['kl']:.3f})"
+    )
+    print(
+        f"  log p(x)  {res['log_likelihood']:10.3f} ± {res['log_likelihood_se']:.3f} nats  (importance sampled, k={k})"
+    )
+    print(f"  bits/dim  {res['bits_per_dim']:10.4f}  (-log2 p(x) / {d})")
+
+
+def _write_images_or_table(out: Path, x: torch.Tensor, is_image: bool, ncols: int | None = None) -> None:
+
+    if out.suffix.lower() == ".png":
+        if not is_image:
+            raise AevbError("a PNG grid needs image data; use a .npy or .csv --out for tables")
+        plots.save(plots.image_grid(x.cpu().numpy(), ncols), out)
+    else:
+        save_table(out, {"x": x.reshape(x.shape[0], -1).cpu().numpy()})
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    model, _ = _load_run(args)
+    is_image = len(model.config.data_shape) == 2
+    out = _out(args, "samples.png" if is_image else "samples.csv")
+    x = model.sample(args.n, torch.Generator().manual_seed(args.seed), mean=not args.draw)
+    _write_images_or_table(out, x, is_image)
+    print(f"{args.n} samples written to {out}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    model, train_cfg = _load_run(args)
+    x, _, source = _run_data(args, model, train_cfg)
+    is_image = len(model.config.data_shape) == 2
+    out = _out(args, "reconstructions.png" if is_image else "reconstructions.csv", [args.data])
+    x = x[: args.n] if args.n > 0 else x
+    with torch.no_grad():
+        xr = model.decode(model.encode(x).mean).mean.reshape(x.shape)
+    if out.suffix.lower() == ".png" and is_image:  # rows of inputs above rows of reconstructions
+        ncols = min(8, x.shape[0])
+        pairs = [t for i in range(0, x.shape[0], ncols) for t in (x[i : i + ncols], xr[i : i + ncols])]
+        pad = [torch.cat([p, torch.ones(ncols - p.shape[0], *p.shape[1:])]) for p in pairs]
+        _write_images_or_table(out, torch.cat(pad), True, ncols)
+    else:
+        _write_images_or_table(out, xr, is_image)
+    print(f"{x.shape[0]} reconstructions of {source} written to {out}")
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+
+    model, train_cfg = _load_run(args)
+    x, labels, source = _run_data(args, model, train_cfg)
+    out = _out(args, f"encoded_{'file_' + Path(args.data).stem if args.data else args.split}.npz", [args.data])
+    with torch.no_grad():
+        q = model.encode(x)
+    mu, logvar = q.mean.numpy(), (2 * q.base_dist.scale.log()).numpy()
+    cols = {"mu": mu, "logvar": logvar}
+    if labels is not None and out.suffix.lower() != ".npy":
+        cols["label"] = labels.numpy()
+    save_table(out, cols)
+    print(f"posterior means and log-variances of {x.shape[0]} rows of {source} written to {out}")
+    if args.plot:
+        if mu.shape[1] != 2:
+            raise AevbError(f"--plot needs a 2-D latent; this model has {mu.shape[1]} (the table was written)")
+        plots.save(plots.latent_scatter(mu, labels.numpy() if labels is not None else None), args.plot)
+        print(f"scatter plot written to {args.plot}")
+
+
+def cmd_manifold(args: argparse.Namespace) -> None:
+
+    model, _ = _load_run(args)
+    if model.config.latent_dim != 2 or len(model.config.data_shape) != 2:
+        raise AevbError(
+            f"the manifold needs a 2-D latent and image data; this run has latent_dim "
+            f"{model.config.latent_dim} and data shape {model.config.data_shape}"
+        )
+    out = _out(args, "manifold.png")
+    plots.save(plots.image_grid(plots.manifold_images(model, args.n), args.n), out)
+    print(f"{args.n}x{args.n} manifold written to {out}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from ..checkpoint import read_config
+
+    read_config(args.run)
+    records = read_metrics(args.run)
+    if not records:
+        raise AevbError(f"{args.run} has no metrics yet (metrics.jsonl is empty or missing)")
+    out = _out(args, "curves.png")
+    plots.save(plots.curves(records), out)
+    print(f"training curves written to {out}")

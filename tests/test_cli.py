@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -98,7 +99,9 @@ def digits_test_labels() -> np.ndarray:
 def env(shared_data: Path) -> dict:
     # One thread per process: these networks are tiny, and on a busy 2-core machine torch's
     # worker threads made each epoch ~100x slower than one thread.
-    return {**os.environ, "AEVB_DATA_DIR": str(shared_data), "OMP_NUM_THREADS": "1"}
+    src = str(Path(__file__).resolve().parents[1] / "src")  # this checkout, whatever is installed
+    pythonpath = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "AEVB_DATA_DIR": str(shared_data), "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
 
 
 def write_table(path: Path, rows: int, cols: int, seed: int) -> np.ndarray:
@@ -602,3 +605,24 @@ def test_refusing_to_overwrite_leaves_the_run_as_it_was(bad, runs):
             assert (case / "run" / f).read_bytes() == (runs.digits / f).read_bytes(), (name, f)
     case, _ = bad["not-empty"]
     assert [p.name for p in (case / "full").iterdir()] == ["notes.txt"]
+
+
+def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
+    argv = [sys.executable, "-m", "aevb", "train", "--out", "r", "--epochs", "100000", "--no-progress"]
+    p = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:  # wait until an epoch has been checkpointed
+            if line.startswith("epoch    2"):
+                break
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "aevb: interrupted; r keeps its last finished epoch: `aevb train --resume r` continues it"
+    )
+    done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert done[:2] == [1, 2] and done == list(range(1, len(done) + 1))
+    r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress")
+    assert ok(r).splitlines()[0].startswith(f"epoch {done[-1] + 1:4d}")

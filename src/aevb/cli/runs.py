@@ -22,14 +22,14 @@ from ..train import read_metrics
 
 
 def _load_run(args: argparse.Namespace):
-
+    """The run's model (eval mode, CPU) and its training config."""
     model_cfg, train_cfg = read_config(args.run)
     train_cfg = train_cfg or C.TrainConfig()
     return load(args.run), train_cfg
 
 
 def _run_data(args: argparse.Namespace, model, train_cfg: C.TrainConfig):
-
+    """(x, labels, description) of the split or --data file the command works on."""
     return run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
 
 
@@ -44,7 +44,7 @@ def _out(args: argparse.Namespace, default: str, inputs: Sequence[str | None] = 
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-
+    """Test ELBO and importance-sampled log p(x) with standard errors; stored as RUN/eval_<split>.json."""
     model, train_cfg = _load_run(args)
     k = args.k or train_cfg.eval_k
     x, _, source = _run_data(args, model, train_cfg)
@@ -80,7 +80,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _write_images_or_table(out: Path, x: torch.Tensor, is_image: bool, ncols: int | None = None) -> None:
-
     if out.suffix.lower() == ".png":
         if not is_image:
             raise AevbError("a PNG grid needs image data; use a .npy or .csv --out for tables")
@@ -90,6 +89,7 @@ def _write_images_or_table(out: Path, x: torch.Tensor, is_image: bool, ncols: in
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    """New data from the model: a PNG grid of images, or a table."""
     model, _ = _load_run(args)
     is_image = len(model.config.data_shape) == 2
     out = _out(args, "samples.png" if is_image else "samples.csv")
@@ -99,6 +99,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    """Inputs and their reconstructions E[x|z = posterior mean]."""
     model, train_cfg = _load_run(args)
     x, _, source = _run_data(args, model, train_cfg)
     is_image = len(model.config.data_shape) == 2
@@ -117,7 +118,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-
+    """Posterior means and log-variances of q(z|x), optionally a scatter plot."""
     model, train_cfg = _load_run(args)
     x, labels, source = _run_data(args, model, train_cfg)
     out = _out(args, f"encoded_{'file_' + Path(args.data).stem if args.data else args.split}.npz", [args.data])
@@ -137,7 +138,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_manifold(args: argparse.Namespace) -> None:
-
+    """The decoded grid of a 2-D latent (paper, Figure 4)."""
     model, _ = _load_run(args)
     if model.config.latent_dim != 2 or len(model.config.data_shape) != 2:
         raise AevbError(
@@ -150,6 +151,7 @@ def cmd_manifold(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    """Training and validation curves from metrics.jsonl."""
     from ..checkpoint import read_config
 
     read_config(args.run)

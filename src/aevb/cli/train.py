@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +43,25 @@ def cmd_train(args: argparse.Namespace) -> None:
             train_cfg = dataclasses.replace(train_cfg, dataset=str(Path(train_cfg.dataset).resolve()))
 
     bar = _Progress(args.no_progress, train_cfg.objective)
-    model = train(
-        model_cfg,
-        train_cfg,
-        run_dir,
-        data_dir=args.data_dir,
-        resume=bool(args.resume),
-        on_step=bar.step,
-        on_epoch=bar.epoch,
-    )
-    bar.close()
+    try:
+        model = train(
+            model_cfg,
+            train_cfg,
+            run_dir,
+            data_dir=args.data_dir,
+            resume=bool(args.resume),
+            on_step=bar.step,
+            on_epoch=bar.epoch,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        if not (run_dir / "config.json").exists():
+            raise
+        hint = f"`aevb train --resume {run_dir}` continues it"
+        print(f"aevb: interrupted; {run_dir} keeps its last finished epoch: {hint}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        bar.close()
 
     if len(model.config.data_shape) == 2:  # images
         g = torch.Generator(device=next(model.parameters()).device).manual_seed(0)

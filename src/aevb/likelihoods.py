@@ -22,7 +22,6 @@ class BernoulliLikelihood:
     """p(x|z) = prod_d Bernoulli(x_d; sigmoid(h_d)), parameterised by logits (no sigmoid + BCE)."""
 
     outputs_per_dim: int = 1
-    binary: bool = True  # data must lie in [0, 1]
 
     def __call__(self, h: torch.Tensor) -> Distribution:
         # grey levels in [0, 1] are allowed with --binarize none
@@ -35,7 +34,6 @@ class GaussianLikelihood:
 
     sigma: float = 1.0
     outputs_per_dim: int = 1
-    binary: bool = False
 
     def __call__(self, h: torch.Tensor) -> Distribution:
         return Independent(Normal(h, torch.full_like(h, self.sigma), validate_args=False), 1)
@@ -52,7 +50,6 @@ class LearnedGaussianLikelihood:
     logvar_min: float = -9.0
     logvar_max: float = 6.0
     outputs_per_dim: int = 2
-    binary: bool = False
 
     def __call__(self, h: torch.Tensor) -> Distribution:
         mu, logvar = h.chunk(2, dim=-1)

@@ -80,14 +80,15 @@ def run_data(
 
     if data_file is None:
         ds = load_dataset(dataset, data_dir)
-        # checked before binarising (bernoulli needs [0, 1]); every split, train too, is scored on
-        # its fixed draw: under dynamic, grey train levels would be scored as Bernoulli targets
-        x = check_data(getattr(ds, split_name), model_config, f"{ds.name} ({split_name})")
-        if binarize in ("dynamic", "static"):
-            x = binarize_once(x, BINARIZE_SEEDS[split_name])
-        return x, getattr(ds, f"{split_name}_labels"), f"{ds.name} {split_name}"
-    x, y = read_user_file(data_file)
-    x = check_data(x, model_config, data_file)
-    if binarize in ("dynamic", "static") and not bool(((x == 0) | (x == 1)).all()):
-        x = binarize_once(x, BINARIZE_SEEDS["test"])
-    return x, y, data_file
+        x, y, seed = getattr(ds, split_name), getattr(ds, f"{split_name}_labels"), BINARIZE_SEEDS[split_name]
+        where, source = f"{ds.name} ({split_name})", f"{ds.name} {split_name}"
+    else:
+        (x, y), seed = read_user_file(data_file), BINARIZE_SEEDS["test"]
+        where = source = data_file
+    # checked before binarising (bernoulli needs [0, 1]); every split, train too, is scored on its
+    # fixed draw: under dynamic, grey train levels would be scored as Bernoulli targets. A draw
+    # leaves data that is already 0/1 unchanged.
+    x = check_data(x, model_config, where)
+    if binarize in ("dynamic", "static"):
+        x = binarize_once(x, seed)
+    return x, y, source

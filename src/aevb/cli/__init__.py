@@ -26,11 +26,15 @@ COMMANDS = {
     "manifold": cmd_manifold,
     "plot": cmd_plot,
 }
+# Command modules that add their own subcommand: (register(subparsers), {name: handler}).
+EXTENSIONS: list = []
+for _register, _commands in EXTENSIONS:
+    COMMANDS.update(_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `aevb` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser([r for r, _ in EXTENSIONS]).parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except AevbError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import config as C
@@ -66,6 +67,7 @@ def _at_least(low: int):
 
 
 _positive = _at_least(1)
+at_least, positive = _at_least, _positive  # for command modules that register their own subcommands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +97,11 @@ def given(args: argparse.Namespace, fields: list[dataclasses.Field]) -> dict[str
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+# A command module outside this file adds its own subcommand: register(subparsers) -> None.
+Register = Callable[[Any], None]
+
+
+def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = _Parser(
         prog="aevb",
@@ -165,4 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = run_cmd("plot", "training curves", data=False)
     pl.add_argument("--out", default=None, help="PNG path (default: RUN/curves.png)")
+    for register in extra:
+        register(sub)
     return p

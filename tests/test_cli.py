@@ -620,7 +620,7 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
         p.kill()
     assert p.returncode == 130
     assert err.strip().splitlines()[-1] == (
-        "aevb: interrupted; r keeps its last finished epoch: `aevb train --resume r` continues it"
+        "aevb: interrupted; r keeps its last checkpoint: `aevb train --resume r` continues it"
     )
     done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert done[:2] == [1, 2] and done == list(range(1, len(done) + 1))

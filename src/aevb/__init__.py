@@ -19,8 +19,19 @@ from .objectives import ELBOTerms, elbo, gaussian_kl, iwae, log_weights
 from .train import train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # AnomalyDetector needs scikit-learn, which takes seconds to import: only when asked for
+    if name == "AnomalyDetector":
+        from .anomaly import AnomalyDetector
+
+        return AnomalyDetector
+    raise AttributeError(f"module 'aevb' has no attribute {name!r}")
+
 __all__ = [
     "VAE",
+    "AnomalyDetector",
     "ModelConfig",
     "TrainConfig",
     "Dataset",

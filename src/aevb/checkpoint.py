@@ -97,10 +97,21 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
 
 
 def save_checkpoint(
-    run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: dict[str, Any]
+    run_dir: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+    position: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write checkpoint.safetensors (weights, optimiser, RNG, and `state` as JSON), atomically."""
+    """Write checkpoint.safetensors (weights, optimiser, RNG, `state` as JSON), atomically.
+
+    `position`: tensors of an unfinished epoch (its permutation, its running sums), stored as
+    `epoch.<name>` so that a resumed run carries on from the very step where this one stopped.
+    """
     tensors = {f"model.{k}": v for k, v in _tensors(model).items()}
+    for name, v in (position or {}).items():
+        tensors[f"epoch.{name}"] = v.detach().cpu().contiguous().clone()
     opt = optimizer.state_dict()
     per_param: dict[str, dict[str, Any]] = {}
     for idx, s in opt["state"].items():
@@ -122,26 +133,48 @@ def save_checkpoint(
 def load_checkpoint(
     run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> dict[str, Any]:
-    """Restore weights, optimiser and RNG from checkpoint.safetensors; returns the trainer state."""
+    """Restore weights, optimiser and RNG from checkpoint.safetensors; returns the trainer state.
+
+    The state's "position" (present for a checkpoint written inside an epoch) also holds the
+    `epoch.*` tensors; the trainer checks them against the data.
+    """
     path = run_dir / CHECKPOINT
     tensors, meta = _read(path)
     try:
         state = json.loads(meta["trainer"])
         optim = json.loads(meta["optim"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} has no valid trainer metadata ({e})") from None
+        scalars = {int(idx): dict(v) for idx, v in optim["scalars"].items()}
+        groups = optim["param_groups"]
+        if not isinstance(state, dict) or not isinstance(groups, list):
+            raise TypeError("trainer state or param_groups of the wrong type")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path} has no valid trainer metadata ({type(e).__name__}: {e})") from None
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     _load_weights(model, weights, path)
-    opt_state: dict[int, dict[str, Any]] = {}
-    for idx, scalars in optim["scalars"].items():
-        opt_state[int(idx)] = dict(scalars)
+    opt_state: dict[int, dict[str, Any]] = scalars
     for key, v in tensors.items():
         if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = v
+            try:
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = v
+            except ValueError:
+                raise CheckpointError(f"{path}: unexpected tensor {key!r}") from None
     try:
-        optimizer.load_state_dict({"state": opt_state, "param_groups": optim["param_groups"]})
+        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
         generator.set_state(tensors["rng.train"])
-    except (KeyError, ValueError, RuntimeError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
         raise CheckpointError(f"{path}: optimiser or RNG state does not fit this run ({e})") from None
+    for p, s in optimizer.state.items():  # a state tensor of another shape would fail only later, mid-step
+        for name, v in s.items():
+            if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                raise CheckpointError(
+                    f"{path}: optimiser state {name!r} has shape {tuple(v.shape)}, not {tuple(p.shape)}"
+                )
+    position = {k[len("epoch.") :]: v for k, v in tensors.items() if k.startswith("epoch.")}
+    if position:
+        if not isinstance(state.get("position"), dict):
+            raise CheckpointError(f"{path} holds an epoch position without its counters")
+        state["position"] = {**state["position"], **position}
+    elif state.get("position") is not None:
+        raise CheckpointError(f"{path} names an epoch position but holds no epoch tensors")
     return state

@@ -15,13 +15,16 @@ from .errors import CheckpointError
 CONFIG_VERSION = 1
 
 ACTIVATIONS = ("tanh", "relu")
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "gaussian-learned")
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-sigmoid")
 INITS = ("default", "normal")
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 BINARIZE = ("auto", "dynamic", "static", "none")
 DEVICES = ("auto", "cpu", "cuda")
+NONFINITE = ("stop", "skip")  # what a step with a NaN/inf loss or gradient does
+# Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
+RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_k: int = 5000  # importance samples for the test log-likelihood of `aevb eval`
+    nonfinite: str = "stop"  # "skip": drop steps with a NaN/inf loss or gradient, counted in the metrics
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: only by time and at epoch ends)
+    checkpoint_minutes: float = 5.0  # also checkpoint when this much time passed since the last one (0: off)
 
     def __post_init__(self) -> None:
         _check_choice("objective", self.objective, OBJECTIVES)
@@ -83,6 +89,9 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("binarize", self.binarize, BINARIZE)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("nonfinite", self.nonfinite, NONFINITE)
+        _check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
+        _check(self.checkpoint_minutes >= 0, "checkpoint_minutes must be >= 0")
         for name in ("samples", "k", "batch_size", "eval_k"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1")
         _check(self.epochs >= 0, "epochs must be >= 0")

@@ -11,3 +11,11 @@ class DataError(AevbError):
 
 class CheckpointError(AevbError):
     """A run directory or checkpoint that is missing, corrupt, or from an unknown version."""
+
+
+class DivergedError(AevbError):
+    """Training met a NaN or inf loss or gradient (and was not asked to skip such steps)."""
+
+    def __init__(self, message: str, step: int, what: str):
+        super().__init__(message)
+        self.step, self.what = step, what

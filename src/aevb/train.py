@@ -3,15 +3,15 @@ loads the data, builds or resumes the model and keeps the run directory up to da
 
 The training set lives on the device as one tensor and is indexed with a fresh permutation each
 epoch (no per-item Dataset or collate). All training randomness (permutations, dynamic
-binarisation, reparameterisation noise) comes from one torch.Generator that is checkpointed, so a
-resumed run ends with exactly the parameters of an uninterrupted one.
+binarisation, reparameterisation noise) comes from one torch.Generator that is checkpointed, and
+so is the position inside the epoch, so a run resumed from any checkpoint (at an epoch's end or
+in the middle of one) ends with exactly the parameters of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +22,9 @@ import torch
 from . import checkpoint as ckpt
 from .config import ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
-from .errors import AevbError, CheckpointError
+from .errors import AevbError, CheckpointError, DivergedError
 from .evaluate import elbo_terms
-from .files import atomic_write_text
+from .files import RunLock, atomic_write_text, remove_stale_temps
 from .model import VAE
 from .objectives import elbo, iwae
 from .preprocess import check_data, resolve_binarize, split
@@ -54,6 +54,45 @@ StepHook = Callable[[Step], None]
 EpochHook = Callable[[dict[str, Any]], None]  # the epoch's metrics record
 
 
+@dataclasses.dataclass
+class Position:
+    """Where an epoch stands: its order of examples and what has been summed so far."""
+
+    perm: torch.Tensor  # (N,) int64, this epoch's order of the training examples
+    total: torch.Tensor  # () sum of the per-example objective over the steps taken (nats)
+    done: int = 0  # examples of the epoch processed (taken or skipped)
+    steps: int = 0  # minibatches processed
+    counted: int = 0  # examples in `total` (skipped steps are not)
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient (--nonfinite skip)
+    seconds: float = 0.0  # training time spent in this epoch
+
+    def counters(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("done", "steps", "counted", "skipped", "seconds")}
+
+    @classmethod
+    def restore(cls, saved: dict[str, Any], n: int, device: torch.device, where: str) -> Position:
+        """The position stored in a checkpoint, after checking it fits a training set of n rows."""
+        try:
+            pos = cls(perm=saved["perm"], total=saved["total"], **{k: saved[k] for k in cls.counters_names()})
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{where}: the epoch position is incomplete ({e})") from None
+        perm_ok = (
+            pos.perm.dtype == torch.int64
+            and pos.perm.shape == (n,)
+            and torch.equal(pos.perm.sort().values, torch.arange(n))
+        )
+        if not perm_ok:
+            raise CheckpointError(f"{where}: the stored epoch order is not a permutation of the {n} training rows")
+        if pos.total.shape != () or not pos.total.is_floating_point() or not 0 <= pos.done <= n:
+            raise CheckpointError(f"{where}: the stored epoch position does not fit the training data")
+        pos.perm, pos.total = pos.perm.to(device), pos.total.to(device)
+        return pos
+
+    @staticmethod
+    def counters_names() -> tuple[str, ...]:
+        return ("done", "steps", "counted", "skipped", "seconds")
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when available, else CPU; asking for CUDA without it is an error."""
     if name == "auto":
@@ -61,6 +100,74 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise AevbError("--device cuda was asked for, but CUDA is not available on this machine")
     return torch.device(name)
+
+
+def _nonfinite(loss: torch.Tensor, model: torch.nn.Module) -> str | None:
+    """ "loss" or "gradient" when that is NaN/inf, else None (one host sync per step)."""
+    if not torch.isfinite(loss):
+        return "loss"
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
+        return "gradient"
+    return None
+
+
+def run_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    position: Position | None = None,
+    *,
+    epoch: int = 1,
+    on_step: StepHook | None = None,
+    after_step: Callable[[Position], None] | None = None,
+) -> Position:
+    """Minibatch steps of config.batch_size from `position` (a new epoch when None) to the epoch's end.
+
+    A step whose loss or gradient is NaN/inf raises DivergedError before the parameters move, or,
+    with config.nonfinite == "skip", is dropped and counted in `skipped`. `after_step(position)`
+    runs between steps, where the trainer may checkpoint.
+    """
+    model.train()
+    objective = OBJECTIVES[config.objective]
+    n = x.shape[0]
+    if position is None:
+        perm = torch.randperm(n, generator=generator, device=x.device)
+        position = Position(perm=perm, total=torch.zeros((), device=x.device))
+    start = time.perf_counter() - position.seconds
+    for i in range(position.done, n, config.batch_size):
+        xb = x[position.perm[i : i + config.batch_size]]
+        if config.binarize == "dynamic":
+            xb = torch.bernoulli(xb, generator=generator)
+        per_example = objective(model, xb, config, generator)  # (B,)
+        loss = -per_example.mean()  # the negative bound, per example
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        bad = _nonfinite(loss, model)
+        step = position.steps + 1
+        if bad is not None:
+            params_bad = not all(torch.isfinite(p).all() for p in model.parameters())
+            if config.nonfinite == "stop" or params_bad:  # NaN parameters: skipping cannot help
+                what = "parameters" if params_bad else bad
+                raise DivergedError(
+                    f"training diverged at step {step} of epoch {epoch}: the {what} is NaN or inf", step, what
+                )
+            optimizer.zero_grad(set_to_none=True)
+            position.skipped += 1
+        else:
+            optimizer.step()
+            batch_sum = per_example.detach().sum()
+            position.total += batch_sum
+            position.counted += xb.shape[0]
+        position.done, position.steps = min(i + config.batch_size, n), step
+        position.seconds = time.perf_counter() - start
+        if on_step is not None and bad is None:
+            on_step(Step(epoch, config.epochs, position.done, n, batch_sum))
+        if after_step is not None:
+            after_step(position)
+    return position
 
 
 def train_epoch(
@@ -74,28 +181,11 @@ def train_epoch(
 ) -> tuple[torch.Tensor, int]:
     """One pass over x in minibatches of config.batch_size, maximising the objective.
 
-    Returns (sum over examples of the per-example objective in nats, number of steps).
+    Returns (sum over the examples of the steps taken of the per-example objective in nats,
+    number of steps).
     """
-    model.train()
-    objective = OBJECTIVES[config.objective]
-    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
-    total = torch.zeros((), device=x.device)
-    steps = 0
-    for i in range(0, x.shape[0], config.batch_size):
-        xb = x[perm[i : i + config.batch_size]]
-        if config.binarize == "dynamic":
-            xb = torch.bernoulli(xb, generator=generator)
-        per_example = objective(model, xb, config, generator)  # (B,)
-        loss = -per_example.mean()  # the negative bound, per example
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        batch_sum = per_example.detach().sum()
-        total += batch_sum
-        steps += 1
-        if on_step is not None:
-            on_step(Step(epoch, config.epochs, min(i + config.batch_size, x.shape[0]), x.shape[0], batch_sum))
-    return total, steps
+    pos = run_epoch(model, optimizer, x, config, generator, epoch=epoch, on_step=on_step)
+    return pos.total, pos.steps
 
 
 def train(
@@ -112,21 +202,56 @@ def train(
     """Fit a VAE and return it. With `run_dir`, keep config, metrics and checkpoints there.
 
     resume=True continues the run in `run_dir` from its last checkpoint with its stored config;
-    only `train_config.epochs` is taken from the arguments (to train longer), when given.
+    only `epochs` and the checkpoint cadence are taken from `train_config`, when given.
+    A run directory is locked while training writes it: a second trainer gets an AevbError.
     """
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if resume:
-        if run_dir is None:
+    if run_dir is None:
+        if resume:
             raise AevbError("resume needs a run directory")
+        return _train(model_config, train_config, None, data_dir, False, dataset, on_step, on_epoch)
+    run_dir = Path(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+    else:
+        _check_new_run_dir(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+    with RunLock(run_dir):
+        if not resume:
+            _check_new_run_dir(run_dir)  # again, now that no one else can be writing it
+        return _train(model_config, train_config, run_dir, data_dir, resume, dataset, on_step, on_epoch)
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    if (run_dir / ckpt.CONFIG).exists():
+        raise AevbError(f"{run_dir} already holds a run; resume it with --resume or choose another --out")
+    if run_dir.exists() and (not run_dir.is_dir() or any(p.name != RunLock.NAME for p in run_dir.iterdir())):
+        raise AevbError(f"{run_dir} exists and is not an empty directory; choose another --out")
+
+
+def _train(
+    model_config: ModelConfig | None,
+    train_config: TrainConfig | None,
+    run_dir: Path | None,
+    data_dir: str | Path | None,
+    resume: bool,
+    dataset: Dataset | None,
+    on_step: StepHook | None,
+    on_epoch: EpochHook | None,
+) -> VAE:
+    if resume:
+        assert run_dir is not None
+        remove_stale_temps(run_dir, [ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS])
         model_config, stored = ckpt.read_config(run_dir)
         if stored is None:
             raise CheckpointError(f"{run_dir}/config.json has no training config to resume from")
-        epochs = train_config.epochs if train_config is not None else stored.epochs
-        train_config = dataclasses.replace(stored, epochs=epochs)
-    elif run_dir is not None and (run_dir / ckpt.CONFIG).exists():
-        raise AevbError(f"{run_dir} already holds a run; resume it with --resume or choose another --out")
-    elif run_dir is not None and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise AevbError(f"{run_dir} exists and is not an empty directory; choose another --out")
+        changes = {}
+        if train_config is not None:
+            changes = {f: getattr(train_config, f) for f in ("epochs", "checkpoint_every", "checkpoint_minutes")}
+        train_config = dataclasses.replace(stored, **changes)
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
 
@@ -146,36 +271,86 @@ def train(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
     )
     generator = torch.Generator(device=device).manual_seed(train_config.seed)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "examples": 0, "seconds": 0.0}
-    if resume:
-        # a run killed before its first checkpoint starts over: same seed, same result
-        if (run_dir / ckpt.CHECKPOINT).exists():
-            state = ckpt.load_checkpoint(run_dir, model, optimizer, generator)
-        _truncate_metrics(run_dir, state["epoch"])
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "examples": 0, "seconds": 0.0, "skipped_steps": 0}
+    position: Position | None = None
+    records: list[dict[str, Any]] = []
     if run_dir is not None:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+        # a run killed before its first checkpoint starts over: same seed, same result
+        if resume and (run_dir / ckpt.CHECKPOINT).exists():
+            state = {**state, **ckpt.load_checkpoint(run_dir, model, optimizer, generator)}
+            saved = state.pop("position", None)
+            if saved is not None:
+                position = Position.restore(saved, x_train.shape[0], device, str(run_dir / ckpt.CHECKPOINT))
+            records = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= state["epoch"]]
+            _write_metrics(run_dir, records)  # epochs logged after the checkpoint are trained again
         ckpt.save_config(run_dir, model_config, train_config)
-        if not resume:
-            ckpt.save_model(run_dir, model)
+        ckpt.save_model(run_dir, model)  # the checkpoint's weights, even if the last run died before this
+
+    last_save = time.monotonic()
+    saved_at = None  # where the last good checkpoint stands, for messages
+    if run_dir is not None and (run_dir / ckpt.CHECKPOINT).exists():
+        saved_at = _where(state, position)
+    n = x_train.shape[0]
+
+    def save(pos: Position | None) -> None:
+        nonlocal last_save, saved_at
+        assert run_dir is not None
+        if pos is None:
+            ckpt.save_checkpoint(run_dir, model, optimizer, generator, state)
+        else:
+            saved = {**state, "position": pos.counters()}
+            ckpt.save_checkpoint(run_dir, model, optimizer, generator, saved, {"perm": pos.perm, "total": pos.total})
+        last_save = time.monotonic()
+        saved_at = _where(state, pos)
+
+    def after_step(pos: Position) -> None:
+        if run_dir is None or pos.done >= n:  # the epoch's end has its own checkpoint
+            return
+        every, minutes = train_config.checkpoint_every, train_config.checkpoint_minutes
+        if (every and (state["step"] + pos.steps) % every == 0) or (
+            minutes and time.monotonic() - last_save >= 60 * minutes
+        ):
+            save(pos)
 
     for epoch in range(state["epoch"] + 1, train_config.epochs + 1):
-        t0 = time.perf_counter()
-        total, steps = train_epoch(model, optimizer, x_train, train_config, generator, on_step, epoch)
-        train_objective = total.item() / x_train.shape[0]
-        if not torch.isfinite(total):
-            raise AevbError(
-                f"training diverged in epoch {epoch} (objective is {train_objective}); "
-                f"try a smaller --lr. The last good checkpoint is epoch {state['epoch']}"
+        try:
+            pos = run_epoch(
+                model,
+                optimizer,
+                x_train,
+                train_config,
+                generator,
+                position,
+                epoch=epoch,
+                on_step=on_step,
+                after_step=after_step,
             )
+        except DivergedError as e:
+            step = state["step"] + e.step
+            batches = -(-n // train_config.batch_size)
+            where = f"at step {step} (epoch {epoch}, batch {e.step} of {batches}): the {e.what} is NaN or inf"
+            if run_dir is None:
+                kept = ""
+            elif saved_at is None:
+                kept = f"; {run_dir} has no checkpoint yet (--resume starts it over)"
+            else:
+                kept = f"; {run_dir} keeps its last good checkpoint ({saved_at})"
+            raise DivergedError(
+                f"training diverged {where}{kept}. Try a smaller --lr, or --nonfinite skip to drop such steps",
+                step,
+                e.what,
+            ) from None
+        position = None
+        if pos.counted == 0:
+            raise DivergedError(f"every step of epoch {epoch} was non-finite and skipped", state["step"], "loss")
+        train_objective = pos.total.item() / pos.counted
         valid = elbo_terms(model, x_valid, seed=train_config.seed)
         state = {
             "epoch": epoch,
-            "step": state["step"] + steps,
-            "examples": state["examples"] + x_train.shape[0],
-            "seconds": state["seconds"] + time.perf_counter() - t0,
+            "step": state["step"] + pos.steps,
+            "examples": state["examples"] + n,
+            "seconds": state["seconds"] + pos.seconds,
+            "skipped_steps": state["skipped_steps"] + pos.skipped,
         }
         record = {
             **state,
@@ -183,14 +358,23 @@ def train(
             "valid_elbo": valid.elbo.mean().item(),
             "valid_log_px_z": valid.log_px_z.mean().item(),
             "valid_kl": valid.kl.mean().item(),
+            "epoch_skipped_steps": pos.skipped,
         }
         if run_dir is not None:
-            _append_metrics(run_dir, record)
-            ckpt.save_checkpoint(run_dir, model, optimizer, generator, state)
+            # metrics first: a record whose checkpoint never landed is dropped on resume
+            records.append(record)
+            _write_metrics(run_dir, records)
+            save(None)
             ckpt.save_model(run_dir, model)
         if on_epoch is not None:
             on_epoch(record)
     return model.eval()
+
+
+def _where(state: dict[str, Any], pos: Position | None) -> str:
+    if pos is None:
+        return f"step {state['step']}, end of epoch {state['epoch']}"
+    return f"step {state['step'] + pos.steps}, inside epoch {state['epoch'] + 1}"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -199,22 +383,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            r = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(r, dict):
+            out.append(r)
     return out
 
 
-def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / ckpt.METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _truncate_metrics(run_dir: Path, epoch: int) -> None:
-    # epochs logged after the checkpoint are trained again on resume: drop their records
-    kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= epoch]
-    atomic_write_text(run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+def _write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    # rewritten whole and atomically: a crash or a full disk never leaves a torn or mixed file
+    atomic_write_text(run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records))

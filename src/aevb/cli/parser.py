@@ -14,7 +14,8 @@ FIELD_HELP = {
     "latent_dim": "size of the latent z",
     "hidden": "hidden layer sizes of the encoder MLP (the decoder mirrors them)",
     "activation": "hidden activation",
-    "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance)",
+    "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance), "
+    "gaussian-learned-sigmoid (the same with the mean squashed by a sigmoid, the paper's Frey Face decoder)",
     "sigma": "standard deviation of the fixed gaussian likelihood",
     "logvar_min": "lower clamp of the gaussian-learned log-variance",
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
@@ -34,6 +35,9 @@ FIELD_HELP = {
     "seed": "seed of the initialisation and of all training randomness",
     "device": "auto = cuda when available, else cpu",
     "eval_k": "importance samples for the test log-likelihood reported by `aevb eval`",
+    "nonfinite": "a step whose loss or gradient is NaN/inf: stop (keep the last checkpoint) or skip it (counted)",
+    "checkpoint_every": "also checkpoint every this many steps; 0 = only by time and at the end of each epoch",
+    "checkpoint_minutes": "also checkpoint when this many minutes passed since the last checkpoint; 0 = off",
 }
 CHOICES = {
     "activation": C.ACTIVATIONS,
@@ -44,6 +48,7 @@ CHOICES = {
     "optimizer": C.OPTIMIZERS,
     "binarize": C.BINARIZE,
     "device": C.DEVICES,
+    "nonfinite": C.NONFINITE,
 }
 MODEL_FIELDS = [
     f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"
@@ -111,8 +116,22 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a VAE; writes a run directory")
-    t.add_argument("--out", help="run directory to create (default: runs/<dataset>-<time>)")
-    t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only --epochs may change)")
+    t.add_argument("--out", help="run directory to create, a path (default: RUNS_DIR/NAME)")
+    t.add_argument(
+        "--name", help="run name: the run is RUNS_DIR/NAME (default: the config file's 'name', else <dataset>-<time>)"
+    )
+    t.add_argument("--runs-dir", default="runs", help="folder that holds named runs (default: runs)")
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON file of fields ({'model': {...}, 'train': {...}, 'name': ...}, like a run's config.json); "
+        "flags override it",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN from its last checkpoint (only --epochs and --checkpoint-* may change)",
+    )
     t.add_argument("--data-dir", help="folder of the built-in datasets (default: $AEVB_DATA_DIR or ~/.cache/aevb)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = t.add_argument_group("model (stored in config.json)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from .. import config as C
 from .. import plots
 from ..checkpoint import read_config
 from ..errors import AevbError
+from ..files import inside
 from ..train import Step, read_metrics, train
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 
@@ -24,21 +26,33 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Train a new run, or resume one; then write its samples.png and curves.png."""
     model_kw, train_kw = given(args, MODEL_FIELDS), given(args, TRAIN_FIELDS)
     if args.resume:
-        extra = sorted(set(model_kw) | (set(train_kw) - {"epochs"}))
-        if extra or args.out:
+        extra = sorted(set(model_kw) | (set(train_kw) - set(C.RESUMABLE_FIELDS)))
+        others = [f for f in ("out", "name", "config") if getattr(args, f)]
+        if extra or others:
             raise AevbError(
-                f"--resume continues a run with its stored config; cannot change {', '.join(extra) or 'out'}"
+                "--resume continues a run with its stored config; cannot change "
+                + ", ".join(extra + [f"--{o}" for o in others])
             )
         run_dir = Path(args.resume)
         model_cfg, train_cfg = read_config(run_dir)
         train_cfg = dataclasses.replace(train_cfg or C.TrainConfig(), **train_kw)
     else:
+        name = None
+        if args.config:
+            file_model, file_train, name = read_config_file(args.config)
+            model_kw, train_kw = {**file_model, **model_kw}, {**file_train, **train_kw}
         try:
             model_cfg, train_cfg = C.ModelConfig(**model_kw), C.TrainConfig(**train_kw)
         except ValueError as e:
             raise AevbError(str(e)) from None
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out) if args.out else Path("runs") / f"{Path(train_cfg.dataset).stem}-{stamp}"
+        if args.out and (args.name or name):
+            raise AevbError("give either --out (a path) or a run name (--name / the config file's 'name'), not both")
+        if args.out:
+            run_dir = Path(args.out)  # a path the user typed: theirs to choose
+        else:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = args.name or name or f"{Path(train_cfg.dataset).stem}-{stamp}"
+            run_dir = inside(args.runs_dir, name)  # a name, maybe from a file: must stay in --runs-dir
         if Path(train_cfg.dataset).suffix:  # a user file: store where it is, not where we stood
             train_cfg = dataclasses.replace(train_cfg, dataset=str(Path(train_cfg.dataset).resolve()))
 
@@ -58,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not (run_dir / "config.json").exists():
             raise
         hint = f"`aevb train --resume {run_dir}` continues it"
-        print(f"aevb: interrupted; {run_dir} keeps its last finished epoch: {hint}", file=sys.stderr)
+        print(f"aevb: interrupted; {run_dir} keeps its last checkpoint: {hint}", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         bar.close()
@@ -70,6 +84,63 @@ def cmd_train(args: argparse.Namespace) -> None:
     if records:
         plots.save(plots.curves(records), run_dir / "curves.png")
     print(f"run saved in {run_dir}")
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(model fields, training fields, run name) from a JSON config file (`--config`).
+
+    The file has the layout of a run's config.json ({"model": {...}, "train": {...}}, optional
+    "version" and "name"); any subset of fields may be given, each with the type of its default.
+    """
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AevbError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AevbError(f"--config {path}: not a readable JSON file ({e})") from None
+    if not isinstance(d, dict):
+        raise AevbError(f"--config {path}: must hold a JSON object with 'model' and/or 'train'")
+    unknown = sorted(set(d) - {"version", "model", "train", "name"})
+    if unknown:
+        raise AevbError(f"--config {path}: unknown keys {unknown}; expected model, train, name, version")
+    if d.get("version", C.CONFIG_VERSION) != C.CONFIG_VERSION:
+        raise AevbError(f"--config {path}: version {d['version']!r} is not {C.CONFIG_VERSION}")
+    name = d.get("name")
+    if name is not None and not isinstance(name, str):
+        raise AevbError(f"--config {path}: 'name' must be a string")
+    out = []
+    for section, cls in (("model", C.ModelConfig), ("train", C.TrainConfig)):
+        values = d.get(section, {})
+        if not isinstance(values, dict):
+            raise AevbError(f"--config {path}: '{section}' must be an object of fields")
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "data_shape"}
+        kw = {}
+        for key, v in values.items():
+            if key == "data_shape":
+                continue  # comes from the data, as in a stored run's config.json
+            if key not in fields:
+                raise AevbError(f"--config {path}: unknown {section} field {key!r}")
+            kw[key] = _typed(v, fields[key].default, f"--config {path}: {section}.{key}")
+        out.append(kw)
+    return out[0], out[1], name
+
+
+def _typed(v: Any, default: Any, where: str) -> Any:
+    """v, checked to have the type of the field's default (ints are accepted for floats)."""
+    if isinstance(default, tuple):
+        if isinstance(v, list) and all(isinstance(h, int) and not isinstance(h, bool) for h in v):
+            return tuple(v)
+        raise AevbError(f"{where} must be a list of whole numbers")
+    if isinstance(default, bool) or isinstance(v, bool):
+        ok = isinstance(v, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(v, (int, float))
+        v = float(v) if ok else v
+    else:
+        ok = isinstance(v, type(default))
+    if not ok:
+        raise AevbError(f"{where} must be a {type(default).__name__}, got {json.dumps(v)[:40]}")
+    return v
 
 
 class _Progress:

@@ -156,8 +156,19 @@ def read_frey(path: str | Path) -> np.ndarray:
         except OSError as exc:
             raise open_error(path, exc) from exc
     try:
+        # The headers first: a variable may be zlib-compressed, so its declared shape is checked
+        # against what the file's bytes can hold before anything of that size is allocated.
+        from scipy.io import whosmat
+
+        declared = {name: shape for name, shape, _ in whosmat(io.BytesIO(raw))}
+        if "ff" in declared and math.prod(declared["ff"]) > len(raw) * MAX_DEFLATE_RATIO:
+            raise DataError(
+                f"{path}: variable 'ff' declares shape {declared['ff']}, more than its {len(raw):,} bytes can hold"
+            )
         # From memory, so a lying element size can only run into the end of the bytes we have.
         ff = loadmat(io.BytesIO(raw), variable_names=["ff"]).get("ff")
+    except DataError:
+        raise
     except Exception as exc:  # scipy raises a grab-bag (ValueError, OSError, IndexError, ...)
         raise DataError(f"{path}: not a readable MATLAB file, may be corrupt ({type(exc).__name__}: {exc})") from exc
     rows = math.prod(FREY_SHAPE)

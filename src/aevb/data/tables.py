@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import math
 import zipfile
-import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,10 +65,12 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     )
                 x = _read_npz_member(archive, "X.npy", size, path)
                 y = _read_npz_member(archive, "y.npy", size, path) if "y.npy" in names else None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, ValueError) as exc:
-            raise DataError(f"{path}: corrupt .npz file ({exc})") from exc
+        except DataError:
+            raise
         except OSError as exc:
             raise open_error(path, exc) from exc
+        except Exception as exc:  # zipfile's grab-bag: BadZipFile, NotImplementedError, RuntimeError, zlib.error...
+            raise DataError(f"{path}: corrupt .npz file ({type(exc).__name__}: {exc})") from exc
     return x, y
 
 
@@ -98,7 +99,10 @@ def _check_npy_header(f: BinaryIO, size: int, where: str) -> None:
     header_readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in header_readers:
         raise DataError(f"{where}: unsupported .npy format version {version}")
-    shape, _, dtype = header_readers[version](f)
+    try:
+        shape, _, dtype = header_readers[version](f)
+    except Exception as exc:  # numpy parses the header as a Python literal: ValueError, SyntaxError, ...
+        raise DataError(f"{where}: corrupt .npy header ({type(exc).__name__})") from exc
     if dtype.hasobject:
         raise DataError(f"{where}: {_PICKLE}")
     header_bytes = f.tell()  # the caller handed us `f` at the start of the array

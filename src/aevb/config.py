@@ -23,6 +23,8 @@ OPTIMIZERS = ("adam", "adagrad", "sgd")
 BINARIZE = ("auto", "dynamic", "static", "none")
 DEVICES = ("auto", "cpu", "cuda")
 NONFINITE = ("stop", "skip")  # what a step with a NaN/inf loss or gradient does
+COMPILE = ("off", "on")  # torch.compile of the training objective
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
 
@@ -43,6 +45,7 @@ class ModelConfig:
     init_std: float = 0.01
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
         _check_choice("init", self.init, INITS)
@@ -82,14 +85,19 @@ class TrainConfig:
     nonfinite: str = "stop"  # "skip": drop steps with a NaN/inf loss or gradient, counted in the metrics
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only by time and at epoch ends)
     checkpoint_minutes: float = 5.0  # also checkpoint when this much time passed since the last one (0: off)
+    compile: str = "off"  # "on": torch.compile the objective (forward and backward); see aevb.speed
+    precision: str = "fp32"  # "bf16": the networks run under bfloat16 autocast; densities stay fp32
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("estimator", self.estimator, ESTIMATORS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("binarize", self.binarize, BINARIZE)
         _check_choice("device", self.device, DEVICES)
         _check_choice("nonfinite", self.nonfinite, NONFINITE)
+        _check_choice("compile", self.compile, COMPILE)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
         _check(self.checkpoint_minutes >= 0, "checkpoint_minutes must be >= 0")
         for name in ("samples", "k", "batch_size", "eval_k"):
@@ -97,6 +105,25 @@ class TrainConfig:
         _check(self.epochs >= 0, "epochs must be >= 0")
         _check(self.lr > 0, "lr must be > 0")
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+
+
+def _check_types(config: Any) -> None:
+    """Each field has the type of its default (ints are taken for floats): configs come from JSON files."""
+    for f in dataclasses.fields(config):
+        v, default = getattr(config, f.name), f.default
+        whole = lambda u: isinstance(u, int) and not isinstance(u, bool)  # noqa: E731
+        if isinstance(default, tuple):
+            ok = isinstance(v, (tuple, list)) and all(whole(u) for u in v)
+            if ok:
+                object.__setattr__(config, f.name, tuple(v))
+            _check(ok, f"{f.name} must be a list of whole numbers, got {v!r}"[:120])
+        elif isinstance(default, float):
+            _check((whole(v) or isinstance(v, float)), f"{f.name} must be a number, got {v!r}"[:120])
+            object.__setattr__(config, f.name, float(v))
+        elif isinstance(default, int):
+            _check(whole(v), f"{f.name} must be a whole number, got {v!r}"[:120])
+        elif isinstance(default, str):
+            _check(isinstance(v, str), f"{f.name} must be a string, got {v!r}"[:120])
 
 
 def _check(ok: bool, msg: str) -> None:

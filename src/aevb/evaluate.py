@@ -67,6 +67,7 @@ def log_likelihood(
     seed: int = 0,
     first_index: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    chunks: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
     """Importance-sampled estimate of log p(x) for every row of x, (N,) in nats.
 
@@ -74,7 +75,8 @@ def log_likelihood(
     is a lower bound in expectation and converges to log p(x) as k grows. Samples are processed in
     chunks of NOISE_CHUNK and combined with a running logsumexp, so memory does not grow with k.
     Example j's noise depends only on (seed, first_index + j), so sharding or re-batching gives
-    the same numbers.
+    the same numbers. `chunks=(r, n)` keeps only the noise chunks c with c % n == r: the results of
+    r = 0..n-1 combine into the full estimate by a logsumexp over r (how ranks share the samples).
     """
     device = next(model.parameters()).device
     dz = model.config.latent_dim
@@ -85,6 +87,8 @@ def log_likelihood(
             q = model.encode(xb)
             acc = torch.full((xb.shape[0],), -math.inf, device=device)
             for c, start in enumerate(range(0, k, NOISE_CHUNK)):
+                if c % chunks[1] != chunks[0]:
+                    continue  # another process's share of the samples
                 n = min(NOISE_CHUNK, k - start)
                 eps = torch.stack(
                     [example_noise(seed, first_index + j, c, (n, dz)) for j in range(s.start, s.stop)], dim=1

@@ -2,6 +2,9 @@
 
 Training minimises the negative mean of what these return; evaluation averages them. Nothing here
 reduces over the batch.
+
+Under bf16 autocast (aevb.speed) the networks run in bf16 while every density, KL and noise draw
+here is computed in fp32: `_encode` and the likelihood heads cast the network outputs up.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Independent
+from torch.distributions import Independent, Normal
 
 from .model import VAE, reparameterize
 
@@ -28,6 +31,34 @@ def _noise(q: Independent, n: int, generator: torch.Generator | None) -> torch.T
     return torch.randn((n, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
 
 
+def noise(model: VAE, batch: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The (n, batch, Dz) standard normal draw that elbo/log_weights would make: the same numbers
+    from the same generator, but drawn before the encoder runs (so that a compiled objective can
+    take it as an input)."""
+    p = next(model.parameters())
+    shape = (n, batch, model.config.latent_dim)
+    return torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
+
+
+def _encode(model: VAE, x: torch.Tensor) -> Independent:
+    """q(z|x) with fp32 parameters even when the encoder ran in bf16 under autocast."""
+    q = model.encode(x)
+    loc, scale = q.base_dist.loc, q.base_dist.scale
+    if loc.dtype in (torch.float16, torch.bfloat16):
+        return Independent(Normal(loc.float(), scale.float(), validate_args=False), 1)
+    return q
+
+
+def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z), shape z.shape[:-1], nats: `model.decode(z).log_prob(x)`, through the head's fused
+    `log_prob(h, x)` when it has one (no distribution object on the hot path)."""
+    head = model.likelihood
+    if hasattr(head, "log_prob"):
+        return head.log_prob(model.decoder(z), x)
+    h = model.decoder(z)
+    return head(h.float() if h.dtype in (torch.float16, torch.bfloat16) else h).log_prob(x)
+
+
 def gaussian_kl(q: Independent) -> torch.Tensor:
     """KL(N(mu, diag sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2), (B,).
 
@@ -43,16 +74,18 @@ def elbo(
     samples: int = 1,
     estimator: str = "analytic",
     generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> ELBOTerms:
     """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
 
     estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form.
     estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
+    `eps` (L, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     """
     x = x.reshape(x.shape[0], -1)
-    q = model.encode(x)
-    z = reparameterize(q, _noise(q, samples, generator))  # (L, B, Dz)
-    log_px_z = model.decode(z).log_prob(x).mean(0)  # (B,)
+    q = _encode(model, x)
+    z = reparameterize(q, _noise(q, samples, generator) if eps is None else eps)  # (L, B, Dz)
+    log_px_z = decoder_log_prob(model, z, x).mean(0)  # (B,)
     if estimator == "analytic":
         kl = gaussian_kl(q)
     elif estimator == "mc":
@@ -77,15 +110,18 @@ def log_weights(
     to reuse them; then k = eps.shape[0].
     """
     x = x.reshape(x.shape[0], -1)
-    q = model.encode(x) if q is None else q
+    q = _encode(model, x) if q is None else q
     eps = _noise(q, k, generator) if eps is None else eps
     z = reparameterize(q, eps)  # (k, B, Dz)
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    return decoder_log_prob(model, z, x) + model.prior().log_prob(z) - q.log_prob(z)
 
 
-def iwae(model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def iwae(
+    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+) -> torch.Tensor:
     """The importance-weighted bound L_k = log (1/k) sum_i w_i (Burda et al., 2016), (B,) in nats.
 
     L_1 is the ELBO (estimator A with L = 1); L_k increases with k towards log p(x).
+    `eps` (k, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     """
-    return torch.logsumexp(log_weights(model, x, k, generator), dim=0) - math.log(k)
+    return torch.logsumexp(log_weights(model, x, k, generator, eps=eps), dim=0) - math.log(k)

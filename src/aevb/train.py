@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed, speed
 from .config import ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import AevbError, CheckpointError, DivergedError
@@ -29,10 +30,13 @@ from .model import VAE
 from .objectives import elbo, iwae
 from .preprocess import check_data, resolve_binarize, split
 
-OBJECTIVES: dict[str, Callable[[VAE, torch.Tensor, TrainConfig, torch.Generator], torch.Tensor]] = {
-    "elbo": lambda m, x, c, g: elbo(m, x, c.samples, c.estimator, g).elbo,
-    "iwae": lambda m, x, c, g: iwae(m, x, c.k, g),
+# objective(model, x, config, eps) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
+# trainer for the whole minibatch (so that data-parallel ranks can each keep their shard's part)
+OBJECTIVES: dict[str, Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor], torch.Tensor]] = {
+    "elbo": lambda m, x, c, eps: elbo(m, x, c.samples, c.estimator, eps=eps).elbo,
+    "iwae": lambda m, x, c, eps: iwae(m, x, c.k, eps=eps),
 }
+NOISE_SAMPLES: dict[str, Callable[[TrainConfig], int]] = {"elbo": lambda c: c.samples, "iwae": lambda c: c.k}
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adagrad": torch.optim.Adagrad,
@@ -122,17 +126,26 @@ def run_epoch(
     *,
     epoch: int = 1,
     on_step: StepHook | None = None,
-    after_step: Callable[[Position], None] | None = None,
+    step0: int = 0,
+    clock_due: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[Position], None] | None = None,
+    module: torch.nn.Module | None = None,
+    ctx: distributed.Context | None = None,
 ) -> Position:
     """Minibatch steps of config.batch_size from `position` (a new epoch when None) to the epoch's end.
 
     A step whose loss or gradient is NaN/inf raises DivergedError before the parameters move, or,
-    with config.nonfinite == "skip", is dropped and counted in `skipped`. `after_step(position)`
-    runs between steps, where the trainer may checkpoint.
+    with config.nonfinite == "skip", is dropped and counted in `skipped`. Between steps,
+    `on_checkpoint(position)` runs every config.checkpoint_every steps of the run (counted from
+    `step0`) and when `clock_due()` says so. Under torch.distributed (`ctx`, and `module` the
+    DDP-wrapped objective), each rank computes its shard of every minibatch.
     """
     model.train()
-    objective = OBJECTIVES[config.objective]
-    n = x.shape[0]
+    ctx = ctx or distributed.Context()
+    # speed.objective: config.precision (bf16 autocast) and config.compile (torch.compile) applied
+    module = module or distributed.wrap(model, speed.objective(OBJECTIVES[config.objective], config), config, ctx)
+    noise = NOISE_SAMPLES[config.objective](config)
+    n, dz = x.shape[0], model.config.latent_dim
     if position is None:
         perm = torch.randperm(n, generator=generator, device=x.device)
         position = Position(perm=perm, total=torch.zeros((), device=x.device))
@@ -141,11 +154,25 @@ def run_epoch(
         xb = x[position.perm[i : i + config.batch_size]]
         if config.binarize == "dynamic":
             xb = torch.bernoulli(xb, generator=generator)
-        per_example = objective(model, xb, config, generator)  # (B,)
-        loss = -per_example.mean()  # the negative bound, per example
+        eps = torch.randn((noise, xb.shape[0], dz), generator=generator, device=x.device)  # the whole minibatch's
+        mine = distributed.shard(xb.shape[0], ctx)
+        per_example = module(xb[mine], eps[:, mine])  # (B / world,)
+        if ctx.distributed:  # DDP averages over ranks: this makes it the mean over the global batch
+            loss = -per_example.sum() * (ctx.world_size / xb.shape[0])
+        else:
+            loss = -per_example.mean()  # the negative bound, per example
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         bad = _nonfinite(loss, model)
+        batch_sum = per_example.detach().sum()
+        due = clock_due is not None and clock_due()
+        if ctx.distributed:  # one small all-reduce: every rank takes the same decisions
+            stats = distributed.all_sum(
+                torch.stack([batch_sum.double(), torch.tensor(float(bad is not None)), torch.tensor(float(due))])
+            )
+            batch_sum, due = stats[0].to(batch_sum.dtype), bool(stats[2] > 0)
+            if bad is None and stats[1] > 0:
+                bad = "loss or gradient (on another rank)"
         step = position.steps + 1
         if bad is not None:
             params_bad = not all(torch.isfinite(p).all() for p in model.parameters())
@@ -158,15 +185,15 @@ def run_epoch(
             position.skipped += 1
         else:
             optimizer.step()
-            batch_sum = per_example.detach().sum()
             position.total += batch_sum
             position.counted += xb.shape[0]
         position.done, position.steps = min(i + config.batch_size, n), step
         position.seconds = time.perf_counter() - start
         if on_step is not None and bad is None:
             on_step(Step(epoch, config.epochs, position.done, n, batch_sum))
-        if after_step is not None:
-            after_step(position)
+        every = config.checkpoint_every
+        if on_checkpoint is not None and position.done < n and (due or (every and (step0 + step) % every == 0)):
+            on_checkpoint(position)  # the epoch's end has its own checkpoint
     return position
 
 
@@ -205,24 +232,40 @@ def train(
     only `epochs` and the checkpoint cadence are taken from `train_config`, when given.
     A run directory is locked while training writes it: a second trainer gets an AevbError.
     """
-    if run_dir is None:
+    ctx = distributed.current()
+    agreed = False
+
+    def ready() -> None:  # every rank got through the setup: only then does training start anywhere
+        nonlocal agreed
+        agreed = True
+        distributed.agree(True, ctx)
+
+    args = (model_config, train_config, data_dir, resume, dataset, on_step, on_epoch, ready, ctx)
+    try:
+        if run_dir is None:
+            if resume:
+                raise AevbError("resume needs a run directory")
+            return _train(None, *args)
+        run_dir = Path(run_dir)
+        if not ctx.is_main:  # rank 0 alone checks, locks and writes the run directory
+            return _train(run_dir, *args)
         if resume:
-            raise AevbError("resume needs a run directory")
-        return _train(model_config, train_config, None, data_dir, False, dataset, on_step, on_epoch)
-    run_dir = Path(run_dir)
-    if resume:
-        if not run_dir.is_dir():
-            raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
-    else:
-        _check_new_run_dir(run_dir)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
-    with RunLock(run_dir):
-        if not resume:
-            _check_new_run_dir(run_dir)  # again, now that no one else can be writing it
-        return _train(model_config, train_config, run_dir, data_dir, resume, dataset, on_step, on_epoch)
+            if not run_dir.is_dir():
+                raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+        else:
+            _check_new_run_dir(run_dir)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+        with RunLock(run_dir):
+            if not resume:
+                _check_new_run_dir(run_dir)  # again, now that no one else can be writing it
+            return _train(run_dir, *args)
+    except BaseException:
+        if not agreed:  # tell the other ranks, which would otherwise wait for this one
+            distributed.agree(False, ctx)
+        raise
 
 
 def _check_new_run_dir(run_dir: Path) -> None:
@@ -233,18 +276,24 @@ def _check_new_run_dir(run_dir: Path) -> None:
 
 
 def _train(
+    run_dir: Path | None,
     model_config: ModelConfig | None,
     train_config: TrainConfig | None,
-    run_dir: Path | None,
     data_dir: str | Path | None,
     resume: bool,
     dataset: Dataset | None,
     on_step: StepHook | None,
     on_epoch: EpochHook | None,
+    ready: Callable[[], None],
+    ctx: distributed.Context,
 ) -> VAE:
+    writer = run_dir is not None and ctx.is_main  # under torchrun, the other ranks only read
+    if not ctx.is_main:
+        on_step = on_epoch = None  # progress and logs come from rank 0
     if resume:
         assert run_dir is not None
-        remove_stale_temps(run_dir, [ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS])
+        if writer:
+            remove_stale_temps(run_dir, [ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS])
         model_config, stored = ckpt.read_config(run_dir)
         if stored is None:
             raise CheckpointError(f"{run_dir}/config.json has no training config to resume from")
@@ -261,6 +310,8 @@ def _train(
     binarize = resolve_binarize(train_config.binarize, model_config.likelihood, dataset)
     train_config = dataclasses.replace(train_config, binarize=binarize)
     device = resolve_device(train_config.device)
+    if device.type == "cuda" and ctx.distributed:
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
     x_train = check_data(split(dataset, "train", binarize), model_config, f"{dataset.name} (train)").to(device)
     x_valid = check_data(split(dataset, "valid", binarize), model_config, f"{dataset.name} (valid)").to(device)
 
@@ -268,7 +319,10 @@ def _train(
         torch.manual_seed(train_config.seed)
         model = VAE(model_config).to(device)
     optimizer = OPTIMIZERS[train_config.optimizer](
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+        model.parameters(),
+        lr=train_config.lr,
+        weight_decay=train_config.weight_decay,
+        **speed.optimizer_options(OPTIMIZERS[train_config.optimizer], device),  # fused update where supported
     )
     generator = torch.Generator(device=device).manual_seed(train_config.seed)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "examples": 0, "seconds": 0.0, "skipped_steps": 0}
@@ -282,9 +336,14 @@ def _train(
             if saved is not None:
                 position = Position.restore(saved, x_train.shape[0], device, str(run_dir / ckpt.CHECKPOINT))
             records = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= state["epoch"]]
-            _write_metrics(run_dir, records)  # epochs logged after the checkpoint are trained again
-        ckpt.save_config(run_dir, model_config, train_config)
-        ckpt.save_model(run_dir, model)  # the checkpoint's weights, even if the last run died before this
+            if writer:
+                _write_metrics(run_dir, records)  # epochs logged after the checkpoint are trained again
+        if writer:
+            ckpt.save_config(run_dir, model_config, train_config)
+            ckpt.save_model(run_dir, model)  # the checkpoint's weights, even if the last run died before this
+    objective = speed.objective(OBJECTIVES[train_config.objective], train_config)  # precision, compile
+    module = distributed.wrap(model, objective, train_config, ctx)
+    ready()
 
     last_save = time.monotonic()
     saved_at = None  # where the last good checkpoint stands, for messages
@@ -295,7 +354,9 @@ def _train(
     def save(pos: Position | None) -> None:
         nonlocal last_save, saved_at
         assert run_dir is not None
-        if pos is None:
+        if not writer:
+            pass
+        elif pos is None:
             ckpt.save_checkpoint(run_dir, model, optimizer, generator, state)
         else:
             saved = {**state, "position": pos.counters()}
@@ -303,14 +364,9 @@ def _train(
         last_save = time.monotonic()
         saved_at = _where(state, pos)
 
-    def after_step(pos: Position) -> None:
-        if run_dir is None or pos.done >= n:  # the epoch's end has its own checkpoint
-            return
-        every, minutes = train_config.checkpoint_every, train_config.checkpoint_minutes
-        if (every and (state["step"] + pos.steps) % every == 0) or (
-            minutes and time.monotonic() - last_save >= 60 * minutes
-        ):
-            save(pos)
+    def clock_due() -> bool:
+        minutes = train_config.checkpoint_minutes
+        return bool(minutes) and time.monotonic() - last_save >= 60 * minutes
 
     for epoch in range(state["epoch"] + 1, train_config.epochs + 1):
         try:
@@ -323,7 +379,11 @@ def _train(
                 position,
                 epoch=epoch,
                 on_step=on_step,
-                after_step=after_step,
+                step0=state["step"],
+                clock_due=clock_due if run_dir is not None else None,
+                on_checkpoint=save if run_dir is not None else None,
+                module=module,
+                ctx=ctx,
             )
         except DivergedError as e:
             step = state["step"] + e.step
@@ -360,7 +420,7 @@ def _train(
             "valid_kl": valid.kl.mean().item(),
             "epoch_skipped_steps": pos.skipped,
         }
-        if run_dir is not None:
+        if writer:
             # metrics first: a record whose checkpoint never landed is dropped on resume
             records.append(record)
             _write_metrics(run_dir, records)

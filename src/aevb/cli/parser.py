@@ -38,6 +38,9 @@ FIELD_HELP = {
     "nonfinite": "a step whose loss or gradient is NaN/inf: stop (keep the last checkpoint) or skip it (counted)",
     "checkpoint_every": "also checkpoint every this many steps; 0 = only by time and at the end of each epoch",
     "checkpoint_minutes": "also checkpoint when this many minutes passed since the last checkpoint; 0 = off",
+    "compile": "on = torch.compile the objective (forward and backward) into fused kernels; off = eager",
+    "precision": "bf16 = the networks' matrix products in bfloat16 (autocast), densities and KL in fp32; "
+    "see docs/benchmarks/speed.md for speed and quality",
 }
 CHOICES = {
     "activation": C.ACTIVATIONS,
@@ -49,6 +52,8 @@ CHOICES = {
     "binarize": C.BINARIZE,
     "device": C.DEVICES,
     "nonfinite": C.NONFINITE,
+    "compile": C.COMPILE,
+    "precision": C.PRECISIONS,
 }
 MODEL_FIELDS = [
     f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"
@@ -93,6 +98,22 @@ def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     p.add_argument(flag, **kw)
 
 
+def _add_dist_flags(p: argparse.ArgumentParser) -> None:
+    from ..distributed import BACKENDS, DEFAULT_TIMEOUT_S
+
+    g = p.add_argument_group("torch.distributed (under torchrun; ignored otherwise)")
+    g.add_argument(
+        "--dist-backend", default="auto", choices=BACKENDS, help="auto = nccl with CUDA, else gloo (default: auto)"
+    )
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"a collective waiting longer than this (a rank died) fails (default: {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
 def given(args: argparse.Namespace, fields: list[dataclasses.Field]) -> dict[str, Any]:
     out = {}
     for f in fields:
@@ -134,6 +155,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     )
     t.add_argument("--data-dir", help="folder of the built-in datasets (default: $AEVB_DATA_DIR or ~/.cache/aevb)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dist_flags(t)
     g = t.add_argument_group("model (stored in config.json)")
     for f in MODEL_FIELDS:
         _add_field(g, f)
@@ -161,6 +183,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive, default=50, help="examples per batch")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dist_flags(e)
 
     s = run_cmd("sample", "draw new data from the model", data=False)
     s.add_argument("--n", type=_positive, default=64, help="number of samples")

@@ -12,10 +12,10 @@ import torch
 from tqdm import tqdm
 
 from .. import config as C
-from .. import plots
+from .. import distributed, plots
 from ..checkpoint import load, read_config
 from ..errors import AevbError
-from ..evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
+from ..evaluate import bits_per_dim, elbo_terms, summarize
 from ..files import atomic_write_text, save_table
 from ..preprocess import run_data
 from ..train import read_metrics
@@ -44,15 +44,36 @@ def _out(args: argparse.Namespace, default: str, inputs: Sequence[str | None] = 
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    """Test ELBO and importance-sampled log p(x) with standard errors; stored as RUN/eval_<split>.json."""
-    model, train_cfg = _load_run(args)
-    k = args.k or train_cfg.eval_k
-    x, _, source = _run_data(args, model, train_cfg)
-    terms = elbo_terms(model, x, seed=args.seed)
+    """Test ELBO and importance-sampled log p(x) with standard errors; stored as RUN/eval_<split>.json.
+
+    Under torchrun the ranks share the importance samples (or the examples); rank 0 reports.
+    """
+    with distributed.session("cpu", args.dist_backend, args.dist_timeout) as ctx:
+        _eval(args, ctx)
+
+
+def _eval(args: argparse.Namespace, ctx: distributed.Context) -> None:
+    ok = False
+    try:
+        model, train_cfg = _load_run(args)
+        k = args.k or train_cfg.eval_k
+        x, _, source = _run_data(args, model, train_cfg)
+        ok = True
+    finally:
+        distributed.agree(ok, ctx)
+    terms = elbo_terms(model, x, seed=args.seed)  # one sample per example: every rank computes it whole
     with tqdm(
-        total=x.shape[0], unit="ex", desc=f"log p(x), k={k}", leave=False, disable=args.no_progress or None
+        total=x.shape[0],
+        unit="ex",
+        desc=f"log p(x), k={k}",
+        leave=False,
+        disable=args.no_progress or not ctx.is_main or None,
     ) as bar:
-        ll = log_likelihood(model, x, k=k, batch_size=args.batch_size, seed=args.seed, on_batch=bar.update)
+        ll = distributed.log_likelihood(
+            model, x, k, ctx, batch_size=args.batch_size, seed=args.seed, on_batch=bar.update
+        )
+    if not ctx.is_main:
+        return
     d = model.config.data_dim
     res: dict[str, Any] = {
         "data": source,
@@ -62,6 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "k": k,
         "seed": args.seed,
         "units": "nats per example",
+        "processes": ctx.world_size,
     }
     for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
         res[name], res[name + "_se"] = summarize(v)

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .. import config as C
-from .. import plots
+from .. import distributed, plots
 from ..checkpoint import read_config
 from ..errors import AevbError
 from ..files import inside
@@ -56,9 +56,25 @@ def cmd_train(args: argparse.Namespace) -> None:
         if Path(train_cfg.dataset).suffix:  # a user file: store where it is, not where we stood
             train_cfg = dataclasses.replace(train_cfg, dataset=str(Path(train_cfg.dataset).resolve()))
 
-    bar = _Progress(args.no_progress, train_cfg.objective)
+    with distributed.session(train_cfg.device, args.dist_backend, args.dist_timeout) as ctx:
+        if ctx.distributed and ctx.is_main:
+            print(f"training on {ctx.world_size} processes; global batch {train_cfg.batch_size}", flush=True)
+        model = _fit(args, model_cfg, train_cfg, run_dir, ctx)
+    if not ctx.is_main:
+        return
+    if len(model.config.data_shape) == 2:  # images
+        g = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+        plots.save(plots.image_grid(model.sample(64, g).cpu()), run_dir / "samples.png")
+    records = read_metrics(run_dir)
+    if records:
+        plots.save(plots.curves(records), run_dir / "curves.png")
+    print(f"run saved in {run_dir}")
+
+
+def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context):
+    bar = _Progress(args.no_progress or not ctx.is_main, train_cfg.objective)
     try:
-        model = train(
+        return train(
             model_cfg,
             train_cfg,
             run_dir,
@@ -69,21 +85,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     except KeyboardInterrupt:
         bar.close()
-        if not (run_dir / "config.json").exists():
+        if not (run_dir / "config.json").exists() or not ctx.is_main:
             raise
         hint = f"`aevb train --resume {run_dir}` continues it"
         print(f"aevb: interrupted; {run_dir} keeps its last checkpoint: {hint}", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         bar.close()
-
-    if len(model.config.data_shape) == 2:  # images
-        g = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
-        plots.save(plots.image_grid(model.sample(64, g).cpu()), run_dir / "samples.png")
-    records = read_metrics(run_dir)
-    if records:
-        plots.save(plots.curves(records), run_dir / "curves.png")
-    print(f"run saved in {run_dir}")
 
 
 def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any], str | None]:

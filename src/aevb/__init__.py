@@ -29,6 +29,7 @@ def __getattr__(name: str):
         return AnomalyDetector
     raise AttributeError(f"module 'aevb' has no attribute {name!r}")
 
+
 __all__ = [
     "VAE",
     "AnomalyDetector",

@@ -25,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda")
 NONFINITE = ("stop", "skip")  # what a step with a NaN/inf loss or gradient does
 COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
+ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
+PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
 
@@ -43,9 +45,22 @@ class ModelConfig:
     logvar_max: float = 6.0
     init: str = "default"  # "normal": every weight and bias ~ N(0, init_std^2), as in the paper
     init_std: float = 0.01
+    arch: str = "mlp"  # "conv": strided convolutions for images; "resmlp": residual MLP (equal hidden sizes)
+    channels: tuple[int, ...] = (32, 64)  # conv: channels of the stride-2 convolutions (the decoder mirrors them)
+    prior: str = "normal"  # p(z): "normal" N(0, I); "mog" a learned Gaussian mixture; "vamp" the VampPrior
+    prior_components: int = 10  # mog: mixture components; vamp: pseudo-inputs
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("prior", self.prior, PRIORS)
+        _check(all(c >= 1 for c in self.channels) and len(self.channels) >= 1, "channels must be >= 1")
+        _check(self.prior_components >= 1, "prior_components must be >= 1")
+        _check(self.arch != "conv" or len(self.data_shape) in (2, 3), "arch conv needs image data, (H, W) or (C, H, W)")
+        _check(
+            self.arch != "resmlp" or (len(self.hidden) >= 1 and len(set(self.hidden)) == 1),
+            "arch resmlp needs equal hidden sizes (e.g. --hidden 256 256: two residual blocks of width 256)",
+        )
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
         _check_choice("init", self.init, INITS)
@@ -87,6 +102,9 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0  # also checkpoint when this much time passed since the last one (0: off)
     compile: str = "off"  # "on": torch.compile the objective (forward and backward); see aevb.speed
     precision: str = "fp32"  # "bf16": the networks run under bfloat16 autocast; densities stay fp32
+    beta: float = 1.0  # weight of the KL term in the training objective (beta-VAE); 1 = the ELBO
+    kl_warmup: float = 0.0  # epochs over which the KL weight ramps linearly from 0 to beta (0: off)
+    free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised (0: off)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -105,6 +123,16 @@ class TrainConfig:
         _check(self.epochs >= 0, "epochs must be >= 0")
         _check(self.lr > 0, "lr must be > 0")
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _check(min(self.beta, self.kl_warmup, self.free_bits) >= 0, "beta, kl_warmup, free_bits must be >= 0")
+        _check(
+            self.objective == "elbo" or (self.beta == 1 and self.kl_warmup == 0 and self.free_bits == 0),
+            "beta, kl_warmup and free_bits apply to --objective elbo",
+        )
+
+    @property
+    def regularised(self) -> bool:
+        """True when the training objective is not the plain bound (beta, warm-up or free bits)."""
+        return self.beta != 1 or self.kl_warmup > 0 or self.free_bits > 0
 
 
 def _check_types(config: Any) -> None:
@@ -155,6 +183,8 @@ def from_dict(d: dict[str, Any]) -> tuple[ModelConfig, TrainConfig | None]:
         m = dict(d["model"])
         m["data_shape"] = tuple(m["data_shape"])
         m["hidden"] = tuple(m["hidden"])
+        if "channels" in m:
+            m["channels"] = tuple(m["channels"])
         model = ModelConfig(**m)
         train = TrainConfig(**d["train"]) if d.get("train") is not None else None
     except (KeyError, TypeError, ValueError) as e:

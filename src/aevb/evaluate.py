@@ -111,3 +111,17 @@ def summarize(values: torch.Tensor) -> tuple[float, float]:
     v = values.double()
     se = v.std(unbiased=True).item() / math.sqrt(v.numel()) if v.numel() > 1 else float("nan")
     return v.mean().item(), se
+
+
+def posterior_mean_variance(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Var_x(E_q(z|x)[z]) of each latent dimension over the rows of x, (latent_dim,): the activity
+    statistic of Burda et al. (2016, Section 5.2)."""
+    device = next(model.parameters()).device
+    with evaluating(model):
+        mu = torch.cat([model.encode(x[s].to(device)).mean.double().cpu() for s in _batches(x.shape[0], batch_size)])
+    return mu.var(dim=0, unbiased=True) if mu.shape[0] > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
+
+
+def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01) -> int:
+    """The number of active latent units: dimensions with Var_x(E_q[z_j]) > threshold (Burda et al. 2016)."""
+    return int((posterior_mean_variance(model, x) > threshold).sum())

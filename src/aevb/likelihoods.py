@@ -3,6 +3,11 @@
 Distributions are built with validate_args=False: the checks cost time on every step, and
 non-finite values are caught by the trainer, which names the epoch.
 
+A head may also have `log_prob(h, x)`: log p(x|z) straight from the network output, (...,) in nats,
+equal to `head(h).log_prob(x)` up to float rounding but without building the distribution. The
+objectives use it when present (the hot path of training and evaluation); `decode()` still returns
+distributions for everyone else. It computes in fp32 even when h is bf16 (autocast).
+
 Each head says how many outputs per data dimension it needs (`outputs_per_dim`) and maps the
 network output h, shape (..., outputs_per_dim * D), to a distribution with event shape (D,).
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
 from .config import ModelConfig
@@ -26,6 +32,15 @@ class BernoulliLikelihood:
     def __call__(self, h: torch.Tensor) -> Distribution:
         # grey levels in [0, 1] are allowed with --binarize none
         return Independent(Bernoulli(logits=h, validate_args=False), 1)
+
+    def log_prob(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """sum_d x_d h_d - softplus(h_d), (...,) for h (..., B, D) and x (B, D): the Bernoulli
+        log-likelihood on logits. One product-sum and one softplus pass, the same math as
+        binary_cross_entropy_with_logits (which makes three passes); x may be grey levels."""
+        h = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h
+        x = x.to(h.dtype)
+        xh = torch.einsum("...bd,bd->...b", h, x) if x.dim() == 2 else (h * x).sum(-1)  # no (..., B, D) copy of x
+        return xh - F.softplus(h).sum(-1)
 
 
 @dataclass(frozen=True)

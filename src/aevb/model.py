@@ -6,31 +6,39 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
+from . import priors
 from .config import ModelConfig
 from .likelihoods import make_likelihood
-from .nets import MLP, init_normal_
+from .nets import ARCHS, init_normal_
+from .priors import PRIORS
 
 
 class VAE(nn.Module):
     """Kingma & Welling (2013): z ~ N(0, I), x | z ~ p(x | f(z; theta)), q(z|x) = N(mu(x), diag sigma^2(x)).
 
     Inputs x have shape (B, *data_shape) or (B, D); the networks see them flattened to (B, D).
+    The networks are `config.arch` (aevb.nets.ARCHS) and p(z) is `config.prior` (aevb.priors.PRIORS).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.likelihood = make_likelihood(config)
-        d, h, a = config.data_dim, config.hidden, config.activation
-        self.encoder = MLP(d, h, 2 * config.latent_dim, a)  # -> [mu, logvar]
-        self.decoder = MLP(config.latent_dim, tuple(reversed(h)), self.likelihood.outputs_per_dim * d, a)
+        opd = self.likelihood.outputs_per_dim
+        # encoder -> [mu, logvar]; decoder -> the likelihood head's parameters
+        self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, opd * config.data_dim, opd)
         if config.init == "normal":
             init_normal_(self, config.init_std)
+        self.prior_net = PRIORS[config.prior](config)  # created last: N(0, I) has no parameters
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether KL(q(z|x) || p(z)) has the closed form of `aevb.objectives.gaussian_kl` (p = N(0, I))."""
+        return self.prior_net.analytic_kl
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I), event shape (latent_dim,)."""
-        zeros = torch.zeros(self.config.latent_dim, device=self._device())
-        return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+        """p(z), event shape (latent_dim,): N(0, I), or the mixture `config.prior` names."""
+        return self.prior_net(self._device(), self.encode)
 
     def encode(self, x: torch.Tensor) -> Independent:
         """q(z|x): batch shape (B,), event shape (latent_dim,). Its `.mean` is the posterior mean."""
@@ -44,7 +52,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
         """n new data points, shape (n, *data_shape): E[x|z] for z ~ p(z), or a draw x ~ p(x|z)."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=self._device())
+        z = priors.draw(self.prior(), n, generator, self._device())  # (n, Dz)
         p = self.decode(z)
         x = p.mean if mean else draw(p, generator)
         return x.reshape(n, *self.config.data_shape)

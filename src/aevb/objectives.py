@@ -78,7 +78,8 @@ def elbo(
 ) -> ELBOTerms:
     """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
 
-    estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form.
+    estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form (when p(z) is N(0, I);
+    a mixture prior, `model.analytic_kl` False, has none and always takes the Monte Carlo KL).
     estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
     `eps` (L, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     """
@@ -86,9 +87,9 @@ def elbo(
     q = _encode(model, x)
     z = reparameterize(q, _noise(q, samples, generator) if eps is None else eps)  # (L, B, Dz)
     log_px_z = decoder_log_prob(model, z, x).mean(0)  # (B,)
-    if estimator == "analytic":
+    if estimator == "analytic" and getattr(model, "analytic_kl", True):
         kl = gaussian_kl(q)
-    elif estimator == "mc":
+    elif estimator in ("analytic", "mc"):
         kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
     else:
         raise ValueError(f"unknown estimator {estimator!r}")
@@ -125,3 +126,46 @@ def iwae(
     `eps` (k, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     """
     return torch.logsumexp(log_weights(model, x, k, generator, eps=eps), dim=0) - math.log(k)
+
+
+def kl_per_dim(q: Independent, z: torch.Tensor, estimator: str = "analytic") -> torch.Tensor:
+    """KL(q(z_j|x) || N(0, 1)) of each latent dimension j, (B, Dz) nats, for the prior N(0, I):
+    in closed form (estimator B), or log q(z_j|x) - log N(z_j; 0, 1) averaged over the draws z (L, B, Dz).
+    The sum over j is `gaussian_kl(q)` (or estimator A's KL)."""
+    if estimator == "analytic":
+        mu, sigma = q.base_dist.loc, q.base_dist.scale
+        return 0.5 * (mu.square() + sigma.square() - 1.0 - 2.0 * torch.log(sigma))
+    return (q.base_dist.log_prob(z) + 0.5 * z.square() + 0.5 * math.log(2 * math.pi)).mean(0)
+
+
+def regularised_elbo(
+    model: VAE,
+    x: torch.Tensor,
+    kl_weight: float | torch.Tensor = 1.0,
+    free_bits: float = 0.0,
+    samples: int = 1,
+    estimator: str = "analytic",
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """E_q[log p(x|z)] - kl_weight * KL', (B,) nats: the training objective of beta-VAE (Higgins et al.
+    2017; kl_weight = beta), of KL warm-up (kl_weight ramping from 0 to beta; Sonderby et al. 2016) and of
+    free bits (Kingma et al. 2016), where KL' = sum_j max(free_bits, KL_j) so that dimensions using
+    fewer than `free_bits` nats are not pushed to the prior; here per example and per latent dimension.
+
+    With kl_weight = 1 and free_bits = 0 it equals `elbo(...).elbo`; not a bound otherwise. Free bits
+    need the factorised prior N(0, I). `eps` as in `elbo`.
+    """
+    x = x.reshape(x.shape[0], -1)
+    q = _encode(model, x)
+    z = reparameterize(q, _noise(q, samples, generator) if eps is None else eps)  # (L, B, Dz)
+    log_px_z = decoder_log_prob(model, z, x).mean(0)  # (B,)
+    if free_bits > 0:
+        if not getattr(model, "analytic_kl", True):
+            raise ValueError("free bits need the prior N(0, I), whose KL splits over the latent dimensions")
+        kl = kl_per_dim(q, z, estimator).clamp(min=free_bits).sum(-1)
+    elif estimator == "analytic" and getattr(model, "analytic_kl", True):
+        kl = gaussian_kl(q)
+    else:
+        kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
+    return log_px_z - kl_weight * kl

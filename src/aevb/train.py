@@ -27,7 +27,7 @@ from .errors import AevbError, CheckpointError, DivergedError
 from .evaluate import elbo_terms
 from .files import RunLock, atomic_write_text, remove_stale_temps
 from .model import VAE
-from .objectives import elbo, iwae
+from .objectives import elbo, iwae, regularised_elbo
 from .preprocess import check_data, resolve_binarize, split
 
 # objective(model, x, config, eps) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
@@ -36,6 +36,29 @@ OBJECTIVES: dict[str, Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor], t
     "elbo": lambda m, x, c, eps: elbo(m, x, c.samples, c.estimator, eps=eps).elbo,
     "iwae": lambda m, x, c, eps: iwae(m, x, c.k, eps=eps),
 }
+
+
+def training_objective(
+    config: TrainConfig, kl_weight: torch.Tensor | None = None
+) -> Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor], torch.Tensor]:
+    """OBJECTIVES[config.objective]; with beta, KL warm-up or free bits (`config.regularised`), the
+    regularised ELBO whose KL weight is the 0-dim tensor `kl_weight`, which the trainer sets before
+    each step (`kl_weight_at`): a tensor, so that a compiled objective reads the new value each step."""
+    if not config.regularised:
+        return OBJECTIVES[config.objective]
+    if kl_weight is None:
+        raise ValueError("a regularised objective needs its kl_weight tensor")
+    return lambda m, x, c, eps: regularised_elbo(m, x, kl_weight, c.free_bits, c.samples, c.estimator, eps=eps)
+
+
+def kl_weight_at(config: TrainConfig, epoch: int, done: int, n: int) -> float:
+    """The KL weight of the step that starts after `done` of n examples of epoch `epoch` (1-based):
+    beta * min(1, epochs elapsed / kl_warmup), a linear ramp from 0 (Sonderby et al. 2016); beta without warm-up."""
+    if config.kl_warmup <= 0:
+        return config.beta
+    return config.beta * min(1.0, (epoch - 1 + done / n) / config.kl_warmup)
+
+
 NOISE_SAMPLES: dict[str, Callable[[TrainConfig], int]] = {"elbo": lambda c: c.samples, "iwae": lambda c: c.k}
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -131,6 +154,7 @@ def run_epoch(
     on_checkpoint: Callable[[Position], None] | None = None,
     module: torch.nn.Module | None = None,
     ctx: distributed.Context | None = None,
+    kl_weight: torch.Tensor | None = None,
 ) -> Position:
     """Minibatch steps of config.batch_size from `position` (a new epoch when None) to the epoch's end.
 
@@ -138,12 +162,19 @@ def run_epoch(
     with config.nonfinite == "skip", is dropped and counted in `skipped`. Between steps,
     `on_checkpoint(position)` runs every config.checkpoint_every steps of the run (counted from
     `step0`) and when `clock_due()` says so. Under torch.distributed (`ctx`, and `module` the
-    DDP-wrapped objective), each rank computes its shard of every minibatch.
+    DDP-wrapped objective), each rank computes its shard of every minibatch. `kl_weight`: the 0-dim
+    tensor a given `module` reads its KL weight from (beta, warm-up), set here before every step.
     """
     model.train()
     ctx = ctx or distributed.Context()
+    if config.regularised and kl_weight is None:
+        if module is not None:
+            raise ValueError("a module with a regularised objective needs its kl_weight tensor")
+        kl_weight = torch.zeros((), device=x.device)
     # speed.objective: config.precision (bf16 autocast) and config.compile (torch.compile) applied
-    module = module or distributed.wrap(model, speed.objective(OBJECTIVES[config.objective], config), config, ctx)
+    module = module or distributed.wrap(
+        model, speed.objective(training_objective(config, kl_weight), config), config, ctx
+    )
     noise = NOISE_SAMPLES[config.objective](config)
     n, dz = x.shape[0], model.config.latent_dim
     if position is None:
@@ -155,6 +186,8 @@ def run_epoch(
         if config.binarize == "dynamic":
             xb = torch.bernoulli(xb, generator=generator)
         eps = torch.randn((noise, xb.shape[0], dz), generator=generator, device=x.device)  # the whole minibatch's
+        if kl_weight is not None:
+            kl_weight.fill_(kl_weight_at(config, epoch, i, n))
         mine = distributed.shard(xb.shape[0], ctx)
         per_example = module(xb[mine], eps[:, mine])  # (B / world,)
         if ctx.distributed:  # DDP averages over ranks: this makes it the mean over the global batch
@@ -306,7 +339,12 @@ def _train(
 
     if dataset is None:
         dataset = load_dataset(train_config.dataset, data_dir)
-    model_config = dataclasses.replace(model_config, data_shape=tuple(dataset.shape))
+    try:
+        model_config = dataclasses.replace(model_config, data_shape=tuple(dataset.shape))
+    except ValueError as e:  # e.g. --arch conv on a table
+        raise AevbError(f"{dataset.name}: {e}") from None
+    if train_config.free_bits > 0 and model_config.prior != "normal":
+        raise AevbError("--free-bits needs --prior normal (the KL of a mixture prior does not split per dimension)")
     binarize = resolve_binarize(train_config.binarize, model_config.likelihood, dataset)
     train_config = dataclasses.replace(train_config, binarize=binarize)
     device = resolve_device(train_config.device)
@@ -341,7 +379,8 @@ def _train(
         if writer:
             ckpt.save_config(run_dir, model_config, train_config)
             ckpt.save_model(run_dir, model)  # the checkpoint's weights, even if the last run died before this
-    objective = speed.objective(OBJECTIVES[train_config.objective], train_config)  # precision, compile
+    kl_weight = torch.zeros((), device=device) if train_config.regularised else None  # set by run_epoch
+    objective = speed.objective(training_objective(train_config, kl_weight), train_config)  # precision, compile
     module = distributed.wrap(model, objective, train_config, ctx)
     ready()
 
@@ -384,6 +423,7 @@ def _train(
                 on_checkpoint=save if run_dir is not None else None,
                 module=module,
                 ctx=ctx,
+                kl_weight=kl_weight,
             )
         except DivergedError as e:
             step = state["step"] + e.step
@@ -414,7 +454,8 @@ def _train(
         }
         record = {
             **state,
-            f"train_{train_config.objective}": train_objective,
+            # beta / warm-up / free bits: what was maximised is not the ELBO, and is named so
+            ("train_objective" if train_config.regularised else f"train_{train_config.objective}"): train_objective,
             "valid_elbo": valid.elbo.mean().item(),
             "valid_log_px_z": valid.log_px_z.mean().item(),
             "valid_kl": valid.kl.mean().item(),

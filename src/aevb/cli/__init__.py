@@ -6,7 +6,13 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import AevbError
+from .detect import cmd_detect
+from .detect import register as register_detect
 from .parser import build_parser
+from .report import cmd_report, cmd_serve
+from .report import register as register_report
+from .reproduce import cmd_reproduce
+from .reproduce import register as register_reproduce
 from .runs import (
     cmd_encode,
     cmd_eval,
@@ -16,6 +22,8 @@ from .runs import (
     cmd_sample,
 )
 from .train import cmd_train
+from .variants import COMMANDS as VARIANT_COMMANDS
+from .variants import register as register_variants
 
 COMMANDS = {
     "train": cmd_train,
@@ -27,7 +35,12 @@ COMMANDS = {
     "plot": cmd_plot,
 }
 # Command modules that add their own subcommand: (register(subparsers), {name: handler}).
-EXTENSIONS: list = []
+EXTENSIONS: list = [
+    (register_report, {"report": cmd_report, "serve": cmd_serve}),
+    (register_reproduce, {"reproduce": cmd_reproduce}),
+    (register_detect, {"detect": cmd_detect}),
+    (register_variants, VARIANT_COMMANDS),
+]
 for _register, _commands in EXTENSIONS:
     COMMANDS.update(_commands)
 

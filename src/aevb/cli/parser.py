@@ -21,6 +21,12 @@ FIELD_HELP = {
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
     "init": "weight init: torch's default, or normal = N(0, init-std^2) for all weights as in the paper",
     "init_std": "standard deviation of --init normal",
+    "arch": "encoder/decoder networks: mlp (--hidden), conv (stride-2 convolutions with --channels, then --hidden; "
+    "images), resmlp (residual MLP: one block per --hidden entry, all equal; tables)",
+    "channels": "channels of the stride-2 convolutions of --arch conv (the decoder mirrors them)",
+    "prior": "p(z): normal = N(0, I); mog = a learned mixture of --prior-components Gaussians; vamp = the VampPrior "
+    "(Tomczak & Welling 2018) on --prior-components learned pseudo-inputs; the KL is then a Monte Carlo estimate",
+    "prior_components": "mixture components of --prior mog, pseudo-inputs of --prior vamp",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
@@ -41,6 +47,9 @@ FIELD_HELP = {
     "compile": "on = torch.compile the objective (forward and backward) into fused kernels; off = eager",
     "precision": "bf16 = the networks' matrix products in bfloat16 (autocast), densities and KL in fp32; "
     "see docs/benchmarks/speed.md for speed and quality",
+    "beta": "weight of the KL term in the training objective (beta-VAE); 1 = the ELBO",
+    "kl_warmup": "EPOCHS over which the KL weight ramps linearly from 0 to --beta (KL annealing); 0 = off",
+    "free_bits": "NATS per latent dimension (per example) below which the KL is not penalised; 0 = off",
 }
 CHOICES = {
     "activation": C.ACTIVATIONS,
@@ -54,6 +63,8 @@ CHOICES = {
     "nonfinite": C.NONFINITE,
     "compile": C.COMPILE,
     "precision": C.PRECISIONS,
+    "arch": C.ARCHS,
+    "prior": C.PRIORS,
 }
 MODEL_FIELDS = [
     f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"
@@ -91,8 +102,8 @@ def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     kw: dict[str, Any] = {"default": None, "help": f"{FIELD_HELP[f.name]} (default: {shown})"}
     if f.name in CHOICES:
         kw["choices"] = CHOICES[f.name]
-    elif f.name == "hidden":
-        kw.update(type=int, nargs="+", metavar="H")
+    elif isinstance(f.default, tuple):  # hidden, channels
+        kw.update(type=int, nargs="+", metavar=f.name[0].upper())
     else:
         kw["type"] = type(f.default)
     p.add_argument(flag, **kw)
@@ -119,7 +130,7 @@ def given(args: argparse.Namespace, fields: list[dataclasses.Field]) -> dict[str
     for f in fields:
         v = getattr(args, f.name)
         if v is not None:
-            out[f.name] = tuple(v) if f.name == "hidden" else v
+            out[f.name] = tuple(v) if isinstance(v, list) else v
     return out
 
 
@@ -189,6 +200,16 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="seed of z ~ p(z)")
     s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z]")
+    s.add_argument(
+        "--from",
+        dest="source",
+        default="prior",
+        choices=("prior", "aggregate"),
+        help="z ~ p(z), or z ~ a Gaussian mixture fitted on the training posterior means (the aggregate posterior; "
+        "fitted once and kept in RUN/aggregate.safetensors)",
+    )
+    s.add_argument("--components", type=_positive, default=10, help="mixture components of --from aggregate")
+    s.add_argument("--data-dir", default=None, help="folder of the built-in datasets (--from aggregate)")
     s.add_argument(
         "--out", default=None, help="PNG grid for images, .npy/.csv for tables (default: RUN/samples.png|csv)"
     )

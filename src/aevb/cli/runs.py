@@ -15,7 +15,7 @@ from .. import config as C
 from .. import distributed, plots
 from ..checkpoint import load, read_config
 from ..errors import AevbError
-from ..evaluate import bits_per_dim, elbo_terms, summarize
+from ..evaluate import bits_per_dim, elbo_terms, posterior_mean_variance, summarize
 from ..files import atomic_write_text, save_table
 from ..preprocess import run_data
 from ..train import read_metrics
@@ -88,6 +88,9 @@ def _eval(args: argparse.Namespace, ctx: distributed.Context) -> None:
     for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
         res[name], res[name + "_se"] = summarize(v)
     res["bits_per_dim"] = summarize(bits_per_dim(ll, d))[0]
+    activity = posterior_mean_variance(model, x)  # Burda et al. (2016): unit j is active if Var_x E_q[z_j] > 0.01
+    res["active_units"], res["latent_dim"] = int((activity > 0.01).sum()), model.config.latent_dim
+    res["posterior_mean_variance"] = [round(v, 6) for v in activity.tolist()]
     tag = f"file_{Path(args.data).stem}" if args.data else args.split  # a file never overwrites a split's result
     atomic_write_text(Path(args.run) / f"eval_{tag}.json", json.dumps(res, indent=2) + "\n")
     print(f"{source}: {res['examples']} examples, {model.config.likelihood} likelihood, binarisation {res['binarize']}")
@@ -99,6 +102,7 @@ def _eval(args: argparse.Namespace, ctx: distributed.Context) -> None:
         f"  log p(x)  {res['log_likelihood']:10.3f} ± {res['log_likelihood_se']:.3f} nats  (importance sampled, k={k})"
     )
     print(f"  bits/dim  {res['bits_per_dim']:10.4f}  (-log2 p(x) / {d})")
+    print(f"  active units {res['active_units']} of {res['latent_dim']}  (Var_x E_q[z_j] > 0.01, Burda et al. 2016)")
 
 
 def _write_images_or_table(out: Path, x: torch.Tensor, is_image: bool, ncols: int | None = None) -> None:
@@ -115,7 +119,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     model, _ = _load_run(args)
     is_image = len(model.config.data_shape) == 2
     out = _out(args, "samples.png" if is_image else "samples.csv")
-    x = model.sample(args.n, torch.Generator().manual_seed(args.seed), mean=not args.draw)
+    g = torch.Generator().manual_seed(args.seed)
+    if getattr(args, "source", "prior") == "aggregate":
+        from ..sampling import aggregate_for_run, decode
+
+        gmm = aggregate_for_run(args.run, model, _load_run(args)[1], args.components, args.data_dir)
+        x = decode(model, gmm.sample(args.n, g), g, mean=not args.draw)
+    else:
+        x = model.sample(args.n, g, mean=not args.draw)
     _write_images_or_table(out, x, is_image)
     print(f"{args.n} samples written to {out}")
 

@@ -1,0 +1,301 @@
+"""Benchmark of aevb.AnomalyDetector against IsolationForest, PCA reconstruction error and PyOD's VAE.
+
+    OMP_NUM_THREADS=1 python benchmarks/anomaly.py tabular --adbench ../shared/data/adbench
+    OMP_NUM_THREADS=1 python benchmarks/anomaly.py mnist --data-dir ../shared/data
+    python benchmarks/anomaly.py report          # docs/benchmarks/anomaly.md from the two JSON files
+
+tabular: every ADBench classical .npz in --adbench, for each seed a stratified 70/30 split; every
+detector is fitted on the training part without labels and scored on the test part (ROC-AUC, AP).
+mnist: one-class-out; for each digit c, fit on a random subset of the MNIST training images of the
+other nine digits and score a random subset of the test set, where digit c is the anomaly class.
+Each part writes docs/benchmarks/anomaly_<part>.json as it goes (per dataset, method and seed).
+Needs the `bench` extra (pyod) for PyOD's VAE; without it that column is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+import aevb
+from aevb.files import atomic_write_text
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+AEVB_SCORES = {"log-likelihood": "aevb log p(x)", "elbo": "aevb ELBO", "reconstruction": "aevb recon. prob."}
+BASELINES = ("PyOD VAE", "IsolationForest", "PCA")
+HEAD_TO_HEAD = ("aevb log p(x)", *BASELINES)  # one aevb entry, so that "wins" is a fair count
+
+
+def pca_scores(x_train: np.ndarray, x_test: np.ndarray, seed: int):
+    """Squared reconstruction error of standardised rows from the PCs that explain 90% of the variance."""
+    scaler = StandardScaler().fit(x_train)
+    pca = PCA(n_components=0.9, svd_solver="full", random_state=seed).fit(scaler.transform(x_train))
+    z = scaler.transform(x_test)
+    return -np.square(z - pca.inverse_transform(pca.transform(z))).sum(1)  # higher = more normal
+
+
+def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict) -> list[dict]:
+    """Fit every detector on x_train, score x_test; records of (method, auc, ap, fit_s, score_s)."""
+    rows = []
+
+    def record(method, normal_score, fit_s, score_s):
+        s = -np.asarray(normal_score, dtype=np.float64)  # anomaly score: higher = more anomalous
+        rows.append(
+            {
+                "method": method,
+                "seed": seed,
+                "auc": float(roc_auc_score(y_test, s)),
+                "ap": float(average_precision_score(y_test, s)),
+                "fit_s": fit_s,
+                "score_s": score_s,
+            }
+        )
+
+    t = time.perf_counter()
+    det = aevb.AnomalyDetector(seed=seed, **aevb_kw).fit(x_train)
+    fit_s = time.perf_counter() - t
+    for name, label in AEVB_SCORES.items():
+        t = time.perf_counter()
+        values = det.scores(x_test, name)
+        record(label, values, fit_s, time.perf_counter() - t)
+
+    try:
+        from pyod.models.vae import VAE as PyodVAE
+    except ImportError:
+        PyodVAE = None
+    if PyodVAE is not None:
+        t = time.perf_counter()
+        pv = PyodVAE(random_state=seed, verbose=0).fit(x_train)  # its defaults
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        record("PyOD VAE", -pv.decision_function(x_test), fit_s, time.perf_counter() - t)
+
+    t = time.perf_counter()
+    iso = IsolationForest(random_state=seed).fit(x_train)
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    record("IsolationForest", iso.score_samples(x_test), fit_s, time.perf_counter() - t)
+
+    t = time.perf_counter()
+    values = pca_scores(x_train, x_test, seed)
+    record("PCA", values, time.perf_counter() - t, 0.0)  # fit and score in one
+    return rows
+
+
+def save(part: str, results: dict) -> None:
+    atomic_write_text(DOCS / f"anomaly_{part}.json", json.dumps(results, indent=1) + "\n")
+
+
+def tabular(args) -> None:
+    files = sorted(Path(args.adbench).glob("*.npz"), key=lambda p: int(p.name.split("_")[0]))
+    if args.only:
+        files = [f for f in files if f.stem in args.only]
+    if not files:
+        sys.exit(f"no .npz files in {args.adbench}")
+    results = {"command": " ".join(sys.argv), "seeds": args.seeds, "datasets": {}}
+    done = DOCS / f"anomaly_tabular{args.shard}.json"
+    if args.keep and done.exists():  # carry on after an interrupted run: keep the finished datasets
+        results["datasets"] = json.loads(done.read_text())["datasets"]
+    for f in files:
+        if f.stem in results["datasets"]:
+            continue
+        data = np.load(f, allow_pickle=False)
+        x, y = data["X"].astype(np.float64), data["y"].astype(int)
+        rows = []
+        for seed in range(args.seeds):
+            xtr, xte, _, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
+            t = time.perf_counter()
+            rows += run_split(xtr, xte, yte, seed, {})
+            best = max((r for r in rows if r["seed"] == seed), key=lambda r: r["auc"])
+            print(
+                f"{f.stem:16s} seed {seed}  {time.perf_counter() - t:6.1f}s  best {best['method']} {best['auc']:.3f}",
+                flush=True,
+            )
+        results["datasets"][f.stem] = {
+            "n": int(x.shape[0]),
+            "d": int(x.shape[1]),
+            "anomalies": float(y.mean()),
+            "rows": rows,
+        }
+        save(f"tabular{args.shard}", results)
+
+
+def mnist(args) -> None:
+    ds = aevb.load_dataset("mnist", args.data_dir)
+    x_all = torch.cat([ds.train, ds.valid]).reshape(-1, 784).numpy().astype(np.float64)
+    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
+    x_test, y_test = ds.test.reshape(-1, 784).numpy().astype(np.float64), ds.test_labels.numpy()
+    kw = {"epochs": args.mnist_epochs, "n_samples": args.mnist_samples}
+    results = {
+        "command": " ".join(sys.argv),
+        "train_rows": args.train_rows,
+        "test_rows": args.test_rows,
+        "aevb": kw,
+        "datasets": {},
+    }
+    for digit in range(10):
+        rng = np.random.default_rng(digit)
+        normal = np.flatnonzero(y_all != digit)
+        tr = rng.choice(normal, size=min(args.train_rows, normal.size), replace=False)
+        te = rng.choice(y_test.size, size=min(args.test_rows, y_test.size), replace=False)
+        t = time.perf_counter()
+        rows = run_split(x_all[tr], x_test[te], (y_test[te] == digit).astype(int), 0, kw)
+        best = max(rows, key=lambda r: r["auc"])
+        print(
+            f"mnist digit {digit} held out  {time.perf_counter() - t:6.1f}s  best {best['method']} {best['auc']:.3f}",
+            flush=True,
+        )
+        results["datasets"][f"digit {digit}"] = {
+            "n": int(tr.size),
+            "d": 784,
+            "anomalies": float((y_test[te] == digit).mean()),
+            "rows": rows,
+        }
+        save("mnist", results)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def summarize(part: dict) -> tuple[list[str], dict]:
+    """Per dataset and method: mean and std of auc/ap, mean fit/score seconds."""
+    methods = [
+        m
+        for m in (*AEVB_SCORES.values(), *BASELINES)
+        if any(r["method"] == m for d in part["datasets"].values() for r in d["rows"])
+    ]
+    table = {}
+    for name, d in part["datasets"].items():
+        table[name] = {}
+        for m in methods:
+            rs = [r for r in d["rows"] if r["method"] == m]
+            if rs:
+                table[name][m] = {
+                    k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
+                    for k in ("auc", "ap", "fit_s", "score_s")
+                }
+    return methods, table
+
+
+def ranks(table: dict, methods: list[str]) -> dict[str, float]:
+    """Mean over datasets of each method's rank by mean ROC-AUC (1 = best; ties share the mean rank)."""
+    from scipy.stats import rankdata
+
+    out = {m: [] for m in methods}
+    for row in table.values():
+        ms = [m for m in methods if m in row]
+        for m, r in zip(ms, rankdata([-row[m]["auc"][0] for m in ms])):
+            out[m].append(r)
+    return {m: float(np.mean(v)) for m, v in out.items() if v}
+
+
+def section(title: str, part: dict) -> list[str]:
+    methods, table = summarize(part)
+    lines = [f"## {title}", "", f"Command: `{part['command']}`", ""]
+    for metric, label in (("auc", "ROC-AUC"), ("ap", "Average precision")):
+        lines += [f"### {label} (mean ± std over seeds; best in bold)", ""]
+        lines += [
+            "| dataset | n | d | anomalies | " + " | ".join(methods) + " |",
+            "|---|---:|---:|---:|" + "---:|" * len(methods),
+        ]
+        for name, row in table.items():
+            d = part["datasets"][name]
+            best = max(row[m][metric][0] for m in row)
+            cells = []
+            for m in methods:
+                if m not in row:
+                    cells.append("–")
+                    continue
+                mean, std = row[m][metric]
+                text = f"{mean:.3f} ± {std:.3f}"
+                cells.append(f"**{text}**" if mean == best else text)
+            lines.append(f"| {name} | {d['n']} | {d['d']} | {d['anomalies']:.1%} | " + " | ".join(cells) + " |")
+        means = {m: np.mean([row[m][metric][0] for row in table.values() if m in row]) for m in methods}
+        lines.append("| **mean** | | | | " + " | ".join(f"**{means[m]:.3f}**" for m in methods) + " |")
+        lines.append("")
+    rk = ranks(table, methods)
+    head = [m for m in HEAD_TO_HEAD if m in methods]
+    wins = {m: 0 for m in head}
+    for row in table.values():
+        wins[max(head, key=lambda m: row[m]["auc"][0] if m in row else -1)] += 1
+    lines += [
+        "### Summary",
+        "",
+        "| method | mean ROC-AUC | mean AP | mean rank (all methods, by ROC-AUC) | first among "
+        + ", ".join(head)
+        + " | fit s (mean) | score s (mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in methods:
+        auc = np.mean([row[m]["auc"][0] for row in table.values() if m in row])
+        ap = np.mean([row[m]["ap"][0] for row in table.values() if m in row])
+        fit = np.mean([row[m]["fit_s"][0] for row in table.values() if m in row])
+        score = np.mean([row[m]["score_s"][0] for row in table.values() if m in row])
+        first = f"{wins[m]} of {len(table)}" if m in wins else ""
+        lines.append(f"| {m} | {auc:.3f} | {ap:.3f} | {rk[m]:.2f} | {first} | {fit:.2f} | {score:.2f} |")
+    lines.append("")
+    return lines
+
+
+def report(args) -> None:
+    lines = [
+        "# Anomaly detection benchmark",
+        "",
+        "Written by `python benchmarks/anomaly.py report` from the JSON files beside this page; every number "
+        "below was measured in the runs whose commands are shown.",
+        "",
+    ]
+    shards = sorted(DOCS.glob("anomaly_tabular*.json"))
+    if shards:  # parallel processes over disjoint datasets: one table
+        parts = [json.loads(p.read_text()) for p in shards]
+        merged = {"command": " ; ".join(p["command"] for p in parts), "datasets": {}}
+        for p in parts:
+            merged["datasets"].update(p["datasets"])
+        order = sorted(merged["datasets"], key=lambda k: int(k.split("_")[0]))
+        merged["datasets"] = {k: merged["datasets"][k] for k in order}
+        lines += section("ADBench classical tabular datasets", merged)
+    if (DOCS / "anomaly_mnist.json").exists():
+        lines += section("MNIST one-class-out", json.loads((DOCS / "anomaly_mnist.json").read_text()))
+    notes = DOCS / "anomaly_notes.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    atomic_write_text(DOCS / "anomaly.md", "\n".join(lines) + "\n")
+    print(f"wrote {DOCS / 'anomaly.md'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    t = sub.add_parser("tabular", help="ADBench classical datasets")
+    t.add_argument(
+        "--adbench", default="../shared/data/adbench", help="folder of the ADBench .npz files (default: %(default)s)"
+    )
+    t.add_argument("--seeds", type=int, default=5, help="number of splits/seeds (default: %(default)s)")
+    t.add_argument("--only", nargs="+", metavar="NAME", help="only these datasets (file stems); default: all")
+    t.add_argument("--shard", default="", help="suffix of the JSON file, to run datasets in parallel processes")
+    t.add_argument("--keep", action="store_true", help="keep the datasets already in the shard's JSON file")
+    m = sub.add_parser("mnist", help="MNIST one-class-out")
+    m.add_argument("--data-dir", default="../shared/data", help="folder holding mnist/ (default: %(default)s)")
+    m.add_argument("--train-rows", type=int, default=6000, help="training images per digit (default: %(default)s)")
+    m.add_argument("--test-rows", type=int, default=2000, help="test images per digit (default: %(default)s)")
+    m.add_argument("--mnist-epochs", type=int, default=10, help="aevb epochs (default: %(default)s)")
+    m.add_argument("--mnist-samples", type=int, default=20, help="aevb n_samples (default: %(default)s)")
+    sub.add_parser("report", help="write docs/benchmarks/anomaly.md")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    {"tabular": tabular, "mnist": mnist, "report": report}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""Speed of aevb's training and evaluation against the machine's limit and a reference loop, in one run.
+
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --data-dir ../shared/data --threads 1 --json speed.json
+
+Every figure is a ratio measured in this one run (the reference and aevb interleaved), because the
+machines are shared and noisy:
+1. peak: torch's matrix-multiply GFLOP/s (fp32, bf16) at the model's own shapes;
+2. training images/s on MNIST: aevb's trainer (`aevb.train.run_epoch`, with the optimiser that
+   `aevb.train` builds) against a reference loop written the way the PyTorch examples VAE is
+   (DataLoader over a TensorDataset, sigmoid then BCE summed, loss.item() every step), for the
+   examples' network (784-400-20 ReLU, batch 128), the paper's (784-500-20 tanh, batch 100) and a
+   larger batch (1024); aevb in fp32, in bf16 autocast and (--compile) torch.compile'd;
+3. bf16 quality: the same short training in fp32 and bf16, test log-likelihood compared;
+4. time to quality: wall time until the test ELBO (dynamically binarised MNIST) first passes
+   -100 nats, aevb defaults against the reference loop (epochs interleaved; evaluation not timed);
+5. evaluation: importance-sampled log p(x) with k=5000: images*samples/s, fraction of peak, and
+   the peak memory of the same evaluation with k=500 and k=5000 (child processes);
+6. peak resident memory of a training run (a child process running aevb.train for one epoch).
+Wall time of the default run: about 10-15 minutes on 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import aevb
+from aevb import speed
+from aevb.evaluate import elbo_terms, log_likelihood
+from aevb.preprocess import binarize_once
+from aevb.train import OPTIMIZERS, run_epoch
+
+NETS = {  # name: (hidden, latent, activation, batch)
+    "examples 784-400-20 relu b128": (400, 20, "relu", 128),
+    "paper 784-500-20 tanh b100": (500, 20, "tanh", 100),
+    "examples 784-400-20 relu b1024": (400, 20, "relu", 1024),
+}
+D = 784
+
+
+# ---------------------------------------------------------------- the machine's limit
+
+
+def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.5) -> float:
+    """GFLOP/s of (m, k) @ (k, n) in dtype, best of 3 timed blocks."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    reps = max(1, int(seconds * 1e11 / (2 * m * k * n)))
+    best = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n * reps / best / 1e9
+
+
+def peaks(hidden: int, batch: int, seconds: float = 0.5, dtypes=("fp32", "bf16")) -> dict[str, float]:
+    """fp32 and bf16 matmul GFLOP/s at the encoder's and decoder's big layer (batch rows), the faster."""
+    out = {}
+    for name in dtypes:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+        enc = matmul_gflops(batch, D, hidden, dtype, seconds)
+        dec = matmul_gflops(batch, hidden, D, dtype, seconds)
+        out[name] = max(enc, dec)
+    return out
+
+
+def train_flops(hidden: int, latent: int) -> float:
+    """FLOPs of one example's forward and backward pass: 2 per MAC forward, 4 backward (weights and
+    inputs), less the input gradient of the first layer, which nothing needs."""
+    macs = D * hidden + hidden * 2 * latent + latent * hidden + hidden * D
+    return 6 * macs - 2 * D * hidden
+
+
+def eval_flops(hidden: int, latent: int) -> float:
+    """FLOPs per importance sample: the decoder's forward (the encoder runs once per image)."""
+    return 2 * (latent * hidden + hidden * D)
+
+
+# ---------------------------------------------------------------- the reference loop
+
+
+class RefVAE(nn.Module):
+    """The PyTorch examples VAE's network, hidden/latent sizes and activation as given."""
+
+    def __init__(self, hidden: int, latent: int, act: str):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(D, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
+        self.fc3, self.fc4 = nn.Linear(latent, hidden), nn.Linear(hidden, D)
+        self.act = torch.relu if act == "relu" else torch.tanh
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(self.act(self.fc3(z)))), mu, logvar
+
+
+def ref_loss(recon, x, mu, logvar):  # the examples' loss: the negative ELBO summed over the batch
+    bce = F.binary_cross_entropy(recon, x, reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class Reference:
+    """Model, optimiser and DataLoader of the reference loop; `epoch(x)` trains one pass."""
+
+    def __init__(self, hidden, latent, act, batch, seed=0):
+        torch.manual_seed(seed)
+        self.model, self.batch = RefVAE(hidden, latent, act), batch
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def epoch(self, x: torch.Tensor) -> float:
+        """One pass over x (grey levels, dynamically binarised per batch); returns seconds."""
+        self.model.train()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=self.batch, shuffle=True)
+        t = time.perf_counter()
+        for (xb,) in loader:
+            xb = torch.bernoulli(xb)
+            self.opt.zero_grad()
+            loss = ref_loss(*self._fwd(xb))
+            loss.backward()
+            loss.item()
+            self.opt.step()
+        return time.perf_counter() - t
+
+    def _fwd(self, xb):
+        recon, mu, logvar = self.model(xb)
+        return recon, xb, mu, logvar
+
+    @torch.no_grad()
+    def test_elbo(self, x: torch.Tensor) -> float:
+        self.model.eval()
+        total = 0.0
+        for i in range(0, x.shape[0], 1000):
+            xb = x[i : i + 1000]
+            total += ref_loss(*self._fwd(xb)).item()
+        return -total / x.shape[0]
+
+
+class Aevb:
+    """aevb's model and optimiser as `aevb.train` builds them; `epoch(x)` runs its trainer's loop."""
+
+    def __init__(self, hidden, latent, act, batch, precision="fp32", compile="off", seed=0):
+        self.mc = aevb.ModelConfig(data_shape=(D,), latent_dim=latent, hidden=(hidden,), activation=act)
+        self.tc = aevb.TrainConfig(
+            batch_size=batch, binarize="dynamic", precision=precision, compile=compile, seed=seed
+        )
+        torch.manual_seed(seed)
+        self.model = aevb.VAE(self.mc)
+        opt = OPTIMIZERS[self.tc.optimizer]
+        self.opt = opt(self.model.parameters(), lr=self.tc.lr, **speed.optimizer_options(opt, torch.device("cpu")))
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def epoch(self, x: torch.Tensor) -> float:
+        t = time.perf_counter()
+        run_epoch(self.model, self.opt, x, self.tc, self.gen)
+        return time.perf_counter() - t
+
+    def test_elbo(self, x: torch.Tensor) -> float:
+        return elbo_terms(self.model, x, seed=0).elbo.mean().item()
+
+
+# ---------------------------------------------------------------- the parts
+
+
+def part_throughput(x, args, peak32, log) -> list[dict]:
+    rows = []
+    for name, (hidden, latent, act, batch) in NETS.items():
+        xs = x[: args.images]
+        variants = {"reference": None, "aevb fp32": {}, "aevb bf16": {"precision": "bf16"}}
+        if args.compile:
+            variants["aevb fp32 compiled"] = {"compile": "on"}
+        trainers = {
+            v: Reference(hidden, latent, act, batch) if kw is None else Aevb(hidden, latent, act, batch, **kw)
+            for v, kw in variants.items()
+        }
+        for tr in trainers.values():  # warm-up (and compilation) outside the clock
+            tr.epoch(xs[: 4 * batch])
+        times = {v: [] for v in trainers}
+        peak = []
+        for _ in range(args.repeats):  # interleaved: the peak and every variant see the same load
+            peak.append(max(peaks(hidden, batch, seconds=0.2, dtypes=("fp32",)).values()))
+            for v, tr in trainers.items():
+                times[v].append(tr.epoch(xs))
+        peak32[name] = statistics.median(peak)
+        log(f"  {name:32s} fp32 matmul peak during these epochs: {peak32[name]:.1f} GFLOP/s")
+        flops = train_flops(hidden, latent)
+        ref = xs.shape[0] / statistics.median(times["reference"])
+        for v, ts in times.items():
+            ips = xs.shape[0] / statistics.median(ts)
+            row = {
+                "net": name,
+                "variant": v,
+                "images_per_s": ips,
+                "vs_reference": ips / ref,
+                "fraction_of_fp32_peak": ips * flops / 1e9 / peak32[name],
+            }
+            rows.append(row)
+            frac = row["fraction_of_fp32_peak"]
+            log(f"  {name:32s} {v:20s} {ips:9.0f} img/s  x{ips / ref:4.2f} ref  {frac:5.1%} of fp32 peak")
+    return rows
+
+
+def part_bf16_quality(ds, x_test, args, log) -> dict:
+    """Same seed, same epochs: test log p(x) (k=args.quality_k on args.quality_images) fp32 vs bf16."""
+    hidden, latent, act, batch = NETS["examples 784-400-20 relu b128"]
+    out = {}
+    for precision in ("fp32", "bf16"):
+        tr = Aevb(hidden, latent, act, batch, precision=precision)
+        for _ in range(args.quality_epochs):
+            tr.epoch(ds.train.reshape(-1, D))
+        ll = log_likelihood(tr.model, x_test[: args.quality_images], k=args.quality_k, batch_size=50)
+        out[precision] = {"test_log_px": ll.mean().item(), "se": ll.std().item() / math.sqrt(ll.numel())}
+        log(f"  {precision}: test log p(x) {out[precision]['test_log_px']:.3f} ± {out[precision]['se']:.3f} nats")
+    out["difference"] = out["bf16"]["test_log_px"] - out["fp32"]["test_log_px"]
+    out["epochs"], out["k"], out["images"] = args.quality_epochs, args.quality_k, args.quality_images
+    log(f"  bf16 - fp32: {out['difference']:+.3f} nats (tolerance 0.1)")
+    return out
+
+
+def part_time_to_quality(ds, x_test, args, log):
+    """Epochs interleaved; seconds of training (not of evaluation) until test ELBO > target."""
+    hidden, latent, act = 400, 20, "relu"
+    defaults = aevb.TrainConfig()
+    trainers = {
+        "reference (b128)": Reference(hidden, latent, act, 128),
+        f"aevb defaults (b{defaults.batch_size}, fp32)": Aevb(hidden, latent, act, defaults.batch_size),
+        f"aevb defaults + bf16 (b{defaults.batch_size})": Aevb(
+            hidden, latent, act, defaults.batch_size, precision="bf16"
+        ),
+    }
+    x_train = ds.train.reshape(-1, D)
+    state = {v: {"seconds": 0.0, "epochs": 0, "reached": None, "elbo": None} for v in trainers}
+    for epoch in range(1, args.max_epochs + 1):
+        for v, tr in trainers.items():
+            s = state[v]
+            if s["reached"] is not None:
+                continue
+            s["seconds"] += tr.epoch(x_train)
+            s["epochs"], s["elbo"] = epoch, tr.test_elbo(x_test)
+            if s["elbo"] > args.target:
+                s["reached"] = s["seconds"]
+        log(f"  epoch {epoch}: " + ", ".join(f"{v} {s['elbo']:.2f}" for v, s in state.items()))
+        if all(s["reached"] is not None for s in state.values()):
+            break
+    models = {v: tr for v, tr in trainers.items()}
+    return state, models
+
+
+def part_eval(model: aevb.VAE, x_test, args, peak32: float, log) -> dict:
+    xs = x_test[: args.eval_images]
+    log_likelihood(model, xs[:10], k=500)  # warm-up
+    t = time.perf_counter()
+    ll = log_likelihood(model, xs, k=5000, batch_size=50)
+    dt = time.perf_counter() - t
+    rate = xs.shape[0] * 5000 / dt
+    hidden, latent = model.config.hidden[0], model.config.latent_dim
+    out = {
+        "images": xs.shape[0],
+        "seconds": dt,
+        "images_samples_per_s": rate,
+        "fraction_of_fp32_peak": rate * eval_flops(hidden, latent) / 1e9 / peak32,
+        "test_log_px": ll.mean().item(),
+        "seconds_for_10000_images": 10000 * 5000 / rate,
+    }
+    log(
+        f"  k=5000 over {xs.shape[0]} test images: {rate:.0f} images*samples/s, "
+        f"{out['fraction_of_fp32_peak']:.1%} of fp32 peak; log p(x) {out['test_log_px']:.2f} nats; "
+        f"10,000 images would take {out['seconds_for_10000_images']:.0f} s"
+    )
+    return out
+
+
+def child_rss(args, *child_args) -> float:
+    """Peak RSS (MiB) of this script run as a child doing one measured thing."""
+    cmd = [sys.executable, __file__, "--data-dir", args.data_dir, "--threads", str(args.threads), *child_args]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def run_child(args) -> None:
+    ds = aevb.load_dataset("mnist", args.data_dir)
+    mc = aevb.ModelConfig(data_shape=(D,), latent_dim=20, hidden=(400,), activation="relu")
+    if args.child == "eval":
+        model = aevb.VAE(mc)
+        x = binarize_once(ds.test.reshape(-1, D), 2)[:100]
+        log_likelihood(model, x, k=args.child_k, batch_size=50)
+    elif args.child == "baseline":
+        model = aevb.VAE(mc)
+    else:  # one epoch of aevb.train on MNIST, as `aevb train` runs it (no run directory)
+        aevb.train(mc, aevb.TrainConfig(dataset="mnist", epochs=1, batch_size=128), data_dir=args.data_dir)
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mib": kib / 1024}))
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data", help="folder holding mnist/ (default: ../shared/data)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default (default: 0)")
+    p.add_argument("--images", type=int, default=12800, help="training images per timed epoch (default: 12800)")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs per variant, median kept (default: 3)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd aevb (compiles ~30 s a net)")
+    p.add_argument("--quality-epochs", type=int, default=3, help="epochs of the fp32/bf16 comparison (default: 3)")
+    p.add_argument("--quality-k", type=int, default=1000, help="importance samples there (default: 1000)")
+    p.add_argument("--quality-images", type=int, default=1000, help="test images there (default: 1000)")
+    p.add_argument("--target", type=float, default=-100.0, help="test ELBO to reach, nats (default: -100)")
+    p.add_argument("--max-epochs", type=int, default=25, help="time-to-quality cap per trainer (default: 25)")
+    p.add_argument("--eval-images", type=int, default=200, help="test images for k=5000 (default: 200; 10000 = all)")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--skip", nargs="*", default=[], help="parts to skip: throughput quality ttq eval memory")
+    p.add_argument("--child", choices=("eval", "train", "baseline"), help=argparse.SUPPRESS)
+    p.add_argument("--child-k", type=int, default=500, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    threads = speed.set_threads(args.threads)
+    if args.child:
+        return run_child(args)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    started = time.perf_counter()
+    ds = aevb.load_dataset("mnist", args.data_dir)
+    x_train = ds.train.reshape(-1, D)
+    x_test = binarize_once(ds.test.reshape(-1, D), 2)  # the fixed test binarisation aevb evaluates on
+    results: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__,
+            "threads": threads,
+            "load_average_at_start": list(os.getloadavg()),
+        },
+        "command": " ".join(sys.argv),
+    }
+    log(f"torch {torch.__version__}, {threads} thread(s), {results['machine']['cpu_capability']}")
+
+    log("1. matmul peak (GFLOP/s) at the model's shapes")
+    peak32, peak16 = {}, {}
+    for name, (hidden, _, _, batch) in NETS.items():
+        pk = peaks(hidden, batch)
+        peak32[name], peak16[name] = pk["fp32"], pk["bf16"]
+        log(f"  {name:32s} fp32 {pk['fp32']:6.1f}  bf16 {pk['bf16']:6.1f}")
+    eval_peak = {
+        "fp32": matmul_gflops(25000, 400, D, torch.float32),
+        "bf16": matmul_gflops(25000, 400, D, torch.bfloat16),
+    }
+    log(f"  eval decoder (25000x400 @ 400x784)  fp32 {eval_peak['fp32']:6.1f}  bf16 {eval_peak['bf16']:6.1f}")
+    results["peak_gflops"] = {"fp32": peak32, "bf16": peak16, "eval": eval_peak}
+
+    if "throughput" not in args.skip:
+        log(f"2-3. training throughput ({args.images} images per timed epoch, median of {args.repeats})")
+        results["throughput"] = part_throughput(x_train, args, peak32, log)
+    if "quality" not in args.skip:
+        log(f"3. bf16 quality: {args.quality_epochs} epochs each, same seed")
+        results["bf16_quality"] = part_bf16_quality(ds, x_test, args, log)
+    model = None
+    if "ttq" not in args.skip:
+        log(f"4. time to test ELBO > {args.target} (dynamically binarised MNIST, 784-400-20 relu)")
+        state, trainers = part_time_to_quality(ds, x_test, args, log)
+        results["time_to_quality"] = state
+        model = next(tr.model for v, tr in trainers.items() if v.startswith("aevb defaults (")).eval()
+    if "eval" not in args.skip:
+        log("5. evaluation, importance-sampled log p(x), k=5000")
+        if model is None:
+            model = Aevb(400, 20, "relu", 128).model.eval()
+        results["eval"] = part_eval(model, x_test, args, eval_peak["fp32"], log)
+    if "memory" not in args.skip:
+        log("5-6. peak resident memory (child processes, MiB)")
+        mem = {
+            "import + model": child_rss(args, "--child", "baseline"),
+            "log p(x) k=500, 100 images": child_rss(args, "--child", "eval", "--child-k", "500"),
+            "log p(x) k=5000, 100 images": child_rss(args, "--child", "eval", "--child-k", "5000"),
+            "aevb.train, 1 epoch of MNIST": child_rss(args, "--child", "train"),
+        }
+        for k, v in mem.items():
+            log(f"  {k:32s} {v:7.0f} MiB")
+        results["peak_rss_mib"] = mem
+    results["wall_seconds"] = time.perf_counter() - started
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    log(f"done in {results['wall_seconds']:.0f} s; load average {results['machine']['load_average_at_end']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Anomaly detection with a VAE: `AnomalyDetector` (scikit-learn conventions) and its scores.
+
+`AnomalyDetector` needs scikit-learn, which is slow to import: it is loaded when first asked for.
+"""
+
+from .inputs import InputError
+from .scores import LIKELIHOODS, SCORES
+
+__all__ = ["AnomalyDetector", "default_size", "InputError", "LIKELIHOODS", "SCORES"]
+
+
+def __getattr__(name: str):
+    if name in ("AnomalyDetector", "default_size"):
+        from . import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'aevb.anomaly' has no attribute {name!r}")

@@ -1,0 +1,308 @@
+"""`AnomalyDetector`: a VAE fitted on (mostly) normal rows flags the rows it finds improbable.
+
+It follows scikit-learn's outlier-detector conventions (as `IsolationForest` does): `__init__` only
+stores parameters, `fit` returns self and sets attributes ending in `_`, `score_samples` is higher for
+more normal rows, `decision_function = score_samples - offset_` is negative for outliers, and
+`predict` returns +1 (inlier) / -1 (outlier).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from tqdm import tqdm
+
+from ..config import ModelConfig
+from ..errors import AevbError
+from ..model import VAE
+from ..objectives import elbo
+from .inputs import InputError, as_matrix, feature_names
+from .scores import LIKELIHOODS, SCORES
+
+# Standardised values are clipped to +-CLIP: a value 50 standard deviations out marks an outlier whatever the
+# model says, and unbounded inputs can overflow the encoder's variance in float32 (NaN scores).
+CLIP = 50.0
+
+
+def default_size(n: int, d: int) -> dict[str, Any]:
+    """The architecture and schedule used when `latent_dim`, `hidden`, `batch_size`, `epochs` are None.
+
+    For n training rows of d features:
+      hidden      two ReLU layers of h units, h = 2^ceil(log2(2d)) clipped to [32, 256]
+      latent_dim  ceil(d / 4) clipped to [2, 16]
+      batch_size  n // 50 clipped to [32, 256]
+      epochs      ceil(2000 * batch_size / n) clipped to [10, 300]: about 2000 gradient steps,
+                  at least 10 passes over the data
+    """
+    h = int(min(256, max(32, 2 ** math.ceil(math.log2(max(2 * d, 1))))))
+    batch = int(min(256, max(32, n // 50)))
+    return {
+        "hidden": (h, h),
+        "latent_dim": int(min(16, max(2, math.ceil(d / 4)))),
+        "batch_size": batch,
+        "epochs": int(min(300, max(10, math.ceil(2000 * batch / n)))),
+    }
+
+
+class AnomalyDetector(OutlierMixin, BaseEstimator):
+    """Variational auto-encoder anomaly detector with scikit-learn's outlier-detector API.
+
+    Parameters
+    ----------
+    score : "log-likelihood" (default), "elbo" or "reconstruction"
+        The anomaly score, per row in nats (higher = more normal): the importance-sampled log p(x)
+        with k = `n_samples` (the IWAE bound L_k), the ELBO with L = `n_samples` draws and the
+        analytic KL, or An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
+        draws z ~ q(z|x) of log p(x|z).
+    contamination : "auto" or float in (0, 0.5]
+        Sets `offset_` from the training scores: a fraction c puts it at their c-quantile (so about
+        c of the training rows are outliers); "auto" at the lower Tukey fence Q1 - 1.5 IQR.
+    n_samples : int, default 100
+        Importance samples k (log-likelihood) or posterior draws L (elbo, reconstruction) per row.
+    latent_dim, hidden, batch_size, epochs : None or int / tuple of int
+        None uses the data-size rule of `default_size(n, d)` (two ReLU layers of 32..256 units,
+        latent 2..16, about 2000 Adam steps and at least 10 epochs); `fit` records the choice in
+        the fitted attribute `size_`.
+    lr : float, default 1e-3
+        Adam's learning rate.
+    likelihood : "gaussian-learned" (default), "gaussian" or "bernoulli"
+        p(x|z). The learned per-feature variance lets a feature's noise level count.
+        "bernoulli" needs data in [0, 1] (images) and does not standardise.
+    logvar_min : float, default -4.0
+        Lower clamp of the learned log-variance on standardised data (sigma >= 0.135 standard
+        deviations), so that discrete or near-constant features cannot dominate the score.
+    standardize : "auto", True or False
+        Standardise each feature with the training mean and standard deviation ("auto": unless
+        the likelihood is bernoulli).
+    seed : int, default 0
+        Seeds the initialisation, the training draws and the evaluation noise: the same data and
+        seed give the same scores, call after call.
+    verbose : bool, default False
+        A progress bar over the training epochs.
+
+    Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`StandardScaler` or None),
+    `offset_`, `n_features_in_`, `feature_names_in_` (DataFrame input only), `score_` (the score
+    name in use), `size_` (the architecture and schedule used), `train_scores_` (scores of the
+    training rows; not saved by `save`).
+    """
+
+    def __init__(
+        self,
+        score: str = "log-likelihood",
+        contamination: str | float = "auto",
+        n_samples: int = 100,
+        latent_dim: int | None = None,
+        hidden: tuple[int, ...] | None = None,
+        batch_size: int | None = None,
+        epochs: int | None = None,
+        lr: float = 1e-3,
+        likelihood: str = "gaussian-learned",
+        logvar_min: float = -4.0,
+        standardize: str | bool = "auto",
+        seed: int = 0,
+        verbose: bool = False,
+    ):
+        self.score = score
+        self.contamination = contamination
+        self.n_samples = n_samples
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.lr = lr
+        self.likelihood = likelihood
+        self.logvar_min = logvar_min
+        self.standardize = standardize
+        self.seed = seed
+        self.verbose = verbose
+
+    # --- fitting -----------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None) -> AnomalyDetector:
+        """Fit the scaler and the VAE on X (n, d), without labels (`y` is ignored); returns self."""
+        self._check_params()
+        names = feature_names(X)
+        a = as_matrix(X)
+        n, d = a.shape
+        if n < 2:
+            raise InputError(f"X has {n} row; at least 2 are needed to fit")
+        self.n_features_in_ = d
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.scaler_ = self._make_scaler(a)
+        x = self._tensor(a)
+        size = default_size(n, d)
+        for key in size:
+            if getattr(self, key) is not None:
+                size[key] = tuple(self.hidden) if key == "hidden" else int(getattr(self, key))
+        self.size_ = size
+        self.model_ = self._train(x, size)
+        self.score_ = self.score
+        self.train_scores_ = self._scores(x, self.score_)
+        self.offset_ = self._offset(self.train_scores_)
+        return self
+
+    def _check_params(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise InputError(msg)
+
+        need(self.score in SCORES, f"score must be one of {', '.join(SCORES)}; got {self.score!r}")
+        c = self.contamination
+        need(
+            c == "auto" or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 0.5),
+            f"contamination must be 'auto' or a fraction in (0, 0.5]; got {c!r}",
+        )
+        need(
+            self.likelihood in LIKELIHOODS,
+            f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {self.likelihood!r}",
+        )
+        need(
+            self.standardize in ("auto", True, False),
+            f"standardize must be 'auto', True or False; got {self.standardize!r}",
+        )
+        need(
+            not (self.likelihood == "bernoulli" and self.standardize is True),
+            "standardize=True does not fit the bernoulli likelihood, which needs data in [0, 1]",
+        )
+        for name in ("n_samples", "latent_dim", "batch_size", "epochs"):
+            v = getattr(self, name)
+            need(
+                v is None and name != "n_samples" or isinstance(v, (int, np.integer)) and v >= 1,
+                f"{name} must be an integer >= 1; got {v!r}",
+            )
+        need(
+            self.hidden is None or (len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden)),
+            f"hidden must be None or a tuple of layer sizes >= 1; got {self.hidden!r}",
+        )
+        need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0; got {self.lr!r}")
+
+    def _make_scaler(self, a: np.ndarray):
+        from sklearn.preprocessing import StandardScaler
+
+        if self.likelihood == "bernoulli":
+            if a.min() < 0 or a.max() > 1:
+                raise InputError(
+                    f"X has values outside [0, 1] ({a.min():g} .. {a.max():g}); the bernoulli likelihood needs "
+                    "[0, 1] data: rescale it or use likelihood='gaussian-learned'"
+                )
+            return None
+        return StandardScaler().fit(a) if self.standardize in ("auto", True) else None
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        if self.scaler_ is not None:
+            a = np.clip(self.scaler_.transform(a), -CLIP, CLIP)
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    def _model_config(self, d: int, size: dict[str, Any]) -> ModelConfig:
+        return ModelConfig(
+            data_shape=(d,),
+            latent_dim=size["latent_dim"],
+            hidden=tuple(int(h) for h in size["hidden"]),
+            activation="relu",
+            likelihood=self.likelihood,
+            logvar_min=self.logvar_min,
+        )
+
+    def _train(self, x: torch.Tensor, size: dict[str, Any]) -> VAE:
+        """Adam on the negative ELBO (SGVB estimator B, one draw per row), minibatches of a fresh
+        permutation each epoch; every draw comes from one generator seeded with `seed`."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = VAE(self._model_config(x.shape[1], size))
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        generator = torch.Generator().manual_seed(self.seed)
+        batch = size["batch_size"]
+        bar = tqdm(range(1, size["epochs"] + 1), desc="fit", unit="epoch", disable=not self.verbose, leave=False)
+        model.train()
+        for epoch in bar:
+            total = torch.zeros(())
+            perm = torch.randperm(x.shape[0], generator=generator)
+            for i in range(0, x.shape[0], batch):
+                per_example = elbo(model, x[perm[i : i + batch]], 1, "analytic", generator).elbo  # (B,)
+                optimizer.zero_grad(set_to_none=True)
+                (-per_example.mean()).backward()
+                optimizer.step()
+                total += per_example.detach().sum()
+            if not torch.isfinite(total):
+                raise AevbError(f"training diverged in epoch {epoch}; try a smaller lr")
+            bar.set_postfix(elbo=f"{total.item() / x.shape[0]:.3f}")
+        return model.eval()
+
+    def _offset(self, train_scores: np.ndarray) -> float:
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(train_scores, [25, 75])
+            return float(q1 - 1.5 * (q3 - q1))
+        return float(np.percentile(train_scores, 100.0 * self.contamination))
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def _scores(self, x: torch.Tensor, name: str) -> np.ndarray:
+        with torch.no_grad():
+            s = SCORES[name](self.model_, x, self.n_samples, seed=self.seed).double().numpy()
+        # a score that still overflowed float32 belongs to a row far outside the training data: the lowest score
+        return np.where(np.isfinite(s), s, np.finfo(np.float64).min)
+
+    def _validate(self, X: Any) -> torch.Tensor:
+        if not hasattr(self, "model_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this AnomalyDetector is not fitted yet; call fit(X) first")
+        names = feature_names(X)
+        fitted = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted is not None and list(names) != list(fitted):
+            raise InputError(
+                f"X's columns {list(names)[:5]} differ from the fitted ones {list(fitted)[:5]} "
+                "(names and order must match)"
+            )
+        a = as_matrix(X)
+        if a.shape[1] != self.n_features_in_:
+            raise InputError(f"X has {a.shape[1]} features per row; the detector was fitted on {self.n_features_in_}")
+        if self.scaler_ is None and self.likelihood == "bernoulli" and (a.min() < 0 or a.max() > 1):
+            raise InputError(
+                f"X has values outside [0, 1] ({a.min():g} .. {a.max():g}); the bernoulli likelihood needs [0, 1]"
+            )
+        return self._tensor(a)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """The fitted score of every row, (n,) in nats: higher = more normal."""
+        return self._scores(self._validate(X), self.score_)
+
+    def scores(self, X: Any, name: str) -> np.ndarray:
+        """Any of the three scores (`SCORES`: log-likelihood, elbo, reconstruction) of every row, (n,) nats.
+
+        Lets one fitted model be compared under each score; `offset_` belongs to `score_` only.
+        """
+        if name not in SCORES:
+            raise InputError(f"score must be one of {', '.join(SCORES)}; got {name!r}")
+        return self._scores(self._validate(X), name)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """score_samples(X) - offset_, (n,): negative for outliers, positive for inliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inliers and -1 for outliers, (n,) int."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to the folder `path` (safetensors + JSON, no pickle); returns it."""
+        from .persist import save
+
+        return save(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnomalyDetector:
+        """A detector saved by `save`, checked against its own record; CheckpointError if it does not hold."""
+        from .persist import load
+
+        return load(Path(path))

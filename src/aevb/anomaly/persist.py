@@ -1,0 +1,145 @@
+"""A fitted detector on disk: a folder with `detector.json` and `detector.safetensors`. Never pickle.
+
+- detector.safetensors  the VAE's weights (`model.*`) and the scaler (`scaler.mean`, `scaler.scale`)
+- detector.json         format and version, the estimator's parameters, the model config, the fitted
+                        scalars (offset_, n_features_in_, feature names, score, size) and the SHA-256
+                        of the weights file, so that a pair of files that do not belong together is refused
+Both files are written atomically, the weights first: the JSON, written last, commits the pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..checkpoint import _load_weights, _read
+from ..config import from_dict, to_dict
+from ..errors import AevbError, CheckpointError
+from ..files import atomic_write, atomic_write_text
+from ..model import VAE
+
+FORMAT, VERSION = "aevb-anomaly-detector", 1
+JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
+
+
+def save(det, folder: Path) -> Path:
+    """Write det (fitted) into `folder` (created if missing); returns the folder."""
+    if not hasattr(det, "model_"):
+        raise AevbError("cannot save an AnomalyDetector that is not fitted; call fit(X) first")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AevbError(f"cannot create {folder}: {e.strerror or e}") from None
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in det.model_.state_dict().items()}
+    if det.scaler_ is not None:
+        tensors["scaler.mean"] = torch.from_numpy(det.scaler_.mean_.astype(np.float64))
+        tensors["scaler.scale"] = torch.from_numpy(det.scaler_.scale_.astype(np.float64))
+    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    names = getattr(det, "feature_names_in_", None)
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.get_params().items()},
+        "model": to_dict(det.model_.config),
+        "fitted": {
+            "offset_": det.offset_,
+            "n_features_in_": det.n_features_in_,
+            "feature_names_in_": None if names is None else [str(n) for n in names],
+            "score_": det.score_,
+            "size_": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.size_.items()},
+            "standardized": det.scaler_ is not None,
+        },
+        "weights_sha256": _sha256(folder / WEIGHTS_NAME),
+    }
+    atomic_write_text(folder / JSON_NAME, json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def load(folder: Path):
+    """The detector saved in `folder`; CheckpointError naming the first thing that does not hold."""
+    from sklearn.preprocessing import StandardScaler
+
+    from .detector import AnomalyDetector
+
+    path = folder / JSON_NAME
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a saved detector (no such directory)")
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder} is not a saved detector (no {JSON_NAME})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from None
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an aevb anomaly detector (format {_get(rec, 'format')!r})")
+    if rec.get("version") != VERSION:
+        raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads version {VERSION}")
+    try:
+        params, fitted = dict(rec["params"]), dict(rec["fitted"])
+        if params.get("hidden") is not None:
+            params["hidden"] = tuple(params["hidden"])
+        det = AnomalyDetector(**params)
+        det._check_params()
+        model_config, _ = from_dict(rec["model"])
+        offset, d = float(fitted["offset_"]), int(fitted["n_features_in_"])
+        score, names, standardized = fitted["score_"], fitted["feature_names_in_"], bool(fitted["standardized"])
+        size = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(fitted["size_"]).items()}
+        expected_sha = str(rec["weights_sha256"])
+    except (KeyError, TypeError, ValueError, AevbError) as e:
+        raise CheckpointError(f"{path} is invalid: {e}") from None
+    if not math.isfinite(offset):
+        raise CheckpointError(f"{path}: offset_ is {offset}, not a finite number")
+    if model_config.data_dim != d or score not in ("log-likelihood", "elbo", "reconstruction"):
+        raise CheckpointError(f"{path}: n_features_in_ {d} or score {score!r} does not match the model config")
+    if names is not None and len(names) != d:
+        raise CheckpointError(f"{path}: {len(names)} feature names for {d} features")
+    weights = folder / WEIGHTS_NAME
+    if weights.is_file() and _sha256(weights) != expected_sha:
+        raise CheckpointError(
+            f"{weights} does not match {JSON_NAME} (SHA-256 differs): the pair was not saved together"
+        )
+    tensors, _ = _read(weights)
+    model = VAE(model_config)
+    _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, weights)
+    extra = sorted(k for k in tensors if not k.startswith("model.") and k not in ("scaler.mean", "scaler.scale"))
+    if extra:
+        raise CheckpointError(f"{weights}: unexpected tensors {extra[:3]}")
+    det.scaler_ = None
+    if standardized:
+        mean, scale = tensors.get("scaler.mean"), tensors.get("scaler.scale")
+        for name, t in (("scaler.mean", mean), ("scaler.scale", scale)):
+            if t is None or tuple(t.shape) != (d,) or not torch.isfinite(t).all():
+                raise CheckpointError(f"{weights}: {name} is missing, not ({d},) or not finite")
+        if not (scale > 0).all():
+            raise CheckpointError(f"{weights}: scaler.scale has entries <= 0")
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_ = mean.numpy().astype(np.float64), scale.numpy().astype(np.float64)
+        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_**2, d, 0
+        det.scaler_ = scaler
+    det.model_ = model.eval()
+    det.offset_, det.n_features_in_, det.score_, det.size_ = offset, d, score, size
+    if names is not None:
+        det.feature_names_in_ = np.asarray(names, dtype=object)
+    return det
+
+
+def _get(rec: Any, key: str) -> Any:
+    return rec.get(key) if isinstance(rec, dict) else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    return h.hexdigest()

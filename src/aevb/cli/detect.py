@@ -1,0 +1,149 @@
+"""`aevb detect fit` and `aevb detect score`: anomaly detection with a VAE from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..anomaly.scores import LIKELIHOODS, SCORES
+from ..errors import AevbError, DataError
+from ..files import save_table
+from .parser import _Parser, at_least, positive
+
+_DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
+
+
+def _contamination(text: str):
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a number") from None
+    if not 0 < v <= 0.5:
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 0.5]")
+    return v
+
+
+def register(subparsers) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    d = subparsers.add_parser("detect", help="anomaly detection: fit a detector, score rows")
+    sub = d.add_subparsers(dest="detect_command", required=True, parser_class=_Parser)
+
+    f = sub.add_parser("fit", help="fit an AnomalyDetector on DATA (labels unused); writes DIR", formatter_class=fmt)
+    f.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    f.add_argument(
+        "--out", required=True, metavar="DIR", help="folder to create (detector.json + detector.safetensors)"
+    )
+    f.add_argument("--split", default="train", choices=("train", "valid", "test"), help="split of a built-in dataset")
+    f.add_argument("--exclude-class", type=int, default=None, metavar="C", help="leave out rows with label C")
+    f.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
+    f.add_argument("--score", default="log-likelihood", choices=tuple(SCORES), help="anomaly score")
+    f.add_argument("--contamination", type=_contamination, default="auto", help="'auto' or the outlier fraction")
+    f.add_argument("--n-samples", type=positive, default=100, help="importance samples k / posterior draws L")
+    f.add_argument("--likelihood", default="gaussian-learned", choices=LIKELIHOODS, help="p(x|z)")
+    f.add_argument("--latent-dim", type=positive, default=None, help="latent size; None = the data-size rule")
+    f.add_argument(
+        "--hidden",
+        type=positive,
+        nargs="+",
+        default=None,
+        metavar="H",
+        help="hidden layer sizes; None = the data-size rule",
+    )
+    f.add_argument("--batch-size", type=positive, default=None, help="minibatch size; None = the data-size rule")
+    f.add_argument("--epochs", type=at_least(1), default=None, help="passes over the data; None = the data-size rule")
+    f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    f.add_argument("--seed", type=int, default=0, help="seed of the initialisation, training and scoring noise")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("score", help="score every row of DATA with a fitted detector", formatter_class=fmt)
+    s.add_argument("detector", metavar="DIR", help="folder written by `aevb detect fit`")
+    s.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    s.add_argument("--out", required=True, help=".csv/.npy/.npz with one row per input row: score, decision, label")
+    s.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split of a built-in dataset")
+    s.add_argument(
+        "--anomaly-class", type=int, default=None, metavar="C", help="also print ROC-AUC with label C as anomaly"
+    )
+    s.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
+
+
+def _read(data: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows (n, d) float64 and labels or None, from a user file (all rows) or a built-in split."""
+    from ..data import load_dataset
+    from ..data.builtin import BUILTIN
+    from ..data.load import read_user_file
+
+    if data in BUILTIN:
+        ds = load_dataset(data, data_dir)
+        x, y = getattr(ds, split), getattr(ds, f"{split}_labels")
+    else:
+        if Path(data).suffix.lower() not in (".csv", ".npy", ".npz"):
+            raise DataError(f"{data}: not a .csv/.npy/.npz file nor a built-in dataset ({', '.join(BUILTIN)})")
+        x, y = read_user_file(data)
+    x = x.reshape(x.shape[0], -1).double().numpy()
+    return x, (None if y is None else y.numpy())
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    """Fit on DATA and save the detector to --out."""
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AevbError(f"{out} exists and is not an empty directory; choose another --out")
+    x, y = _read(args.data, args.split, args.data_dir)
+    if args.exclude_class is not None:
+        if y is None:
+            raise DataError(f"--exclude-class needs labels, and {args.data} has none")
+        x = x[y != args.exclude_class]
+        if len(x) == 0:
+            raise DataError(f"no rows left after --exclude-class {args.exclude_class}")
+    from ..anomaly import AnomalyDetector  # scikit-learn: imported only when used
+
+    det = AnomalyDetector(
+        score=args.score, contamination=args.contamination, n_samples=args.n_samples, likelihood=args.likelihood,
+        latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
+        epochs=args.epochs, lr=args.lr, seed=args.seed, verbose=not args.no_progress,
+    )  # fmt: skip
+    det.fit(x)
+    det.save(out)
+    flagged = int((det.train_scores_ < det.offset_).sum())
+    print(
+        f"fitted on {len(x)} rows x {x.shape[1]} features: hidden {det.size_['hidden']}, latent "
+        f"{det.size_['latent_dim']}, {det.size_['epochs']} epochs of batch {det.size_['batch_size']}"
+    )
+    print(f"score {det.score_} (nats, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
+    print(f"wrote {out}{os.sep}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    """Score DATA with a saved detector; write score, decision, label (+1 inlier / -1 outlier) per row."""
+    from ..anomaly import AnomalyDetector
+
+    det = AnomalyDetector.load(args.detector)
+    out = Path(args.out)
+    if Path(args.data).exists() and out.exists() and out.resolve() == Path(args.data).resolve():
+        raise AevbError(f"--out {out} is the input file; choose another path")
+    if not out.parent.is_dir():
+        raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
+    x, y = _read(args.data, args.split, args.data_dir)
+    score = det.score_samples(x)
+    decision = score - det.offset_
+    label = np.where(decision < 0, -1, 1)
+    save_table(out, {"score": score, "decision": decision, "label": label})
+    print(f"{len(x)} rows, {int((label < 0).sum())} flagged as outliers (score {det.score_}); wrote {out}")
+    if args.anomaly_class is not None:
+        if y is None:
+            raise DataError(f"--anomaly-class needs labels, and {args.data} has none")
+        truth = y == args.anomaly_class
+        if truth.all() or not truth.any():
+            raise DataError(f"--anomaly-class {args.anomaly_class}: need rows of both kinds to compute ROC-AUC")
+        from sklearn.metrics import roc_auc_score
+
+        print(f"ROC-AUC with class {args.anomaly_class} as the anomaly: {roc_auc_score(truth, -score):.4f}")
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    {"fit": cmd_fit, "score": cmd_score}[args.detect_command](args)

@@ -1,0 +1,297 @@
+"""aevb.AnomalyDetector: scikit-learn conventions, the scores against their definitions, a detection
+floor on a problem with known anomalies, persistence, every bad input, and `aevb detect` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+import aevb
+from aevb.anomaly import InputError, default_size
+from aevb.evaluate import example_noise
+from aevb.objectives import gaussian_kl
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+FAST = {"epochs": 40, "n_samples": 20}
+
+
+def manifold_data(n_normal: int, n_anomal: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normal rows on a noisy 1-D curve in 5-D (scaled by 10 and shifted, so standardising matters);
+    anomalies uniform in the curve's bounding box. Returns (X, y) with y = 1 for anomalies."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(-1, 1, n_normal)
+    curve = np.stack([t, t**2, np.sin(3 * t), np.cos(2 * t), t**3], axis=1) + 0.03 * rng.standard_normal((n_normal, 5))
+    lo, hi = curve.min(0), curve.max(0)
+    anomalies = rng.uniform(lo, hi, (n_anomal, 5))
+    x = np.concatenate([curve, anomalies]) * np.array([10, 1, 5, 0.1, 3]) + np.array([100, -5, 0, 7, 1])
+    return x, np.r_[np.zeros(n_normal), np.ones(n_anomal)].astype(int)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x_train, _ = manifold_data(400, 0, seed=0)
+    x_test, y_test = manifold_data(200, 40, seed=1)
+    return x_train, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return aevb.AnomalyDetector(contamination=0.1, **FAST).fit(data[0])
+
+
+# --- scikit-learn conventions ----------------------------------------------------------------------
+
+
+def test_init_stores_parameters_and_clone_gives_an_unfitted_copy(fitted):
+    det = aevb.AnomalyDetector(score="elbo", contamination=0.05, hidden=(8,), seed=3)
+    assert det.get_params()["hidden"] == (8,) and det.get_params()["contamination"] == 0.05
+    assert not any(k.endswith("_") for k in vars(det))  # __init__ does no work
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params() and not hasattr(copy, "model_")
+
+
+def test_fit_returns_self_and_sets_the_fitted_attributes(data, fitted):
+    assert isinstance(fitted.model_, aevb.VAE) and not fitted.model_.training
+    assert fitted.n_features_in_ == 5 and fitted.score_ == "log-likelihood"
+    np.testing.assert_allclose(fitted.scaler_.mean_, data[0].mean(0))  # standardised on the training rows only
+    assert fitted.size_ == {**default_size(400, 5), "epochs": 40}
+    det = aevb.AnomalyDetector(epochs=1, n_samples=2)
+    assert det.fit(data[0]) is det
+
+
+def test_default_size_rule():
+    assert default_size(300, 6) == {"hidden": (32, 32), "latent_dim": 2, "batch_size": 32, "epochs": 214}
+    assert default_size(300_000, 166) == {"hidden": (256, 256), "latent_dim": 16, "batch_size": 256, "epochs": 10}
+    assert default_size(5000, 36) == {"hidden": (128, 128), "latent_dim": 9, "batch_size": 100, "epochs": 40}
+
+
+def test_offset_from_contamination_and_signs(data, fitted):
+    x_train, x_test, _ = data
+    s = fitted.train_scores_
+    assert fitted.offset_ == pytest.approx(np.percentile(s, 10))
+    assert np.mean(s < fitted.offset_) == pytest.approx(0.1, abs=0.01)
+    np.testing.assert_array_equal(fitted.decision_function(x_test), fitted.score_samples(x_test) - fitted.offset_)
+    pred = fitted.predict(x_test)
+    assert set(np.unique(pred)) == {-1, 1}
+    np.testing.assert_array_equal(pred == -1, fitted.decision_function(x_test) < 0)
+    auto = clone(fitted).set_params(contamination="auto").fit(x_train)
+    q1, q3 = np.percentile(auto.train_scores_, [25, 75])
+    assert auto.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
+    np.testing.assert_array_equal(auto.train_scores_, s)  # contamination moves the offset only
+
+
+def test_scores_are_repeatable_and_match_their_definitions(data, fitted):
+    x_test = data[1]
+    a, b = fitted.score_samples(x_test), fitted.score_samples(x_test)
+    np.testing.assert_array_equal(a, b)
+    x = torch.from_numpy(fitted.scaler_.transform(x_test).astype(np.float32))
+    np.testing.assert_allclose(a, aevb.log_likelihood(fitted.model_, x, k=20, seed=0).double().numpy(), atol=1e-5)
+    # reconstruction probability: mean over the same 20 draws z ~ q(z|x) of log p(x|z), computed by hand
+    with torch.no_grad():
+        q = fitted.model_.encode(x)
+        eps = torch.stack([example_noise(0, j, 0, (20, q.mean.shape[1])) for j in range(len(x))], dim=1)
+        z = q.mean + q.stddev * eps
+        recon = fitted.model_.decode(z).log_prob(x).mean(0).double().numpy()
+        kl = gaussian_kl(q).double().numpy()
+    np.testing.assert_allclose(fitted.scores(x_test, "reconstruction"), recon, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fitted.scores(x_test, "elbo"), recon - kl, rtol=1e-5, atol=1e-4)
+    # the importance-sampled bound is above the ELBO on average (Burda et al., 2016)
+    assert a.mean() > fitted.scores(x_test, "elbo").mean()
+
+
+def test_detects_the_known_anomalies(data, fitted):
+    _, x_test, y_test = data
+    for name in aevb.anomaly.SCORES:
+        auc = roc_auc_score(y_test, -fitted.scores(x_test, name))
+        assert auc > 0.95, (name, auc)
+
+
+def test_pipeline_and_dataframe(data):
+    x_train, x_test, y_test = data
+    pipe = make_pipeline(MinMaxScaler(), aevb.AnomalyDetector(**FAST)).fit(x_train)
+    assert roc_auc_score(y_test, -pipe.decision_function(x_test)) > 0.9
+    assert set(np.unique(pipe.predict(x_test))) <= {-1, 1}
+    pd = pytest.importorskip("pandas", reason="pandas is not installed (pip install pandas)")
+    cols = ["a", "b", "c", "d", "e"]
+    df = pd.DataFrame(x_train, columns=cols)
+    det = aevb.AnomalyDetector(epochs=2, n_samples=5).fit(df)
+    assert list(det.feature_names_in_) == cols
+    np.testing.assert_array_equal(det.score_samples(pd.DataFrame(x_test, columns=cols)), det.score_samples(x_test))
+    with pytest.raises(InputError, match=r"columns .* differ from the fitted ones"):
+        det.score_samples(pd.DataFrame(x_test, columns=cols[::-1]))
+    with pytest.raises(InputError, match=r"non-numeric column\(s\) 'colour'"):
+        aevb.AnomalyDetector().fit(df.assign(colour=["red"] * len(df)))
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0]]), r"contains NaN or inf \(1 values, the first at row 0, column 1\)"),
+        (np.array([[1.0, 2.0], [np.inf, 3.0]]), r"contains NaN or inf"),
+        (np.array([["a", "b"], ["c", "d"]]), r"is not numeric \(dtype <U1\)"),
+        (np.arange(5.0), r"must be 2-D \(rows x features\), got shape \(5,\)"),
+        (np.zeros((0, 3)), r"is empty"),
+        (np.zeros((1, 3)), r"at least 2 are needed"),
+        ([[1.0, 2.0], [3.0]], r"not a rectangular table"),
+    ],
+)
+def test_bad_training_data(x, message):
+    with pytest.raises(InputError, match=message):
+        aevb.AnomalyDetector().fit(x)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"contamination": 0.7}, r"contamination must be 'auto' or a fraction in \(0, 0.5\]; got 0.7"),
+        ({"score": "nll"}, r"score must be one of log-likelihood, elbo, reconstruction"),
+        ({"likelihood": "poisson"}, r"likelihood must be one of"),
+        ({"n_samples": 0}, r"n_samples must be an integer >= 1"),
+        ({"likelihood": "bernoulli"}, r"values outside \[0, 1\]"),
+    ],
+)
+def test_bad_parameters(params, message):
+    with pytest.raises(InputError, match=message):
+        aevb.AnomalyDetector(**params).fit(np.array([[0.0, 2.0], [1.0, 3.0]]))
+
+
+def test_bad_scoring_input(fitted):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(InputError, match=r"X has 4 features per row; the detector was fitted on 5"):
+        fitted.score_samples(np.zeros((3, 4)))
+    with pytest.raises(InputError, match=r"NaN or inf"):
+        fitted.predict(np.full((2, 5), np.nan))
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        aevb.AnomalyDetector().score_samples(np.zeros((2, 5)))
+    assert issubclass(InputError, aevb.DataError) and issubclass(InputError, ValueError)
+
+
+# --- persistence --------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path, data, fitted):
+    x_test = data[1]
+    fitted.save(tmp_path / "det")
+    assert sorted(p.name for p in (tmp_path / "det").iterdir()) == ["detector.json", "detector.safetensors"]
+    back = aevb.AnomalyDetector.load(tmp_path / "det")
+    assert back.get_params() == fitted.get_params() and back.offset_ == fitted.offset_
+    np.testing.assert_array_equal(back.score_samples(x_test), fitted.score_samples(x_test))
+    np.testing.assert_array_equal(back.predict(x_test), fitted.predict(x_test))
+
+
+def test_load_refuses_lying_files(tmp_path, fitted):
+    good = tmp_path / "good"
+    fitted.save(good)
+    record = json.loads((good / "detector.json").read_text())
+
+    def variant(name: str, change) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "detector.safetensors").write_bytes((good / "detector.safetensors").read_bytes())
+        rec = json.loads(json.dumps(record))
+        change(folder, rec)
+        if not (folder / "detector.json").exists():
+            (folder / "detector.json").write_text(json.dumps(rec))
+        return folder
+
+    cases = {
+        "version": (lambda f, r: r.update(version=2), r"has version 2; this aevb reads version 1"),
+        "format": (lambda f, r: r.update(format="x"), r"is not an aevb anomaly detector"),
+        "offset": (lambda f, r: r["fitted"].update(offset_=math.inf), r"offset_ is inf"),
+        "features": (lambda f, r: r["fitted"].update(n_features_in_=7), r"n_features_in_ 7 .* does not match"),
+        "json": (lambda f, r: (f / "detector.json").write_text("{"), r"detector.json is corrupt"),
+        "swapped": (
+            lambda f, r: (f / "detector.safetensors").write_bytes(b"\0" * 100),
+            r"does not match detector.json \(SHA-256 differs\)",
+        ),
+        "truncated": (
+            lambda f, r: (
+                (f / "detector.safetensors").write_bytes((good / "detector.safetensors").read_bytes()[:200]),
+                r.update(weights_sha256=__import__("hashlib").sha256(
+                    (good / "detector.safetensors").read_bytes()[:200]).hexdigest()),
+            ),
+            r"corrupt or truncated",
+        ),
+    }  # fmt: skip
+    for name, (change, message) in cases.items():
+        with pytest.raises(aevb.CheckpointError, match=message):
+            aevb.AnomalyDetector.load(variant(name, change))
+    with pytest.raises(aevb.CheckpointError, match="no detector.json"):
+        aevb.AnomalyDetector.load(tmp_path)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def aevb_cmd(cwd: Path, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_fit_and_score_a_csv(tmp_path, data):
+    x_train, x_test, y_test = data
+    np.savetxt(tmp_path / "train.csv", x_train, delimiter=",", header="a,b,c,d,e", comments="")
+    np.savetxt(tmp_path / "test.csv", x_test, delimiter=",")
+    fit = aevb_cmd(tmp_path, "detect", "fit", "train.csv", "--out", "det", "--epochs", 40, "--n-samples", 20,
+                   "--contamination", 0.1, "--no-progress")  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    assert "fitted on 400 rows x 5 features" in fit.stdout and "flags 40 training rows" in fit.stdout
+    score = aevb_cmd(tmp_path, "detect", "score", "det", "test.csv", "--out", "scores.csv")
+    assert score.returncode == 0, score.stderr
+    table = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
+    assert (tmp_path / "scores.csv").read_text().splitlines()[0] == "score,decision,label"
+    assert table.shape == (len(x_test), 3)
+    det = aevb.AnomalyDetector.load(tmp_path / "det")
+    x32 = x_test.astype(np.float32)  # user files are read as float32
+    np.testing.assert_allclose(table[:, 0], det.score_samples(x32), rtol=1e-6)
+    np.testing.assert_array_equal(table[:, 2], det.predict(x32))
+    assert roc_auc_score(y_test, -table[:, 0]) > 0.95
+
+    bad = {
+        "missing": (["detect", "fit", "nope.csv", "--out", "d2"], 1, "nope.csv: no such file"),
+        "exists": (["detect", "fit", "train.csv", "--out", "det"], 1, "det exists and is not an empty directory"),
+        "contamination": (["detect", "fit", "train.csv", "--out", "d3", "--contamination", "2"], 2, "in (0, 0.5]"),
+        "features": (["detect", "score", "det", "train5.csv", "--out", "s.csv"], 1, "has 4 features per row; the"),
+        "no detector": (["detect", "score", "train.csv", "test.csv", "--out", "s.csv"], 1, "is not a saved detector"),
+        "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),
+    }  # fmt: skip
+    np.savetxt(tmp_path / "train5.csv", x_train[:, :4], delimiter=",")
+    with ThreadPoolExecutor(4) as pool:  # independent processes, mostly importing torch
+        runs = {name: pool.submit(aevb_cmd, tmp_path, *argv) for name, (argv, _, _) in bad.items()}
+    for name, (_, code, message) in bad.items():
+        r = runs[name].result()
+        assert r.returncode == code and message in r.stderr, (name, r.returncode, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, name
+    assert not (tmp_path / "d2").exists() and not (tmp_path / "s.csv").exists()
+
+
+def test_cli_images_through_a_builtin_dataset(tmp_path):
+    """digits without class 0 -> score the test split with 0 as the anomaly class (prints ROC-AUC)."""
+    fit = aevb_cmd(tmp_path, "detect", "fit", "digits", "--exclude-class", 0, "--out", "d0", "--epochs", 30,
+                   "--n-samples", 20, "--no-progress")  # fmt: skip
+    assert fit.returncode == 0 and "fitted on 1174 rows x 64 features" in fit.stdout, fit.stderr
+    score = aevb_cmd(tmp_path, "detect", "score", "d0", "digits", "--anomaly-class", 0, "--out", "s.npz")
+    assert score.returncode == 0, score.stderr
+    auc = float(score.stdout.split("as the anomaly:")[1])
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as f:
+        assert f["score"].shape == (300,) and set(np.unique(f["label"])) <= {-1, 1}
+    assert auc > 0.75

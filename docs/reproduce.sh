@@ -14,7 +14,7 @@ t() { /usr/bin/time -f "$1: %e s wall, %U s user" -a -o "$out/timings.txt" "${@:
 rm -f "$out/timings.txt"
 # two streams, one per core
 (
-  t "figure2 mnist" aevb reproduce figure2 --dataset mnist --budget 50000 --points 6 --out "$out" --no-progress "${dd[@]}"
+  t "figure2 mnist" aevb reproduce figure2 --dataset mnist --out "$out" --no-progress "${dd[@]}"  # the default run
   t "figure4" aevb reproduce figure4 --budget 100000 --out "$out" --no-progress "${dd[@]}"
 ) & a=$!
 (

@@ -206,6 +206,7 @@ def test_train_writes_a_complete_run(runs):
 
     cfg = json.loads((run / "config.json").read_text())
     defaults = {**dataclasses.asdict(aevb.ModelConfig()), **dataclasses.asdict(aevb.TrainConfig())}
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}  # as JSON has them
     assert cfg["version"] == 1
     assert cfg["model"] == {
         **{k: defaults[k] for k in cfg["model"]},

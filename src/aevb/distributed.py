@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import gc
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -104,6 +105,10 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = DEFA
         raise AevbError(f"cannot join the process group ({chosen}): {str(e).splitlines()[0]}") from None
     try:
         yield current()
+        # leave together: a rank that tears down its process group while another still uses it
+        # (rank 0 writing the last checkpoint) can make gloo abort the process
+        gc.collect()  # DDP's reducer of the finished run goes first
+        dist.barrier()
     except RuntimeError as e:  # torch.distributed's errors (DistError included) are RuntimeErrors
         if not (isinstance(e, dist.DistError) or any(w in str(e) for w in _PEER_FAILURE)):
             raise

@@ -10,6 +10,7 @@ in the middle of one) ends with exactly the parameters of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -287,14 +288,23 @@ def train(
                 raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
         else:
             _check_new_run_dir(run_dir)
+            created = not run_dir.exists()
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
-        with RunLock(run_dir):
+        with RunLock(run_dir) as lock:
             if not resume:
                 _check_new_run_dir(run_dir)  # again, now that no one else can be writing it
-            return _train(run_dir, *args)
+            try:
+                return _train(run_dir, *args)
+            except BaseException:
+                if not resume and not (run_dir / ckpt.CONFIG).exists():  # failed before writing anything:
+                    lock.path.unlink(missing_ok=True)  # leave no trace of the run (bad data, say)
+                    if created:
+                        with contextlib.suppress(OSError):
+                            run_dir.rmdir()
+                raise
     except BaseException:
         if not agreed:  # tell the other ranks, which would otherwise wait for this one
             distributed.agree(False, ctx)

@@ -44,8 +44,11 @@ def test_decoder_log_prob_is_decode_log_prob_for_every_head():
     g = torch.Generator().manual_seed(1)
     for name in aevb.LIKELIHOODS:
         torch.manual_seed(0)
-        m = aevb.VAE(aevb.ModelConfig(data_shape=(12,), latent_dim=3, hidden=(8,), likelihood=name))
+        extra = {"categories": 3} if name == "categorical" else {}  # counts and class indices for the discrete heads
+        extra = {"columns": "gaussian-learned:4,poisson:4,categorical3:4"} if name == "mixed" else extra
+        m = aevb.VAE(aevb.ModelConfig(data_shape=(12,), latent_dim=3, hidden=(8,), likelihood=name, **extra))
         z, x = torch.randn(4, 6, 3, generator=g), torch.rand(6, 12, generator=g)
+        x = torch.floor(3 * x) if name in ("poisson", "categorical", "mixed") else x
         with torch.no_grad():
             torch.testing.assert_close(decoder_log_prob(m, z, x), m.decode(z).log_prob(x), rtol=1e-6, atol=1e-4)
 

@@ -15,7 +15,16 @@ from .errors import CheckpointError
 CONFIG_VERSION = 1
 
 ACTIVATIONS = ("tanh", "relu")
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-sigmoid")
+LIKELIHOOD_NAMES = (
+    "bernoulli",
+    "gaussian",
+    "gaussian-learned",
+    "gaussian-learned-sigmoid",
+    "poisson",
+    "categorical",
+    "mixed",  # one likelihood per group of columns, named by `columns`
+)
+COLUMN_KINDS = ("bernoulli", "gaussian", "gaussian-learned", "poisson", "categorical")  # of `columns` groups
 INITS = ("default", "normal")
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
@@ -49,6 +58,10 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64)  # conv: channels of the stride-2 convolutions (the decoder mirrors them)
     prior: str = "normal"  # p(z): "normal" N(0, I); "mog" a learned Gaussian mixture; "vamp" the VampPrior
     prior_components: int = 10  # mog: mixture components; vamp: pseudo-inputs
+    categories: int = 0  # categorical likelihood: classes C, every column holds an index 0..C-1 (0: not used)
+    columns: str = (
+        ""  # mixed likelihood: "KIND:N,..." groups of N consecutive columns, e.g. "gaussian:3,categorical4:1"
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -56,6 +69,15 @@ class ModelConfig:
         _check_choice("prior", self.prior, PRIORS)
         _check(all(c >= 1 for c in self.channels) and len(self.channels) >= 1, "channels must be >= 1")
         _check(self.prior_components >= 1, "prior_components must be >= 1")
+        _check(
+            self.categories >= 2 if self.likelihood == "categorical" else self.categories == 0,
+            "likelihood categorical needs categories >= 2 (the classes 0..C-1 of every column); "
+            "categories is 0 for the other likelihoods",
+        )
+        _check(bool(self.columns) == (self.likelihood == "mixed"), "likelihood mixed needs columns, and only it")
+        if self.columns:  # that the groups cover the data's D columns is checked against the data (preprocess)
+            parse_columns(self.columns)
+            _check(self.arch != "conv", "likelihood mixed is for tables: use --arch mlp or resmlp")
         _check(self.arch != "conv" or len(self.data_shape) in (2, 3), "arch conv needs image data, (H, W) or (C, H, W)")
         _check(
             self.arch != "resmlp" or (len(self.hidden) >= 1 and len(set(self.hidden)) == 1),
@@ -133,6 +155,29 @@ class TrainConfig:
     def regularised(self) -> bool:
         """True when the training objective is not the plain bound (beta, warm-up or free bits)."""
         return self.beta != 1 or self.kl_warmup > 0 or self.free_bits > 0
+
+
+def parse_columns(spec: str) -> list[tuple[str, int, int]]:
+    """The groups of `ModelConfig.columns`, in column order: [(kind, count, categories)].
+
+    `spec` is comma-separated KIND[:N], N consecutive columns (default 1) of one likelihood: KIND is one
+    of bernoulli, gaussian (fixed sigma), gaussian-learned, poisson, or categoricalC for class indices
+    0..C-1 (C >= 2), e.g. "gaussian-learned:3,categorical4:1,poisson:2". categories is 0 but for categorical.
+    Raises ValueError naming the bad group."""
+    groups = []
+    for part in spec.split(","):
+        kind, _, count = part.strip().partition(":")
+        c = 0
+        if kind.startswith("categorical"):
+            digits = kind[len("categorical") :]
+            c = int(digits) if digits.isdigit() else 0
+            _check(c >= 2, f"columns: {part.strip()!r}: categorical needs its classes, e.g. categorical4 (C >= 2)")
+            kind = "categorical"
+        _check(kind in COLUMN_KINDS, f"columns: {part.strip()!r}: the kind must be one of {', '.join(COLUMN_KINDS)}")
+        n = int(count) if count.strip().isdigit() else (1 if count == "" else 0)
+        _check(n >= 1, f"columns: {part.strip()!r}: the count after ':' must be a whole number >= 1")
+        groups.append((kind, n, c))
+    return groups
 
 
 def _check_types(config: Any) -> None:

@@ -15,6 +15,7 @@ import datetime
 import gc
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -27,6 +28,7 @@ from .errors import AevbError
 REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 BACKENDS = ("auto", "gloo", "nccl")
 DEFAULT_TIMEOUT_S = 120.0  # a collective that waits longer (a rank died or hangs) fails
+_broken = False  # a collective failed: the process group must not be touched again
 _PEER_FAILURE = ("gloo", "NCCL", "Connection", "Timed out", "timed out", "Socket")
 
 
@@ -113,12 +115,24 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = DEFA
         if not (isinstance(e, dist.DistError) or any(w in str(e) for w in _PEER_FAILURE)):
             raise
         first = str(e).strip().splitlines()[0][:160]
+        global _broken
+        _broken = True  # tearing the group down now can abort the process (gloo): see exit_if_broken
         raise AevbError(
             f"rank {ctx.rank}: another process of this run died or stopped answering within {timeout_s:g} s "
             f"({first}); see its own message"
         ) from None
     finally:
-        dist.destroy_process_group()
+        if not _broken:
+            dist.destroy_process_group()
+
+
+def exit_if_broken(status: int) -> None:
+    """After a failed collective, leave at once: the broken process group's destructors can abort
+    the process (SIGABRT) instead of letting it exit with `status`."""
+    if _broken:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def agree(ok: bool, ctx: Context) -> None:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal, Poisson
 
-from .config import ModelConfig
+from .config import ModelConfig, parse_columns
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,131 @@ class SquashedGaussianLikelihood:
         return Independent(Normal(torch.sigmoid(mu), torch.exp(0.5 * logvar), validate_args=False), 1)
 
 
+@dataclass(frozen=True)
+class PoissonLikelihood:
+    """p(x|z) = prod_d Poisson(x_d; rate_d), rate_d = softplus(h_d) + min_rate, for counts.
+
+    softplus rather than exp: the rate grows linearly in h (no overflow, bounded gradients for large
+    counts), and the floor `min_rate` keeps log(rate) finite when h is very negative, so that a
+    count x_d > 0 under a collapsed rate costs a large but finite number of nats. The encoder sees
+    log(1 + x) (`encoder_input`), not the raw counts.
+    """
+
+    min_rate: float = 1e-6
+    outputs_per_dim: int = 1
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return F.softplus(h) + self.min_rate
+
+    def __call__(self, h: torch.Tensor) -> Distribution:
+        return Independent(Poisson(self.rate(h), validate_args=False), 1)
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What q(z|x) sees: log(1 + x), so that large counts cannot overflow the encoder's variance."""
+        return torch.log1p(F.relu(x))
+
+
+class CategoricalIndex(Categorical):
+    """A categorical over class indices 0..C-1 whose `mean` is the expected index sum_c c p_c (torch's
+    Categorical has no mean) and whose `mode` is the most probable class."""
+
+    @property
+    def mean(self) -> torch.Tensor:
+        c = torch.arange(self.probs.shape[-1], device=self.probs.device, dtype=self.probs.dtype)
+        return (self.probs * c).sum(-1)
+
+
+@dataclass(frozen=True)
+class CategoricalLikelihood:
+    """p(x|z) = prod_d Categorical(x_d; softmax(h_d)) for D columns of class indices 0..C-1.
+
+    The decoder outputs C logits per column, class-major like the other heads ([logit of class 0 of
+    every column, logit of class 1 of every column, ...]); `decode(z)` has event shape (D,).
+    """
+
+    categories: int = 2
+    outputs_per_dim: int = 2
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., C * D) network output -> (..., D, C) logits."""
+        return h.unflatten(-1, (self.categories, -1)).transpose(-1, -2)
+
+    def __call__(self, h: torch.Tensor) -> Distribution:
+        return Independent(CategoricalIndex(logits=self.logits(h), validate_args=False), 1)
+
+
+class ColumnGroups(Distribution):
+    """p(x|z) over D columns made of independent groups of consecutive columns, each its own distribution
+    with event shape (n_g,): log_prob sums the groups' log-probabilities, mean and sample concatenate."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, parts: list[Distribution]):
+        self.parts = parts
+        self.sizes = [p.event_shape[0] for p in parts]
+        super().__init__(parts[0].batch_shape, torch.Size([sum(self.sizes)]), validate_args=False)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(p.log_prob(xg) for p, xg in zip(self.parts, x.split(self.sizes, -1)))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.cat([p.mean for p in self.parts], -1)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        return torch.cat([p.sample(sample_shape).to(self.parts[0].mean.dtype) for p in self.parts], -1)
+
+
+@dataclass(frozen=True)
+class MixedLikelihood:
+    """One likelihood per group of consecutive columns (`ModelConfig.columns`, e.g. "gaussian-learned:3,
+    categorical4:1,poisson:2"): the decoder output is the groups' outputs one after the other, each
+    laid out as its head expects, and `decode(z)` is a `ColumnGroups` distribution with event shape (D,)."""
+
+    groups: tuple[tuple[object, int], ...]  # (head, number of columns)
+    outputs_per_dim: int = 1  # not used: `outputs` is the decoder's output size
+
+    @property
+    def outputs(self) -> int:
+        return sum(head.outputs_per_dim * n for head, n in self.groups)
+
+    def _split(self, h: torch.Tensor) -> list[torch.Tensor]:
+        return list(h.split([head.outputs_per_dim * n for head, n in self.groups], -1))
+
+    def __call__(self, h: torch.Tensor) -> Distribution:
+        return ColumnGroups([head(hg) for (head, _), hg in zip(self.groups, self._split(h))])
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Each group's `encoder_input` (log(1 + x) for counts), the others as they are."""
+        xs = x.split([n for _, n in self.groups], -1)
+        return torch.cat(
+            [getattr(head, "encoder_input", lambda u: u)(xg) for (head, _), xg in zip(self.groups, xs)], -1
+        )
+
+
+def _column_head(kind: str, categories: int, c: ModelConfig):
+    if kind == "categorical":
+        return CategoricalLikelihood(categories, categories)
+    return LIKELIHOODS[kind](c)
+
+
+def make_mixed(c: ModelConfig) -> MixedLikelihood:
+    """The `mixed` head of `c.columns`; ValueError when the groups do not cover the data's columns."""
+    groups = parse_columns(c.columns)
+    n = sum(count for _, count, _ in groups)
+    if n != c.data_dim:
+        raise ValueError(f"columns names {n} columns; the data has {c.data_dim}")
+    return MixedLikelihood(tuple((_column_head(kind, cats, c), count) for kind, count, cats in groups))
+
+
 LIKELIHOODS = {
     "bernoulli": lambda c: BernoulliLikelihood(),
     "gaussian": lambda c: GaussianLikelihood(sigma=c.sigma),
     "gaussian-learned": lambda c: LearnedGaussianLikelihood(c.logvar_min, c.logvar_max),
     "gaussian-learned-sigmoid": lambda c: SquashedGaussianLikelihood(c.logvar_min, c.logvar_max),
+    "poisson": lambda c: PoissonLikelihood(),
+    "categorical": lambda c: CategoricalLikelihood(c.categories, c.categories),
+    "mixed": make_mixed,
 }
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution, Independent, Normal, Poisson
 
 from . import priors
 from .config import ModelConfig
-from .likelihoods import make_likelihood
+from .likelihoods import ColumnGroups, make_likelihood
 from .nets import ARCHS, init_normal_
 from .priors import PRIORS
 
@@ -26,7 +26,8 @@ class VAE(nn.Module):
         self.likelihood = make_likelihood(config)
         opd = self.likelihood.outputs_per_dim
         # encoder -> [mu, logvar]; decoder -> the likelihood head's parameters
-        self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, opd * config.data_dim, opd)
+        out = getattr(self.likelihood, "outputs", opd * config.data_dim)  # `mixed`: a sum over its column groups
+        self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, out, opd)
         if config.init == "normal":
             init_normal_(self, config.init_std)
         self.prior_net = PRIORS[config.prior](config)  # created last: N(0, I) has no parameters
@@ -41,8 +42,11 @@ class VAE(nn.Module):
         return self.prior_net(self._device(), self.encode)
 
     def encode(self, x: torch.Tensor) -> Independent:
-        """q(z|x): batch shape (B,), event shape (latent_dim,). Its `.mean` is the posterior mean."""
-        mu, logvar = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=-1)
+        """q(z|x): batch shape (B,), event shape (latent_dim,). Its `.mean` is the posterior mean.
+        A likelihood head with `encoder_input(x)` says what the encoder sees (poisson: log(1 + x))."""
+        x = x.reshape(x.shape[0], -1)
+        prep = getattr(self.likelihood, "encoder_input", None)  # e.g. log(1 + counts) for poisson
+        mu, logvar = self.encoder(x if prep is None else prep(x)).chunk(2, dim=-1)
         return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
 
     def decode(self, z: torch.Tensor) -> Distribution:
@@ -68,7 +72,15 @@ def reparameterize(q: Independent, eps: torch.Tensor) -> torch.Tensor:
 
 def draw(p: Distribution, generator: torch.Generator | None = None) -> torch.Tensor:
     """One sample from a decoder distribution, reproducible through `generator`."""
+    if isinstance(p, ColumnGroups):
+        return torch.cat([draw(part, generator).to(p.mean.dtype) for part in p.parts], -1)
     base = p.base_dist if isinstance(p, Independent) else p
     if isinstance(base, Normal):
         return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator, device=base.loc.device)
+    if isinstance(base, Poisson):
+        return torch.poisson(base.rate, generator=generator)
+    if isinstance(base, Categorical):
+        probs = base.probs
+        x = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return x.reshape(probs.shape[:-1]).to(probs.dtype)
     return torch.bernoulli(base.probs, generator=generator)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ModelConfig
+from .config import ModelConfig, parse_columns
 from .data import Dataset
 from .errors import DataError
 
@@ -61,7 +61,36 @@ def check_data(x: torch.Tensor, config: ModelConfig, source: str) -> torch.Tenso
             f"{source} has values outside [0, 1] ({x.min().item():g} .. {x.max().item():g}); the bernoulli "
             "likelihood needs [0, 1] data: rescale it or use --likelihood gaussian / gaussian-learned"
         )
+    if config.likelihood in ("poisson", "categorical"):
+        _check_values(x.reshape(x.shape[0], -1), config.likelihood, config.categories, 0, source)
+    if config.likelihood == "mixed":
+        groups, start = parse_columns(config.columns), 0
+        n = sum(count for _, count, _ in groups)
+        if n != d:
+            raise DataError(f"{source} has {d} features per row; --columns {config.columns} names {n}")
+        flat = x.reshape(x.shape[0], -1)
+        for kind, count, categories in groups:
+            _check_values(flat[:, start : start + count], kind, categories, start, source)
+            start += count
     return x
+
+
+def _check_values(x: torch.Tensor, kind: str, categories: int, offset: int, source: str) -> None:
+    """A one-line DataError naming the first value of the (N, n) columns x, the first of which is
+    feature `offset`, that the likelihood `kind` cannot score."""
+    if kind == "bernoulli":
+        bad, need = (x < 0) | (x > 1), "the bernoulli likelihood needs values in [0, 1]"
+    elif kind == "poisson":
+        bad, need = (x != x.round()) | (x < 0), "the poisson likelihood needs counts (whole numbers >= 0)"
+    elif kind == "categorical":
+        c = categories
+        bad = (x != x.round()) | (x < 0) | (x > c - 1)
+        need = f"the categorical likelihood needs class indices 0..{c - 1} (C = {c})"
+    else:
+        return
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise DataError(f"{source} has the value {x[row, col].item():g} (row {row}, feature {offset + col}); {need}")
 
 
 def run_data(

@@ -231,24 +231,6 @@ def run_epoch(
     return position
 
 
-def train_epoch(
-    model: VAE,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    config: TrainConfig,
-    generator: torch.Generator,
-    on_step: StepHook | None = None,
-    epoch: int = 1,
-) -> tuple[torch.Tensor, int]:
-    """One pass over x in minibatches of config.batch_size, maximising the objective.
-
-    Returns (sum over the examples of the steps taken of the per-example objective in nats,
-    number of steps).
-    """
-    pos = run_epoch(model, optimizer, x, config, generator, epoch=epoch, on_step=on_step)
-    return pos.total, pos.steps
-
-
 def train(
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from .. import distributed
 from ..errors import AevbError
 from .detect import cmd_detect
 from .detect import register as register_detect
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except AevbError as e:
         print(f"aevb: error: {e}", file=sys.stderr)
+        distributed.exit_if_broken(1)
         return 1
     except KeyboardInterrupt:
         print("aevb: interrupted", file=sys.stderr)

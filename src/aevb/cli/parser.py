@@ -15,7 +15,9 @@ FIELD_HELP = {
     "hidden": "hidden layer sizes of the encoder MLP (the decoder mirrors them)",
     "activation": "hidden activation",
     "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance), "
-    "gaussian-learned-sigmoid (the same with the mean squashed by a sigmoid, the paper's Frey Face decoder)",
+    "gaussian-learned-sigmoid (the same with the mean squashed by a sigmoid, the paper's Frey Face decoder), "
+    "poisson (counts; rate = softplus of the decoder output), categorical (class indices 0..C-1 in every "
+    "column, C = --categories), mixed (one of these per group of columns, named by --columns)",
     "sigma": "standard deviation of the fixed gaussian likelihood",
     "logvar_min": "lower clamp of the gaussian-learned log-variance",
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
@@ -27,6 +29,10 @@ FIELD_HELP = {
     "prior": "p(z): normal = N(0, I); mog = a learned mixture of --prior-components Gaussians; vamp = the VampPrior "
     "(Tomczak & Welling 2018) on --prior-components learned pseudo-inputs; the KL is then a Monte Carlo estimate",
     "prior_components": "mixture components of --prior mog, pseudo-inputs of --prior vamp",
+    "categories": "classes C of --likelihood categorical (every column holds a class index 0..C-1); 0 = not used",
+    "columns": "groups of consecutive columns of --likelihood mixed, KIND:N,... with KIND bernoulli, gaussian, "
+    "gaussian-learned, poisson or categoricalC (class indices 0..C-1), "
+    "e.g. gaussian-learned:3,categorical4:1,poisson:2",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",

@@ -611,7 +611,17 @@ def test_refusing_to_overwrite_leaves_the_run_as_it_was(bad, runs):
 def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
     argv = [sys.executable, "-m", "aevb", "train", "--out", "r", "--epochs", "100000", "--no-progress"]
     env = {**env, "PYTHONFAULTHANDLER": "1"}  # a hang below dumps the child's stack on SIGABRT
-    p = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that starts a job with `&` (a CI runner, say) ignores SIGINT, and children inherit
+    # that; Python then installs no KeyboardInterrupt handler. Give the child the default, as a terminal would.
+    p = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for line in p.stdout:  # wait until an epoch has been checkpointed
             if line.startswith("epoch    2"):

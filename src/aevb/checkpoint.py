@@ -57,7 +57,7 @@ def save_model(run_dir: Path, model: VAE) -> None:
     atomic_write(run_dir / MODEL, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, read once; never unpickles anything."""
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -70,7 +70,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
-def _load_weights(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def load_weights(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> None:
     expected = model.state_dict()
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
@@ -91,8 +91,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     run_dir = Path(run_dir)
     model_cfg, _ = read_config(run_dir)
     model = VAE(model_cfg)
-    tensors, _ = _read(run_dir / MODEL)
-    _load_weights(model, tensors, run_dir / MODEL)
+    tensors, _ = read_tensors(run_dir / MODEL)
+    load_weights(model, tensors, run_dir / MODEL)
     return model.to(device).eval()
 
 
@@ -139,7 +139,7 @@ def load_checkpoint(
     `epoch.*` tensors; the trainer checks them against the data.
     """
     path = run_dir / CHECKPOINT
-    tensors, meta = _read(path)
+    tensors, meta = read_tensors(path)
     try:
         state = json.loads(meta["trainer"])
         optim = json.loads(meta["optim"])
@@ -150,7 +150,7 @@ def load_checkpoint(
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} has no valid trainer metadata ({type(e).__name__}: {e})") from None
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    _load_weights(model, weights, path)
+    load_weights(model, weights, path)
     opt_state: dict[int, dict[str, Any]] = scalars
     for key, v in tensors.items():
         if key.startswith("optim."):

@@ -60,31 +60,20 @@ class LearnedGaussianLikelihood:
 
     logvar is clamped to [logvar_min, logvar_max] so that the density cannot diverge on
     near-constant pixels (the gradient of a clamped entry is zero, which stops the runaway).
+    squash=True: mu = sigmoid(h_mu), in (0, 1) like [0, 1]-scaled data: the paper's Frey Face
+    decoder (Section 5).
     """
 
     logvar_min: float = -9.0
     logvar_max: float = 6.0
+    squash: bool = False
     outputs_per_dim: int = 2
 
     def __call__(self, h: torch.Tensor) -> Distribution:
         mu, logvar = h.chunk(2, dim=-1)
         logvar = logvar.clamp(self.logvar_min, self.logvar_max)
+        mu = torch.sigmoid(mu) if self.squash else mu
         return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
-
-
-@dataclass(frozen=True)
-class SquashedGaussianLikelihood:
-    """p(x|z) = N(x; sigmoid(h_mu), diag exp(logvar)): the paper's Frey Face decoder (Section 5),
-    a learned-variance Gaussian whose mean is squashed into (0, 1) like the [0, 1]-scaled data."""
-
-    logvar_min: float = -9.0
-    logvar_max: float = 6.0
-    outputs_per_dim: int = 2
-
-    def __call__(self, h: torch.Tensor) -> Distribution:
-        mu, logvar = h.chunk(2, dim=-1)
-        logvar = logvar.clamp(self.logvar_min, self.logvar_max)
-        return Independent(Normal(torch.sigmoid(mu), torch.exp(0.5 * logvar), validate_args=False), 1)
 
 
 @dataclass(frozen=True)
@@ -208,7 +197,7 @@ LIKELIHOODS = {
     "bernoulli": lambda c: BernoulliLikelihood(),
     "gaussian": lambda c: GaussianLikelihood(sigma=c.sigma),
     "gaussian-learned": lambda c: LearnedGaussianLikelihood(c.logvar_min, c.logvar_max),
-    "gaussian-learned-sigmoid": lambda c: SquashedGaussianLikelihood(c.logvar_min, c.logvar_max),
+    "gaussian-learned-sigmoid": lambda c: LearnedGaussianLikelihood(c.logvar_min, c.logvar_max, squash=True),
     "poisson": lambda c: PoissonLikelihood(),
     "categorical": lambda c: CategoricalLikelihood(c.categories, c.categories),
     "mixed": make_mixed,

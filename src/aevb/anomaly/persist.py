@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import _load_weights, _read
+from ..checkpoint import load_weights, read_tensors
 from ..config import from_dict, to_dict
 from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
@@ -105,9 +105,9 @@ def load(folder: Path):
         raise CheckpointError(
             f"{weights} does not match {JSON_NAME} (SHA-256 differs): the pair was not saved together"
         )
-    tensors, _ = _read(weights)
+    tensors, _ = read_tensors(weights)
     model = VAE(model_config)
-    _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, weights)
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, weights)
     extra = sorted(k for k in tensors if not k.startswith("model.") and k not in ("scaler.mean", "scaler.scale"))
     if extra:
         raise CheckpointError(f"{weights}: unexpected tensors {extra[:3]}")

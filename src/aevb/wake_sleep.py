@@ -7,7 +7,8 @@ wake-sleep and AEVB differ only in the learning rule:
   (z is a fixed sample: no gradient reaches the encoder);
 - sleep phase: dream (z, x) ~ p(z) p(x|z), then raise log q(z|x) in the encoder's parameters.
 
-Both are per-example terms (B,) in nats; `WakeSleep` does one step of both per minibatch.
+Both are per-example terms (B,) in nats; `wake_sleep_loss` combines one of each per minibatch
+(`aevb.reproduce.common.Learner` takes the optimiser steps, as it does for AEVB).
 """
 
 from __future__ import annotations
@@ -37,26 +38,10 @@ def sleep_terms(model: VAE, n: int, generator: torch.Generator | None = None) ->
     return model.encode(x).log_prob(z)
 
 
-class WakeSleep:
-    """One wake and one sleep update per minibatch, with Adagrad on all parameters.
-
-    The two phases touch disjoint parameters (wake: decoder, sleep: encoder), so a single Adagrad
-    over both equals one optimiser per network. weight_decay is the gradient scale of an N(0, I)
-    prior on the parameters per example (1/N for N training points).
-    """
-
-    def __init__(self, model: VAE, lr: float, weight_decay: float = 0.0, generator: torch.Generator | None = None):
-        self.model = model
-        self.generator = generator
-        self.optimizer = torch.optim.Adagrad(model.parameters(), lr=lr, weight_decay=weight_decay)
-
-    def step(self, x: torch.Tensor, index: torch.Tensor | None = None) -> float:
-        """One wake and one sleep step on minibatch x; returns the mean wake objective (nats per example)."""
-        self.model.train()
-        wake = wake_terms(self.model, x, self.generator)
-        sleep = sleep_terms(self.model, x.shape[0], self.generator)
-        loss = -(wake.mean() + sleep.mean())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return wake.detach().mean().item()
+def wake_sleep_loss(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None):
+    """(loss, report): one wake and one sleep phase on minibatch x. The loss to minimise is minus the
+    two phases' mean objectives (their gradients touch disjoint parameters: decoder, encoder); the
+    report is the mean wake objective, nats per example."""
+    wake = wake_terms(model, x, generator)
+    sleep = sleep_terms(model, x.shape[0], generator)
+    return -(wake.mean() + sleep.mean()), wake.detach().mean()

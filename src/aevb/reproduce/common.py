@@ -27,7 +27,7 @@ from ..mcem import MCEM
 from ..model import VAE
 from ..objectives import elbo
 from ..preprocess import binarize_once, check_data, resolve_binarize, split
-from ..wake_sleep import WakeSleep
+from ..wake_sleep import wake_sleep_loss
 
 LRS = (0.01, 0.02, 0.1)  # Adagrad step sizes the paper chose from on the first iterations
 BATCH = 100  # M
@@ -90,29 +90,47 @@ def load_data(setup: Setup, data_dir: str | None, n_train: int | None = None, n_
     return Data(ds.name, tuple(ds.shape), train, binarize, eval_train, test[:n_eval])
 
 
-class AEVB:
-    """Auto-Encoding VB: Adagrad on the SGVB estimate of the ELBO (estimator B, L = 1) in all parameters."""
+def aevb_loss(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None):
+    """(loss, report): minus the SGVB estimate of the ELBO (estimator B, L = 1) averaged over the
+    minibatch, and that average, nats per example."""
+    bound = elbo(model, x, samples=1, estimator="analytic", generator=generator).elbo
+    return -bound.mean(), bound.detach().mean()
 
-    def __init__(self, model: VAE, lr: float, weight_decay: float = 0.0, generator: torch.Generator | None = None):
-        self.model = model
-        self.generator = generator
+
+class Learner:
+    """Adagrad on all parameters, one step per minibatch of `rule(model, x, generator) -> (loss, report)`.
+
+    AEVB and wake-sleep are both this learner: they differ only in the rule (`aevb_loss`,
+    `wake_sleep.wake_sleep_loss`). weight_decay is the gradient scale of an N(0, I) prior on the
+    parameters per example (1/N for N training points).
+    """
+
+    def __init__(
+        self,
+        model: VAE,
+        rule: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+        lr: float,
+        weight_decay: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
+        self.model, self.rule, self.generator = model, rule, generator
         self.optimizer = torch.optim.Adagrad(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def step(self, x: torch.Tensor, index: torch.Tensor | None = None) -> float:
+        """One update on minibatch x; returns the rule's report (nats per example)."""
         self.model.train()
-        bound = elbo(self.model, x, samples=1, estimator="analytic", generator=self.generator).elbo
-        loss = -bound.mean()
+        loss, report = self.rule(self.model, x, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return -loss.item()
+        return report.item()
 
 
 # name -> (model, lr, n_train, generator) -> a learner with step(x, index). The weight decay 1/N is
 # the per-example gradient of an N(0, I) prior on the parameters (the paper's log p(theta) * M/N per minibatch).
 LEARNERS: dict[str, Callable[[VAE, float, int, torch.Generator], Any]] = {
-    "aevb": lambda m, lr, n, g: AEVB(m, lr, 1.0 / n, g),
-    "wake-sleep": lambda m, lr, n, g: WakeSleep(m, lr, 1.0 / n, g),
+    "aevb": lambda m, lr, n, g: Learner(m, aevb_loss, lr, 1.0 / n, g),
+    "wake-sleep": lambda m, lr, n, g: Learner(m, wake_sleep_loss, lr, 1.0 / n, g),
     "mcem": lambda m, lr, n, g: MCEM(m, lr, n, 1.0 / n, g),
 }
 

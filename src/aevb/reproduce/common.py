@@ -277,6 +277,25 @@ def plots():
     return _plt()
 
 
+def draw_curves(ax, rows: list[dict], methods: Sequence[str], metric: str, show_lr: bool, legend_size: int) -> None:
+    """One panel of Figures 2 and 3: `metric` (train dashed, test solid) per method against the
+    training samples evaluated, on a log axis. show_lr: name each method's chosen step size."""
+    for method in methods:
+        rs = [r for r in rows if r["method"] == method]
+        if not rs:
+            continue
+        x = [float(r["examples"]) for r in rs]
+        for part, style in (("train", "--"), ("test", "-")):
+            label = f"{LABELS[method]} {part}"
+            if show_lr and part == "test":
+                label += f" (lr {float(rs[0]['lr']):g})"
+            ax.plot(x, [float(r[f"{part}_{metric}"]) for r in rs], style, color=COLORS[method], label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples evaluated")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar over training samples (disabled with --no-progress)."""
     from tqdm import tqdm

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .common import (
-    COLORS,
-    LABELS,
     LRS,
     SETUPS,
+    draw_curves,
     fit_curve,
     load_data,
     mean_elbo,
@@ -68,25 +67,8 @@ def plot(rows: list[dict], path: Path, dataset: str, n_eval: int, budget: int) -
     latents = sorted({int(r["latent_dim"]) for r in rows})
     fig, axes = plt.subplots(1, len(latents), figsize=(3.2 * len(latents), 3.4), squeeze=False)
     for ax, nz in zip(axes[0], latents):
-        for method in METHODS:
-            rs = [r for r in rows if int(r["latent_dim"]) == nz and r["method"] == method]
-            if not rs:
-                continue
-            x = [float(r["examples"]) for r in rs]
-            lr = float(rs[0]["lr"])
-            for split, style in (("train", "--"), ("test", "-")):
-                ax.plot(
-                    x,
-                    [float(r[f"{split}_elbo"]) for r in rs],
-                    style,
-                    color=COLORS[method],
-                    label=f"{LABELS[method]} {split} (lr {lr:g})" if split == "test" else f"{LABELS[method]} {split}",
-                )
-        ax.set_xscale("log")
+        draw_curves(ax, [r for r in rows if int(r["latent_dim"]) == nz], METHODS, "elbo", True, 6)
         ax.set_title(f"{dataset}, $N_z$ = {nz}", fontsize=10)
-        ax.set_xlabel("training samples evaluated")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
     axes[0][0].set_ylabel("ELBO, nats per example")
     fig.suptitle(
         f"Figure 2 (reduced: {budget:.0e} samples per curve; bound on {n_eval} train / {n_eval} test points)",

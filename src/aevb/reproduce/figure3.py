@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .common import (
-    COLORS,
-    LABELS,
     LRS,
     SETUPS,
+    draw_curves,
     fit_curve,
     load_data,
     mean_log_likelihood,
@@ -72,20 +71,9 @@ def plot(rows: list[dict], path: Path, budget: int, k: int, n_eval_train: int, n
     sizes = sorted({int(r["n_train"]) for r in rows})
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.8), squeeze=False)
     for ax, n in zip(axes[0], sizes):
-        for method in METHODS:
-            rs = [r for r in rows if int(r["n_train"]) == n and r["method"] == method]
-            if not rs:
-                continue
-            x = [float(r["examples"]) for r in rs]
-            for split, style in (("train", "--"), ("test", "-")):
-                ax.plot(x, [float(r[f"{split}_log_px"]) for r in rs], style, color=COLORS[method],
-                        label=f"{LABELS[method]} {split}")  # fmt: skip
-        ax.set_xscale("log")
+        draw_curves(ax, [r for r in rows if int(r["n_train"]) == n], METHODS, "log_px", False, 7)
         ax.set_title(f"MNIST, $N_{{train}}$ = {n}, $N_z$ = 3", fontsize=10)
-        ax.set_xlabel("training samples evaluated")
         ax.set_ylabel(f"log p(x), nats (importance sampled, k = {k})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     fig.suptitle(
         f"Figure 3 (reduced: {budget:.0e} samples per curve; {n_eval_train}+ train / {n_eval} test points)", fontsize=9
     )

@@ -94,14 +94,16 @@ class Position:
     skipped: int = 0  # steps skipped for a non-finite loss or gradient (--nonfinite skip)
     seconds: float = 0.0  # training time spent in this epoch
 
+    COUNTERS = ("done", "steps", "counted", "skipped", "seconds")  # stored as JSON in a checkpoint
+
     def counters(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("done", "steps", "counted", "skipped", "seconds")}
+        return {k: getattr(self, k) for k in self.COUNTERS}
 
     @classmethod
     def restore(cls, saved: dict[str, Any], n: int, device: torch.device, where: str) -> Position:
         """The position stored in a checkpoint, after checking it fits a training set of n rows."""
         try:
-            pos = cls(perm=saved["perm"], total=saved["total"], **{k: saved[k] for k in cls.counters_names()})
+            pos = cls(perm=saved["perm"], total=saved["total"], **{k: saved[k] for k in cls.COUNTERS})
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{where}: the epoch position is incomplete ({e})") from None
         perm_ok = (
@@ -115,10 +117,6 @@ class Position:
             raise CheckpointError(f"{where}: the stored epoch position does not fit the training data")
         pos.perm, pos.total = pos.perm.to(device), pos.total.to(device)
         return pos
-
-    @staticmethod
-    def counters_names() -> tuple[str, ...]:
-        return ("done", "steps", "counted", "skipped", "seconds")
 
 
 def resolve_device(name: str) -> torch.device:

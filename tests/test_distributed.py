@@ -164,3 +164,20 @@ def test_when_a_rank_dies_the_others_stop_within_the_timeout(tmp_path, env):
     last = err.strip().splitlines()[-1]
     assert last.startswith("aevb: error: rank 0: another process of this run died or stopped answering within 15 s")
     assert "Traceback" not in err
+
+
+def test_a_conditional_run_on_two_processes_follows_one(tmp_path, env):
+    """Labels travel with their rows: each rank's shard of a minibatch, and of an evaluation (k = 300:
+    the ranks share the examples), is conditioned on its own rows' labels."""
+    flags = [*FLAGS, "--condition-on", "labels", "--epochs", 5]
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(aevb, tmp_path, env, "train", "--out", "one", *flags)
+        two = pool.submit(aevb, tmp_path, env, "train", "--out", "two", *flags, procs=2)
+        one.result(), two.result()
+    assert_close(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-4)
+    results = []
+    for procs in (1, 2):
+        aevb(tmp_path, env, "eval", "one", "--k", 300, "--no-progress", procs=procs)
+        results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
+    assert results[0]["conditioned_on"] == "labels"
+    assert results[1]["log_likelihood"] == pytest.approx(results[0]["log_likelihood"], rel=1e-6, abs=1e-5)

@@ -36,6 +36,7 @@ COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
 PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
+CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
 
@@ -62,11 +63,20 @@ class ModelConfig:
     columns: str = (
         ""  # mixed likelihood: "KIND:N,..." groups of N consecutive columns, e.g. "gaussian:3,categorical4:1"
     )
+    condition_on: str = "none"  # "labels": encoder and decoder also see the one-hot label y (a conditional VAE)
+    classes: int = 0  # condition_on labels: label classes 0..classes-1 (0: resolved from the training labels)
 
     def __post_init__(self) -> None:
         _check_types(self)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("prior", self.prior, PRIORS)
+        _check_choice("condition_on", self.condition_on, CONDITIONS)
+        _check(self.classes >= 0, "classes must be >= 0")
+        _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
+        _check(
+            not (self.condition_on == "labels" and self.prior == "vamp"),
+            "--prior vamp cannot be conditioned on labels (its pseudo-inputs have none): use --prior normal or mog",
+        )
         _check(all(c >= 1 for c in self.channels) and len(self.channels) >= 1, "channels must be >= 1")
         _check(self.prior_components >= 1, "prior_components must be >= 1")
         _check(
@@ -92,6 +102,11 @@ class ModelConfig:
         _check(self.sigma > 0, "sigma must be > 0")
         _check(self.logvar_min < self.logvar_max, "logvar_min must be < logvar_max")
         _check(self.init_std > 0, "init_std must be > 0")
+
+    @property
+    def conditional(self) -> bool:
+        """Whether p(x|z, y) and q(z|x, y) take a label y (`condition_on` labels)."""
+        return self.condition_on == "labels"
 
     @property
     def data_dim(self) -> int:

@@ -193,7 +193,7 @@ def shard(n: int, ctx: Context) -> slice:
 
 
 class ObjectiveModule(nn.Module):
-    """What DDP wraps: forward(x, eps) is the per-example objective, (B,) nats.
+    """What DDP wraps: forward(x, eps, y) is the per-example objective, (B,) nats (y: labels or None).
 
     DDP all-reduces the gradients of what its forward computed; the objectives call the model's
     encode/decode, not forward, so this module is the forward they need. Its `model` is what is
@@ -204,8 +204,8 @@ class ObjectiveModule(nn.Module):
         super().__init__()
         self.model, self.objective, self.config = model, objective, config
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return self.objective(self.model, x, self.config, eps)
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.objective(self.model, x, self.config, eps, y)
 
 
 def wrap(model: nn.Module, objective, config, ctx: Context) -> nn.Module:
@@ -239,5 +239,7 @@ def log_likelihood(model: nn.Module, x: torch.Tensor, k: int, ctx: Context, **kw
         part = single(model, x, k=k, chunks=(ctx.rank, ctx.world_size), **kw)
         return all_logsumexp(part)
     mine = shard(x.shape[0], ctx)
+    if kw.get("y") is not None:
+        kw["y"] = kw["y"][mine]
     part = single(model, x[mine], k=k, first_index=kw.pop("first_index", 0) + mine.start, **kw)
     return all_gather_rows(part, x.shape[0], ctx)

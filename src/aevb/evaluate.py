@@ -42,15 +42,21 @@ def elbo_terms(
     samples: int = 1,
     seed: int = 0,
     estimator: str = "analytic",
+    y: torch.Tensor | None = None,
 ) -> ELBOTerms:
-    """The ELBO and its two terms for every row of x, each (N,) in nats (L = `samples`)."""
+    """The ELBO and its two terms for every row of x, each (N,) in nats (L = `samples`); a
+    conditional model's (of log p(x|y)) with the labels y (N,)."""
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     parts = []
     with evaluating(model):
         for s in _batches(x.shape[0], batch_size):
-            parts.append(elbo(model, x[s].to(device), samples, estimator, g))
+            parts.append(elbo(model, x[s].to(device), samples, estimator, g, y=_rows(y, s, device)))
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]).cpu() for f in ELBOTerms._fields))
+
+
+def _rows(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Tensor | None:
+    return None if y is None else y[s].to(device)
 
 
 def example_noise(seed: int, index: int, chunk: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -68,6 +74,7 @@ def log_likelihood(
     first_index: int = 0,
     on_batch: Callable[[int], None] | None = None,
     chunks: tuple[int, int] = (0, 1),
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Importance-sampled estimate of log p(x) for every row of x, (N,) in nats.
 
@@ -77,14 +84,15 @@ def log_likelihood(
     Example j's noise depends only on (seed, first_index + j), so sharding or re-batching gives
     the same numbers. `chunks=(r, n)` keeps only the noise chunks c with c % n == r: the results of
     r = 0..n-1 combine into the full estimate by a logsumexp over r (how ranks share the samples).
+    A conditional model's estimate is of log p(x|y), with the labels y (N,).
     """
     device = next(model.parameters()).device
     dz = model.config.latent_dim
     out = []
     with evaluating(model):
         for s in _batches(x.shape[0], batch_size):
-            xb = x[s].to(device)
-            q = model.encode(xb)
+            xb, yb = x[s].to(device), _rows(y, s, device)
+            q = model.encode(xb, yb)
             acc = torch.full((xb.shape[0],), -math.inf, device=device)
             for c, start in enumerate(range(0, k, NOISE_CHUNK)):
                 if c % chunks[1] != chunks[0]:
@@ -93,7 +101,7 @@ def log_likelihood(
                 eps = torch.stack(
                     [example_noise(seed, first_index + j, c, (n, dz)) for j in range(s.start, s.stop)], dim=1
                 ).to(device)  # (n, B, Dz)
-                lw = log_weights(model, xb, q=q, eps=eps)  # (n, B)
+                lw = log_weights(model, xb, q=q, eps=eps, y=yb)  # (n, B)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
             out.append((acc - math.log(k)).cpu())
             if on_batch is not None:
@@ -113,15 +121,22 @@ def summarize(values: torch.Tensor) -> tuple[float, float]:
     return v.mean().item(), se
 
 
-def posterior_mean_variance(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def posterior_mean_variance(
+    model: VAE, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None
+) -> torch.Tensor:
     """Var_x(E_q(z|x)[z]) of each latent dimension over the rows of x, (latent_dim,): the activity
-    statistic of Burda et al. (2016, Section 5.2)."""
+    statistic of Burda et al. (2016, Section 5.2); q(z|x, y) with the labels y for a conditional model."""
     device = next(model.parameters()).device
     with evaluating(model):
-        mu = torch.cat([model.encode(x[s].to(device)).mean.double().cpu() for s in _batches(x.shape[0], batch_size)])
+        mu = torch.cat(
+            [
+                model.encode(x[s].to(device), _rows(y, s, device)).mean.double().cpu()
+                for s in _batches(x.shape[0], batch_size)
+            ]
+        )
     return mu.var(dim=0, unbiased=True) if mu.shape[0] > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
 
 
-def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01) -> int:
+def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01, y: torch.Tensor | None = None) -> int:
     """The number of active latent units: dimensions with Var_x(E_q[z_j]) > threshold (Burda et al. 2016)."""
-    return int((posterior_mean_variance(model, x) > threshold).sum())
+    return int((posterior_mean_variance(model, x, y=y) > threshold).sum())

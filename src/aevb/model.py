@@ -18,10 +18,15 @@ class VAE(nn.Module):
 
     Inputs x have shape (B, *data_shape) or (B, D); the networks see them flattened to (B, D).
     The networks are `config.arch` (aevb.nets.ARCHS) and p(z) is `config.prior` (aevb.priors.PRIORS).
+    A conditional VAE (`config.condition_on` "labels"; Sohn et al. 2015) is q(z|x, y) p(z) p(x|z, y):
+    `encode`, `decode` and `sample` then take the labels y, (B,) int64 in 0..classes-1, which both
+    networks see one-hot beside their input; an unconditional model ignores y.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.conditional and config.classes < 1:
+            raise ValueError("a conditional VAE needs its number of label classes (classes >= 1)")
         self.config = config
         self.likelihood = make_likelihood(config)
         opd = self.likelihood.outputs_per_dim
@@ -41,25 +46,45 @@ class VAE(nn.Module):
         """p(z), event shape (latent_dim,): N(0, I), or the mixture `config.prior` names."""
         return self.prior_net(self._device(), self.encode)
 
-    def encode(self, x: torch.Tensor) -> Independent:
-        """q(z|x): batch shape (B,), event shape (latent_dim,). Its `.mean` is the posterior mean.
-        A likelihood head with `encoder_input(x)` says what the encoder sees (poisson: log(1 + x))."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Independent:
+        """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
+        is the posterior mean. A likelihood head with `encoder_input(x)` says what the encoder sees
+        (poisson: log(1 + x))."""
         x = x.reshape(x.shape[0], -1)
         prep = getattr(self.likelihood, "encoder_input", None)  # e.g. log(1 + counts) for poisson
-        mu, logvar = self.encoder(x if prep is None else prep(x)).chunk(2, dim=-1)
+        h = x if prep is None else prep(x)
+        mu, logvar = self.encoder(self._with_label(h, y)).chunk(2, dim=-1)
         return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z): batch shape z.shape[:-1], event shape (D,) over the flattened data."""
-        return self.likelihood(self.decoder(z))
+    def decoder_output(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The likelihood head's parameters at z (and y), shape (*z.shape[:-1], head outputs)."""
+        return self.decoder(self._with_label(z, y))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x|z) (p(x|z, y) when conditional): batch shape z.shape[:-1], event shape (D,) over the
+        flattened data. y (B,) labels the last batch dimension of z."""
+        return self.likelihood(self.decoder_output(z, y))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
-        """n new data points, shape (n, *data_shape): E[x|z] for z ~ p(z), or a draw x ~ p(x|z)."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, mean: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n new data points, shape (n, *data_shape): E[x|z] for z ~ p(z), or a draw x ~ p(x|z);
+        a conditional model draws from p(x|z, y) with the labels y, (n,)."""
         z = priors.draw(self.prior(), n, generator, self._device())  # (n, Dz)
-        p = self.decode(z)
+        p = self.decode(z, y)
         x = p.mean if mean else draw(p, generator)
         return x.reshape(n, *self.config.data_shape)
+
+    def _with_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """h (..., B, F) with the one-hot label y (B,) appended, (..., B, F + classes); h itself when
+        the model is unconditional."""
+        if not self.config.conditional:
+            return h
+        if y is None:
+            raise ValueError("this VAE is conditioned on labels: pass y, the labels (B,) in 0..classes-1")
+        onehot = nn.functional.one_hot(y.to(h.device, torch.int64), self.config.classes).to(h.dtype)  # (B, C)
+        return torch.cat([h, onehot.expand(*h.shape[:-1], onehot.shape[-1])], -1)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

@@ -67,11 +67,12 @@ def _halvings(size: int, n: int) -> list[int]:
 
 
 class ConvEncoder(nn.Module):
-    """(..., C*H*W) -> (..., out_dim): stride-2 3x3 convolutions (`channels`), then an MLP (`hidden`)."""
+    """(..., C*H*W + cond) -> (..., out_dim): stride-2 3x3 convolutions (`channels`) of the image, then
+    an MLP (`hidden`) of their features and the last `cond` inputs (a conditional VAE's one-hot label)."""
 
-    def __init__(self, data_shape, channels, hidden, out_dim, activation="relu"):
+    def __init__(self, data_shape, channels, hidden, out_dim, activation="relu", cond=0):
         super().__init__()
-        self.image = _image_shape(tuple(data_shape))
+        self.image, self.cond = _image_shape(tuple(data_shape)), cond
         c, h, w = self.image
         act = ACTIVATION_MODULES[activation]
         layers: list[nn.Module] = []
@@ -79,12 +80,14 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), act()]
         self.conv = nn.Sequential(*layers)
         flat = channels[-1] * _halvings(h, len(channels))[-1] * _halvings(w, len(channels))[-1]
-        self.head = MLP(flat, hidden, out_dim, activation)
+        self.head = MLP(flat + cond, hidden, out_dim, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        h = self.conv(x.reshape(-1, *self.image))  # (N, C_last, h, w)
-        return self.head(h.flatten(1)).reshape(*lead, -1)
+        x = x.reshape(-1, x.shape[-1])
+        image, cond = x[:, : x.shape[1] - self.cond], x[:, x.shape[1] - self.cond :]
+        h = self.conv(image.reshape(-1, *self.image)).flatten(1)  # (N, C_last * h * w)
+        return self.head(torch.cat([h, cond], -1) if self.cond else h).reshape(*lead, -1)
 
 
 class ConvDecoder(nn.Module):
@@ -118,20 +121,21 @@ class ConvDecoder(nn.Module):
         return self.deconv(h).reshape(*lead, -1)
 
 
-# arch -> (config, encoder_out, decoder_out) -> (encoder, decoder); the decoder mirrors the encoder
+# arch -> (config, encoder_out, decoder_out) -> (encoder, decoder); the decoder mirrors the encoder.
+# A conditional VAE's networks take `c.classes` more inputs, the one-hot label after x (or after z).
 Builder = Callable[..., tuple[nn.Module, nn.Module]]
 ARCHS: dict[str, Builder] = {
     "mlp": lambda c, eo, do, opd: (
-        MLP(c.data_dim, c.hidden, eo, c.activation),
-        MLP(c.latent_dim, tuple(reversed(c.hidden)), do, c.activation),
+        MLP(c.data_dim + c.classes, c.hidden, eo, c.activation),
+        MLP(c.latent_dim + c.classes, tuple(reversed(c.hidden)), do, c.activation),
     ),
     "resmlp": lambda c, eo, do, opd: (
-        ResMLP(c.data_dim, c.hidden, eo, c.activation),
-        ResMLP(c.latent_dim, c.hidden, do, c.activation),
+        ResMLP(c.data_dim + c.classes, c.hidden, eo, c.activation),
+        ResMLP(c.latent_dim + c.classes, c.hidden, do, c.activation),
     ),
     "conv": lambda c, eo, do, opd: (
-        ConvEncoder(c.data_shape, c.channels, c.hidden, eo, c.activation),
-        ConvDecoder(c.latent_dim, c.data_shape, c.channels, tuple(reversed(c.hidden)), opd, c.activation),
+        ConvEncoder(c.data_shape, c.channels, c.hidden, eo, c.activation, cond=c.classes),
+        ConvDecoder(c.latent_dim + c.classes, c.data_shape, c.channels, tuple(reversed(c.hidden)), opd, c.activation),
     ),
 }
 

@@ -40,22 +40,23 @@ def noise(model: VAE, batch: int, n: int, generator: torch.Generator | None) -> 
     return torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
 
 
-def _encode(model: VAE, x: torch.Tensor) -> Independent:
+def _encode(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> Independent:
     """q(z|x) with fp32 parameters even when the encoder ran in bf16 under autocast."""
-    q = model.encode(x)
+    q = model.encode(x, y)
     loc, scale = q.base_dist.loc, q.base_dist.scale
     if loc.dtype in (torch.float16, torch.bfloat16):
         return Independent(Normal(loc.float(), scale.float(), validate_args=False), 1)
     return q
 
 
-def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x|z), shape z.shape[:-1], nats: `model.decode(z).log_prob(x)`, through the head's fused
-    `log_prob(h, x)` when it has one (no distribution object on the hot path)."""
+def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x|z) (log p(x|z, y) for a conditional model), shape z.shape[:-1], nats:
+    `model.decode(z, y).log_prob(x)`, through the head's fused `log_prob(h, x)` when it has one
+    (no distribution object on the hot path)."""
     head = model.likelihood
     if hasattr(head, "log_prob"):
-        return head.log_prob(model.decoder(z), x)
-    h = model.decoder(z)
+        return head.log_prob(model.decoder_output(z, y), x)
+    h = model.decoder_output(z, y)
     return head(h.float() if h.dtype in (torch.float16, torch.bfloat16) else h).log_prob(x)
 
 
@@ -75,6 +76,7 @@ def elbo(
     estimator: str = "analytic",
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> ELBOTerms:
     """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
 
@@ -82,11 +84,12 @@ def elbo(
     a mixture prior, `model.analytic_kl` False, has none and always takes the Monte Carlo KL).
     estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
     `eps` (L, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
+    `y` (B,): the labels of a conditional model (then every density is conditioned on them).
     """
     x = x.reshape(x.shape[0], -1)
-    q = _encode(model, x)
+    q = _encode(model, x, y)
     z = reparameterize(q, _noise(q, samples, generator) if eps is None else eps)  # (L, B, Dz)
-    log_px_z = decoder_log_prob(model, z, x).mean(0)  # (B,)
+    log_px_z = decoder_log_prob(model, z, x, y).mean(0)  # (B,)
     if estimator == "analytic" and getattr(model, "analytic_kl", True):
         kl = gaussian_kl(q)
     elif estimator in ("analytic", "mc"):
@@ -103,29 +106,36 @@ def log_weights(
     generator: torch.Generator | None = None,
     q: Independent | None = None,
     eps: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Importance log-weights log p(x, z_i) - log q(z_i|x) for z_i ~ q(z|x), shape (k, B), nats.
 
     The one estimator behind the IWAE bound, the importance-sampled log-likelihood and anomaly
     scores. `q` (the encoder output for x) and `eps` (k, B, Dz standard normal noise) may be given
-    to reuse them; then k = eps.shape[0].
+    to reuse them; then k = eps.shape[0]. A conditional model's log-weights are those of
+    log p(x | y) with q(z|x, y): `y` (B,) the labels.
     """
     x = x.reshape(x.shape[0], -1)
-    q = _encode(model, x) if q is None else q
+    q = _encode(model, x, y) if q is None else q
     eps = _noise(q, k, generator) if eps is None else eps
     z = reparameterize(q, eps)  # (k, B, Dz)
-    return decoder_log_prob(model, z, x) + model.prior().log_prob(z) - q.log_prob(z)
+    return decoder_log_prob(model, z, x, y) + model.prior().log_prob(z) - q.log_prob(z)
 
 
 def iwae(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The importance-weighted bound L_k = log (1/k) sum_i w_i (Burda et al., 2016), (B,) in nats.
 
     L_1 is the ELBO (estimator A with L = 1); L_k increases with k towards log p(x).
     `eps` (k, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     """
-    return torch.logsumexp(log_weights(model, x, k, generator, eps=eps), dim=0) - math.log(k)
+    return torch.logsumexp(log_weights(model, x, k, generator, eps=eps, y=y), dim=0) - math.log(k)
 
 
 def kl_per_dim(q: Independent, z: torch.Tensor, estimator: str = "analytic") -> torch.Tensor:
@@ -147,6 +157,7 @@ def regularised_elbo(
     estimator: str = "analytic",
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E_q[log p(x|z)] - kl_weight * KL', (B,) nats: the training objective of beta-VAE (Higgins et al.
     2017; kl_weight = beta), of KL warm-up (kl_weight ramping from 0 to beta; Sonderby et al. 2016) and of
@@ -154,12 +165,12 @@ def regularised_elbo(
     fewer than `free_bits` nats are not pushed to the prior; here per example and per latent dimension.
 
     With kl_weight = 1 and free_bits = 0 it equals `elbo(...).elbo`; not a bound otherwise. Free bits
-    need the factorised prior N(0, I). `eps` as in `elbo`.
+    need the factorised prior N(0, I). `eps` and `y` as in `elbo`.
     """
     x = x.reshape(x.shape[0], -1)
-    q = _encode(model, x)
+    q = _encode(model, x, y)
     z = reparameterize(q, _noise(q, samples, generator) if eps is None else eps)  # (L, B, Dz)
-    log_px_z = decoder_log_prob(model, z, x).mean(0)  # (B,)
+    log_px_z = decoder_log_prob(model, z, x, y).mean(0)  # (B,)
     if free_bits > 0:
         if not getattr(model, "analytic_kl", True):
             raise ValueError("free bits need the prior N(0, I), whose KL splits over the latent dimensions")

@@ -27,12 +27,20 @@ def _plt():
     return plt
 
 
+def is_image(data_shape: Sequence[int]) -> bool:
+    """Whether examples of this shape are shown as pictures: grey (H, W), or (C, H, W) with C = 1 or 3 (RGB)."""
+    return len(data_shape) == 2 or (len(data_shape) == 3 and data_shape[0] in (1, 3))
+
+
 def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
-    """(N, H, W) images in [0, 1] -> one (rows*(H+pad)+pad, cols*(W+pad)+pad) mosaic."""
-    n, h, w = images.shape
+    """(N, H, W) grey or (N, C, H, W) images (C = 1 or 3) in [0, 1] -> one mosaic of
+    (rows*(H+pad)+pad, cols*(W+pad)+pad) grey levels, or of RGB pixels (..., 3) for colour images."""
+    if images.ndim == 4:  # channels first -> last; one channel is grey
+        images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    n, h, w = images.shape[:3]
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    out = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.float32)
+    out = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad, *images.shape[3:]), dtype=np.float32)
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
         out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
@@ -40,13 +48,16 @@ def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarr
 
 
 def image_grid(images: np.ndarray | torch.Tensor, ncols: int | None = None, title: str | None = None):
-    """A figure showing (N, H, W) grey images in [0, 1] as a grid."""
+    """A figure showing (N, H, W) grey or (N, 3, H, W) colour images in [0, 1] as a grid."""
     images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
     mosaic = tile(images, ncols)
     plt = _plt()
     scale = 6.0 / max(mosaic.shape)
     fig, ax = plt.subplots(figsize=(max(2.0, mosaic.shape[1] * scale * 1.3), max(2.0, mosaic.shape[0] * scale * 1.3)))
-    ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if mosaic.ndim == 3:  # RGB
+        ax.imshow(mosaic, interpolation="nearest")
+    else:
+        ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
@@ -54,8 +65,9 @@ def image_grid(images: np.ndarray | torch.Tensor, ncols: int | None = None, titl
     return fig
 
 
-def manifold_images(model: VAE, n: int = 20) -> np.ndarray:
-    """E[x|z] over an n x n grid of a 2-D latent, (n*n, H, W), as in the paper's Figure 4.
+def manifold_images(model: VAE, n: int = 20, label: torch.Tensor | None = None) -> np.ndarray:
+    """E[x|z] over an n x n grid of a 2-D latent, (n*n, H, W), as in the paper's Figure 4; a
+    conditional model's for one class, `label` (1,).
 
     Linearly spaced points (i + 0.5)/n of the unit square are mapped through the inverse
     Gaussian CDF, so the grid covers the prior's probability mass evenly.
@@ -68,7 +80,8 @@ def manifold_images(model: VAE, n: int = 20) -> np.ndarray:
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
     device = next(model.parameters()).device
     with torch.no_grad():
-        x = model.decode(z.to(device)).mean.cpu()
+        y = None if label is None else label.to(device).expand(z.shape[0])
+        x = model.decode(z.to(device), y).mean.cpu()
     return x.reshape(n * n, *model.config.data_shape).numpy()
 
 

@@ -11,6 +11,8 @@ With dynamic and static, the validation and test sets are binarised once with fi
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .config import ModelConfig, parse_columns
@@ -73,6 +75,42 @@ def check_data(x: torch.Tensor, config: ModelConfig, source: str) -> torch.Tenso
             _check_values(flat[:, start : start + count], kind, categories, start, source)
             start += count
     return x
+
+
+def resolve_classes(config: ModelConfig, dataset: Dataset) -> ModelConfig:
+    """`config` with `classes` set for a conditional model (max label + 1 when 0), after checking that
+    every split has labels in 0..classes-1; `config` unchanged for an unconditional one."""
+    if not config.conditional:
+        return config
+    labels = {name: getattr(dataset, f"{name}_labels") for name in ("train", "valid", "test")}
+    missing = [name for name, y in labels.items() if y is None]
+    if missing:
+        raise DataError(
+            f"{dataset.name} has no labels ({', '.join(missing)}): --condition-on labels needs a labelled dataset "
+            "(mnist, fashion-mnist, digits, or a .npz/.csv with labels y)"
+        )
+    low = min(int(y.min()) for y in labels.values() if len(y))
+    high = max(int(y.max()) for y in labels.values() if len(y))
+    classes = config.classes or high + 1
+    if low < 0 or high >= classes:
+        raise DataError(f"{dataset.name} has labels {low}..{high}; --classes {classes} needs labels 0..{classes - 1}")
+    return dataclasses.replace(config, classes=classes)
+
+
+def check_labels(y: torch.Tensor | None, n: int, config: ModelConfig, source: str) -> torch.Tensor | None:
+    """The labels a conditional model needs for n rows of `source` (int64 (n,) in 0..classes-1), or a
+    one-line DataError; None for an unconditional model."""
+    if not config.conditional:
+        return None
+    if y is None:
+        raise DataError(f"{source} has no labels; this model is conditioned on labels (--condition-on labels)")
+    if y.shape != (n,):
+        raise DataError(f"{source} has {y.shape[0]} labels for {n} rows")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= config.classes):
+        raise DataError(
+            f"{source} has labels {int(y.min())}..{int(y.max())}; the model knows the classes 0..{config.classes - 1}"
+        )
+    return y.to(torch.int64)
 
 
 def _check_values(x: torch.Tensor, kind: str, categories: int, offset: int, source: str) -> None:

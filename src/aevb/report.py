@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
 from .files import atomic_write_text
 from .model import VAE, draw
-from .preprocess import run_data
+from .preprocess import check_labels, run_data
 from .train import read_metrics
 
 DEFAULT_K = 100  # importance samples of the report's own log p(x): quick; `aevb eval` uses 5000
@@ -72,6 +72,7 @@ def test_evaluation(
     k: int | None,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    y: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Test ELBO and log p(x) (nats per example, with standard errors), as `aevb eval` stores them.
 
@@ -87,8 +88,8 @@ def test_evaluation(
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass  # an unreadable result is recomputed
     k = k or DEFAULT_K
-    terms = elbo_terms(model, x, seed=seed)
-    ll = log_likelihood(model, x, k=k, seed=seed, on_batch=on_batch)
+    terms = elbo_terms(model, x, seed=seed, y=y)
+    ll = log_likelihood(model, x, k=k, seed=seed, on_batch=on_batch, y=y)
     res: dict[str, Any] = {"examples": x.shape[0], "binarize": train_cfg.binarize, "k": k, "seed": seed}
     for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
         res[name], res[name + "_se"] = summarize(v)
@@ -96,13 +97,17 @@ def test_evaluation(
     return {**res, "source": "computed for this report"}
 
 
-def table_statistics(model: VAE, x: torch.Tensor, n_samples: int = N_TABLE_SAMPLES, seed: int = 0) -> dict:
-    """Per feature (D,): test mean/std, mean/std of draws x ~ p(x|z), z ~ p(z), and the RMSE of E[x|z=mu(x)]."""
+def table_statistics(
+    model: VAE, x: torch.Tensor, n_samples: int = N_TABLE_SAMPLES, seed: int = 0, y: torch.Tensor | None = None
+) -> dict:
+    """Per feature (D,): test mean/std, mean/std of draws x ~ p(x|z), z ~ p(z), and the RMSE of E[x|z=mu(x)].
+    A conditional model's (labels y of x): reconstructions with x's labels, draws with the test labels in turn."""
     x = x.reshape(x.shape[0], -1)
     g = torch.Generator().manual_seed(seed)
+    ys = None if y is None else y[torch.arange(n_samples) % y.shape[0]]
     with torch.no_grad():
-        xr = model.decode(model.encode(x).mean).mean
-        s = draw(model.decode(torch.randn(n_samples, model.config.latent_dim, generator=g)), g)
+        xr = model.decode(model.encode(x, y).mean, y).mean
+        s = draw(model.decode(torch.randn(n_samples, model.config.latent_dim, generator=g), ys), g)
     return {
         "data_mean": x.mean(0).numpy(),
         "data_std": x.std(0).numpy(),
@@ -125,17 +130,18 @@ def build_report(
     train_cfg = train_cfg or TrainConfig()
     model = load(run_dir)
     x, labels, source = run_data(model_cfg, train_cfg.binarize, train_cfg.dataset, "test", None, data_dir)
-    ev = test_evaluation(run_dir, model, train_cfg, x, k, seed, on_batch)
-    is_image = len(model_cfg.data_shape) == 2
+    y = check_labels(labels, x.shape[0], model_cfg, source)  # a conditional run's labels, else None
+    ev = test_evaluation(run_dir, model, train_cfg, x, k, seed, on_batch, y)
+    is_image = plots.is_image(model_cfg.data_shape)
     with torch.no_grad():
-        mu = model.encode(x).mean.numpy()
+        mu = model.encode(x, y).mean.numpy()
     sections = [_eval_section(ev, source, model), _curves_section(run_dir)]
     if is_image:
-        sections.append(_image_sections(model, x, seed))
+        sections.append(_image_sections(model, x, seed, y))
     else:
-        sections.append(_table_section(table_statistics(model, x, seed=seed)))
+        sections.append(_table_section(table_statistics(model, x, seed=seed, y=y)))
     sections.append(_latent_section(mu, labels, source))
-    if is_image and model_cfg.latent_dim == 2:
+    if is_image and model_cfg.latent_dim == 2 and y is None:  # a conditional run has one manifold per class
         sections.append(_figure("The learned 2-D manifold", plots.image_grid(plots.manifold_images(model, N_MANIFOLD))))
         sections[-1] += "<p>E[x|z] over a grid of the unit square mapped through the inverse Gaussian CDF.</p>"
     sections.append(_config_section(model_cfg, train_cfg))
@@ -216,11 +222,13 @@ def _eval_section(ev: dict, source: str, model: VAE) -> str:
     )
 
 
-def _image_sections(model: VAE, x: torch.Tensor, seed: int) -> str:
-    samples = model.sample(N_SAMPLES, torch.Generator().manual_seed(seed)).numpy()
-    xs = x[:N_RECON]
+def _image_sections(model: VAE, x: torch.Tensor, seed: int, y: torch.Tensor | None = None) -> str:
+    c = model.config  # a conditional run's samples: the classes in turn, one per column
+    ys = torch.arange(N_SAMPLES) % c.classes if c.conditional else None
+    samples = model.sample(N_SAMPLES, torch.Generator().manual_seed(seed), y=ys).numpy()
+    xs, yr = x[:N_RECON], (None if y is None else y[:N_RECON])
     with torch.no_grad():
-        xr = model.decode(model.encode(xs).mean).mean.reshape(xs.shape)
+        xr = model.decode(model.encode(xs, yr).mean, yr).mean.reshape(xs.shape)
     ncols = min(8, xs.shape[0])
     rows = [t for i in range(0, xs.shape[0], ncols) for t in (xs[i : i + ncols], xr[i : i + ncols])]
     rows = [torch.cat([r, torch.ones(ncols - r.shape[0], *r.shape[1:])]) for r in rows]

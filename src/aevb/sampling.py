@@ -7,6 +7,7 @@
 - `interpolate`: decoded points on the straight line between two inputs' posterior means.
 - `traverse`: decoded points moving one latent dimension at a time from a base code.
 Every function returns tensors (decoded means E[x|z] by default); randomness goes through a Generator.
+A conditional VAE's functions take labels y: inputs are encoded with theirs, codes decoded with the given ones.
 """
 
 from __future__ import annotations
@@ -72,18 +73,26 @@ class GaussianMixture:
         return cls(w, m, c)
 
 
-def posterior_means(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """E_q(z|x)[z] of every row of x, (N, Dz)."""
+def posterior_means(model: VAE, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
+    """E_q(z|x)[z] (E_q(z|x, y)[z] with labels y (N,)) of every row of x, (N, Dz)."""
     with evaluating(model):
-        return torch.cat([model.encode(x[i : i + batch_size]).mean for i in range(0, x.shape[0], batch_size)])
+        return torch.cat(
+            [
+                model.encode(x[i : i + batch_size], None if y is None else y[i : i + batch_size]).mean
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        )
 
 
-def fit_aggregate(model: VAE, x: torch.Tensor, components: int = 10, seed: int = 0) -> GaussianMixture:
+def fit_aggregate(
+    model: VAE, x: torch.Tensor, components: int = 10, seed: int = 0, y: torch.Tensor | None = None
+) -> GaussianMixture:
     """A Gaussian mixture (full covariances, scikit-learn EM, k-means start) fitted on the posterior
-    means of x: an estimate of the aggregate posterior q(z) to sample codes from."""
+    means of x (with their labels y for a conditional model): an estimate of the aggregate posterior
+    q(z) to sample codes from."""
     from sklearn.mixture import GaussianMixture as SkGMM
 
-    mu = posterior_means(model, x).double().numpy()
+    mu = posterior_means(model, x, y=y).double().numpy()
     k = min(components, mu.shape[0])
     gm = SkGMM(k, covariance_type="full", reg_covar=1e-6, random_state=seed).fit(mu)
     return GaussianMixture(
@@ -92,42 +101,54 @@ def fit_aggregate(model: VAE, x: torch.Tensor, components: int = 10, seed: int =
 
 
 @torch.no_grad()
-def decode_mean(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """E[x|z] for codes z (n, Dz), shaped (n, *data_shape)."""
+def decode_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x|z] (E[x|z, y] with labels y (n,)) for codes z (n, Dz), shaped (n, *data_shape)."""
     with evaluating(model):
-        return model.decode(z).mean.reshape(z.shape[0], *model.config.data_shape)
+        return model.decode(z, y).mean.reshape(z.shape[0], *model.config.data_shape)
 
 
 def interpolate(
-    model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int = 10
+    model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int = 10, y: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, x): `steps` codes on the straight line between the posterior means of two inputs, ends
-    included, (steps, Dz), and their decoded means (steps, *data_shape)."""
-    mu = posterior_means(model, torch.stack([x_from, x_to]))
+    included, (steps, Dz), and their decoded means (steps, *data_shape). A conditional model takes
+    the inputs' labels y (2,): each code is decoded with the label of the nearer end."""
+    mu = posterior_means(model, torch.stack([x_from, x_to]), y=y)
     t = torch.linspace(0, 1, steps).unsqueeze(1)
     z = (1 - t) * mu[0] + t * mu[1]
-    return z, decode_mean(model, z)
+    labels = None if y is None else y[(t.squeeze(1) > 0.5).long()]
+    return z, decode_mean(model, z, labels)
 
 
 def traverse(
-    model: VAE, base: torch.Tensor, dims: list[int], values: torch.Tensor
+    model: VAE, base: torch.Tensor, dims: list[int], values: torch.Tensor, label: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, x): for each dimension j in `dims` and each value v, the code `base` with z_j = v;
-    z (len(dims), len(values), Dz), x (len(dims), len(values), *data_shape)."""
+    z (len(dims), len(values), Dz), x (len(dims), len(values), *data_shape), decoded with the class
+    `label` for a conditional model."""
     z = base.expand(len(dims), len(values), base.shape[-1]).clone()
     for r, j in enumerate(dims):
         z[r, :, j] = values
-    x = decode_mean(model, z.reshape(-1, z.shape[-1]))
+    flat = z.reshape(-1, z.shape[-1])
+    y = None if label is None else torch.full((flat.shape[0],), label, dtype=torch.int64)
+    x = decode_mean(model, flat, y)
     return z, x.reshape(len(dims), len(values), *model.config.data_shape)
 
 
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
-    """E[x|z] (mean=True) or a draw x ~ p(x|z) for codes z (n, Dz), shaped (n, *data_shape)."""
+def decode(
+    model: VAE,
+    z: torch.Tensor,
+    generator: torch.Generator | None = None,
+    mean: bool = True,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """E[x|z] (mean=True) or a draw x ~ p(x|z) for codes z (n, Dz), shaped (n, *data_shape); a
+    conditional model decodes with the labels y (n,)."""
     if mean:
-        return decode_mean(model, z)
+        return decode_mean(model, z, y)
     with evaluating(model):
-        return draw(model.decode(z), generator).reshape(z.shape[0], *model.config.data_shape)
+        return draw(model.decode(z, y), generator).reshape(z.shape[0], *model.config.data_shape)
 
 
 def aggregate_for_run(
@@ -137,7 +158,7 @@ def aggregate_for_run(
     than the model, else fitted on the posterior means of the training split (binarised as the run
     evaluates it) and stored there."""
     from .checkpoint import MODEL
-    from .preprocess import run_data
+    from .preprocess import check_labels, run_data
 
     run_dir = Path(run_dir)
     path = run_dir / AGGREGATE.format(k=components)
@@ -145,7 +166,7 @@ def aggregate_for_run(
         gmm = GaussianMixture.load(path)
         if gmm.means.shape[1] == model.config.latent_dim:
             return gmm
-    x, _, _ = run_data(model.config, train_cfg.binarize, train_cfg.dataset, "train", None, data_dir)
-    gmm = fit_aggregate(model, x, components)
+    x, y, source = run_data(model.config, train_cfg.binarize, train_cfg.dataset, "train", None, data_dir)
+    gmm = fit_aggregate(model, x, components, y=check_labels(y, x.shape[0], model.config, source))
     gmm.save(path)
     return gmm

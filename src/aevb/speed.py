@@ -24,7 +24,7 @@ import torch.optim.optimizer as _optim_base
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}  # "fp32" is no autocast at all
 
-Objective = Callable[[Any, torch.Tensor, Any, torch.Tensor], torch.Tensor]
+Objective = Callable[..., torch.Tensor]  # (model, x, config, eps, y=None) -> (B,)
 
 
 @contextlib.contextmanager
@@ -48,7 +48,7 @@ def _compiled(fn: Objective) -> Objective:
 
 
 def objective(fn: Objective, config: Any) -> Objective:
-    """`fn(model, x, config, eps) -> (B,)` with config.precision and config.compile applied.
+    """`fn(model, x, config, eps, y=None) -> (B,)` with config.precision and config.compile applied.
 
     Same signature and, up to float rounding (and bf16 rounding when asked for), the same values.
     """
@@ -58,9 +58,9 @@ def objective(fn: Objective, config: Any) -> Objective:
         return fn
     inner = _compiled(fn) if compiled else fn
 
-    def wrapped(model, x: torch.Tensor, cfg, eps: torch.Tensor) -> torch.Tensor:
+    def wrapped(model, x: torch.Tensor, cfg, eps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         with autocast(x.device, precision):
-            return inner(model, x, cfg, eps)
+            return inner(model, x, cfg, eps, y)
 
     return wrapped
 

@@ -29,19 +29,19 @@ from .evaluate import elbo_terms
 from .files import RunLock, atomic_write_text, remove_stale_temps
 from .model import VAE
 from .objectives import elbo, iwae, regularised_elbo
-from .preprocess import check_data, resolve_binarize, split
+from .preprocess import check_data, check_labels, resolve_binarize, resolve_classes, split
 
-# objective(model, x, config, eps) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
-# trainer for the whole minibatch (so that data-parallel ranks can each keep their shard's part)
-OBJECTIVES: dict[str, Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor], torch.Tensor]] = {
-    "elbo": lambda m, x, c, eps: elbo(m, x, c.samples, c.estimator, eps=eps).elbo,
-    "iwae": lambda m, x, c, eps: iwae(m, x, c.k, eps=eps),
+# objective(model, x, config, eps, y) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
+# trainer for the whole minibatch (so that data-parallel ranks can each keep their shard's part) and y
+# the minibatch's labels for a conditional model (else None)
+Objective = Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+OBJECTIVES: dict[str, Objective] = {
+    "elbo": lambda m, x, c, eps, y=None: elbo(m, x, c.samples, c.estimator, eps=eps, y=y).elbo,
+    "iwae": lambda m, x, c, eps, y=None: iwae(m, x, c.k, eps=eps, y=y),
 }
 
 
-def training_objective(
-    config: TrainConfig, kl_weight: torch.Tensor | None = None
-) -> Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor], torch.Tensor]:
+def training_objective(config: TrainConfig, kl_weight: torch.Tensor | None = None) -> Objective:
     """OBJECTIVES[config.objective]; with beta, KL warm-up or free bits (`config.regularised`), the
     regularised ELBO whose KL weight is the 0-dim tensor `kl_weight`, which the trainer sets before
     each step (`kl_weight_at`): a tensor, so that a compiled objective reads the new value each step."""
@@ -49,7 +49,9 @@ def training_objective(
         return OBJECTIVES[config.objective]
     if kl_weight is None:
         raise ValueError("a regularised objective needs its kl_weight tensor")
-    return lambda m, x, c, eps: regularised_elbo(m, x, kl_weight, c.free_bits, c.samples, c.estimator, eps=eps)
+    return lambda m, x, c, eps, y=None: regularised_elbo(
+        m, x, kl_weight, c.free_bits, c.samples, c.estimator, eps=eps, y=y
+    )
 
 
 def kl_weight_at(config: TrainConfig, epoch: int, done: int, n: int) -> float:
@@ -154,6 +156,7 @@ def run_epoch(
     module: torch.nn.Module | None = None,
     ctx: distributed.Context | None = None,
     kl_weight: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> Position:
     """Minibatch steps of config.batch_size from `position` (a new epoch when None) to the epoch's end.
 
@@ -163,6 +166,7 @@ def run_epoch(
     `step0`) and when `clock_due()` says so. Under torch.distributed (`ctx`, and `module` the
     DDP-wrapped objective), each rank computes its shard of every minibatch. `kl_weight`: the 0-dim
     tensor a given `module` reads its KL weight from (beta, warm-up), set here before every step.
+    `y` (N,): the labels of x, for a conditional model (each minibatch takes its rows' labels).
     """
     model.train()
     ctx = ctx or distributed.Context()
@@ -181,14 +185,15 @@ def run_epoch(
         position = Position(perm=perm, total=torch.zeros((), device=x.device))
     start = time.perf_counter() - position.seconds
     for i in range(position.done, n, config.batch_size):
-        xb = x[position.perm[i : i + config.batch_size]]
+        rows = position.perm[i : i + config.batch_size]
+        xb, yb = x[rows], (None if y is None else y[rows])
         if config.binarize == "dynamic":
             xb = torch.bernoulli(xb, generator=generator)
         eps = torch.randn((noise, xb.shape[0], dz), generator=generator, device=x.device)  # the whole minibatch's
         if kl_weight is not None:
             kl_weight.fill_(kl_weight_at(config, epoch, i, n))
         mine = distributed.shard(xb.shape[0], ctx)
-        per_example = module(xb[mine], eps[:, mine])  # (B / world,)
+        per_example = module(xb[mine], eps[:, mine], None if yb is None else yb[mine])  # (B / world,)
         if ctx.distributed:  # DDP averages over ranks: this makes it the mean over the global batch
             loss = -per_example.sum() * (ctx.world_size / xb.shape[0])
         else:
@@ -333,6 +338,7 @@ def _train(
         model_config = dataclasses.replace(model_config, data_shape=tuple(dataset.shape))
     except ValueError as e:  # e.g. --arch conv on a table
         raise AevbError(f"{dataset.name}: {e}") from None
+    model_config = resolve_classes(model_config, dataset)  # a conditional VAE's label classes
     if train_config.free_bits > 0 and model_config.prior != "normal":
         raise AevbError("--free-bits needs --prior normal (the KL of a mixture prior does not split per dimension)")
     binarize = resolve_binarize(train_config.binarize, model_config.likelihood, dataset)
@@ -342,6 +348,13 @@ def _train(
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
     x_train = check_data(split(dataset, "train", binarize), model_config, f"{dataset.name} (train)").to(device)
     x_valid = check_data(split(dataset, "valid", binarize), model_config, f"{dataset.name} (valid)").to(device)
+    y_train, y_valid = (  # labels of a conditional model, else None
+        None if y is None else y.to(device)
+        for y in (
+            check_labels(dataset.train_labels, x_train.shape[0], model_config, f"{dataset.name} (train)"),
+            check_labels(dataset.valid_labels, x_valid.shape[0], model_config, f"{dataset.name} (valid)"),
+        )
+    )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_config.seed)
@@ -414,6 +427,7 @@ def _train(
                 module=module,
                 ctx=ctx,
                 kl_weight=kl_weight,
+                y=y_train,
             )
         except DivergedError as e:
             step = state["step"] + e.step
@@ -434,7 +448,7 @@ def _train(
         if pos.counted == 0:
             raise DivergedError(f"every step of epoch {epoch} was non-finite and skipped", state["step"], "loss")
         train_objective = pos.total.item() / pos.counted
-        valid = elbo_terms(model, x_valid, seed=train_config.seed)
+        valid = elbo_terms(model, x_valid, seed=train_config.seed, y=y_valid)
         state = {
             "epoch": epoch,
             "step": state["step"] + pos.steps,

@@ -33,6 +33,9 @@ FIELD_HELP = {
     "columns": "groups of consecutive columns of --likelihood mixed, KIND:N,... with KIND bernoulli, gaussian, "
     "gaussian-learned, poisson or categoricalC (class indices 0..C-1), "
     "e.g. gaussian-learned:3,categorical4:1,poisson:2",
+    "condition_on": "labels = a conditional VAE: p(x|z, y) and q(z|x, y) see the one-hot class label y "
+    "(the dataset's labels); `aevb sample --label Y` then draws from one class",
+    "classes": "label classes 0..C-1 of --condition-on labels; 0 = from the data (largest label + 1)",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
@@ -71,6 +74,7 @@ CHOICES = {
     "precision": C.PRECISIONS,
     "arch": C.ARCHS,
     "prior": C.PRIORS,
+    "condition_on": C.CONDITIONS,
 }
 MODEL_FIELDS = [
     f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"
@@ -215,6 +219,14 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
         "fitted once and kept in RUN/aggregate.safetensors)",
     )
     s.add_argument("--components", type=_positive, default=10, help="mixture components of --from aggregate")
+    s.add_argument(
+        "--label",
+        type=_at_least(0),
+        default=None,
+        help="conditional runs (--condition-on labels): draw from p(x|z, y = LABEL) (default: the classes in turn, "
+        "one per column)",
+    )
+    s.add_argument("--ncols", type=_positive, default=10, help="grid columns when the classes go in turn")
     s.add_argument("--data-dir", default=None, help="folder of the built-in datasets (--from aggregate)")
     s.add_argument(
         "--out", default=None, help="PNG grid for images, .npy/.csv for tables (default: RUN/samples.png|csv)"
@@ -236,6 +248,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
 
     m = run_cmd("manifold", "decode a grid of a 2-D latent through the inverse Gaussian CDF (paper Fig. 4)", data=False)
     m.add_argument("--n", type=_at_least(2), default=20, help="grid points per axis")
+    m.add_argument("--label", type=_at_least(0), default=None, help="the class of a conditional run's manifold")
     m.add_argument("--out", default=None, help="PNG path (default: RUN/manifold.png)")
 
     pl = run_cmd("plot", "training curves", data=False)

@@ -62,9 +62,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         model = _fit(args, model_cfg, train_cfg, run_dir, ctx)
     if not ctx.is_main:
         return
-    if len(model.config.data_shape) == 2:  # images
-        g = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
-        plots.save(plots.image_grid(model.sample(64, g).cpu()), run_dir / "samples.png")
+    if plots.is_image(model.config.data_shape):
+        device = next(model.parameters()).device
+        g = torch.Generator(device=device).manual_seed(0)
+        c = model.config  # a conditional run's grid: one class per column, in turn
+        y = torch.arange(10 * c.classes, device=device) % c.classes if c.conditional else None
+        n, ncols = (64, None) if y is None else (len(y), c.classes)
+        plots.save(plots.image_grid(model.sample(n, g, y=y).cpu(), ncols), run_dir / "samples.png")
     records = read_metrics(run_dir)
     if records:
         plots.save(plots.curves(records), run_dir / "curves.png")

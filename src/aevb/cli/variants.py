@@ -11,10 +11,10 @@ import torch
 
 from .. import plots
 from ..errors import AevbError
-from ..preprocess import run_data
+from ..preprocess import check_labels, run_data
 from ..sampling import interpolate, posterior_means, traverse
 from .parser import at_least
-from .runs import _load_run, _out, _write_images_or_table
+from .runs import _load_run, _out, _write_images_or_table, labels_for
 
 
 def register(sub) -> None:
@@ -42,25 +42,33 @@ def register(sub) -> None:
     t.add_argument("--n", type=at_least(2), default=9, help="values per dimension")
     t.add_argument("--range", dest="span", type=float, default=3.0, help="values from -RANGE to +RANGE")
     t.add_argument(
+        "--label",
+        type=at_least(0),
+        default=None,
+        help="conditional runs: decode with this class (default: the --index row's label, or class 0 when z = 0)",
+    )
+    t.add_argument(
         "--out", default=None, help="PNG, one row per dimension (images) or .npy/.csv (default: RUN/traversals.png|csv)"
     )
 
 
-def _inputs(args: argparse.Namespace, model, train_cfg, rows: list[int]) -> torch.Tensor:
-    x, _, source = run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
+def _inputs(args: argparse.Namespace, model, train_cfg, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows of the split or --data file, and their labels when the run is conditional (else None)."""
+    x, y, source = run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
     for r in rows:
         if r >= x.shape[0]:
             raise AevbError(f"row {r} is out of range: {source} has {x.shape[0]} rows")
-    return x[rows]
+    y = check_labels(y, x.shape[0], model.config, source)
+    return x[rows], (None if y is None else y[rows])
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     """Decoded means along the line between the posterior means of rows --from and --to."""
     model, train_cfg = _load_run(args)
-    is_image = len(model.config.data_shape) == 2
+    is_image = plots.is_image(model.config.data_shape)
     out = _out(args, "interpolation.png" if is_image else "interpolation.csv", [args.data])
-    x = _inputs(args, model, train_cfg, [args.index_from, args.index_to])
-    _, xs = interpolate(model, x[0], x[1], args.steps)
+    x, y = _inputs(args, model, train_cfg, [args.index_from, args.index_to])
+    _, xs = interpolate(model, x[0], x[1], args.steps, y=y)
     if is_image and out.suffix.lower() == ".png":  # the two inputs framing the decoded path
         _write_images_or_table(out, torch.cat([x[:1], xs, x[1:]]), True, args.steps + 2)
     else:
@@ -78,13 +86,17 @@ def cmd_traverse(args: argparse.Namespace) -> None:
         raise AevbError(f"--dims {bad[0]} is out of range: the latent has {dz} dimensions (0..{dz - 1})")
     if not args.span > 0 or args.span != args.span or args.span == float("inf"):
         raise AevbError("--range must be a positive number")
-    is_image = len(model.config.data_shape) == 2
+    is_image = plots.is_image(model.config.data_shape)
     out = _out(args, "traversals.png" if is_image else "traversals.csv", [args.data])
+    label = labels_for(model, args.label, 1)  # (1,) a conditional run's class, None otherwise
     if args.index >= 0:
-        base = posterior_means(model, _inputs(args, model, train_cfg, [args.index]))[0]
+        x, y = _inputs(args, model, train_cfg, [args.index])
+        base = posterior_means(model, x, y=y)[0]
+        label = y if args.label is None else label
     else:
         base = torch.zeros(dz)
-    _, xs = traverse(model, base, dims, torch.linspace(-args.span, args.span, args.n))
+    values = torch.linspace(-args.span, args.span, args.n)
+    _, xs = traverse(model, base, dims, values, None if label is None else int(label[0]))
     flat = xs.reshape(-1, *model.config.data_shape)
     if is_image and out.suffix.lower() == ".png":
         plots.save(plots.image_grid(flat.numpy(), args.n), out)

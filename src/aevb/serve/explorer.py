@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import load, read_config
 from ..config import TrainConfig
+from ..errors import AevbError
 from ..evaluate import log_likelihood
 from ..preprocess import run_data
 from ..report import latent_projection
@@ -62,6 +63,11 @@ class Explorer:
         self.train_cfg = train_cfg or TrainConfig()
         self.model = load(self.run_dir)
         self.config = model_cfg
+        if model_cfg.conditional:  # its decoder needs a class for every point of the latent map
+            raise AevbError(
+                f"{run_dir} is a conditional run (--condition-on labels); the explorer shows unconditional runs "
+                "only: use `aevb report`, `aevb sample --label` and `aevb traverse --label` for it"
+            )
         x, labels, self.source = run_data(
             model_cfg, self.train_cfg.binarize, self.train_cfg.dataset, "test", None, data_dir
         )

@@ -29,6 +29,8 @@ train freebits --hidden 400 --epochs "$epochs" --free-bits 0.5
 train iwae5 --hidden 400 --epochs "$epochs" --objective iwae --k 5
 train mog --hidden 400 --epochs "$epochs" --prior mog --prior-components 10
 train vamp --hidden 400 --epochs "$epochs" --prior vamp --prior-components 100
+train cvae --hidden 400 --epochs "$epochs" --condition-on labels  # evaluated as log p(x|y), with the test labels
+train resmlp --hidden 400 400 --epochs "$epochs" --arch resmlp
 # conv at the MLP's wall-clock budget: one epoch to time it, then as many epochs as fit (--resume)
 if [ ! -f conv/eval.json ]; then
   train conv --hidden 256 --channels 32 64 --arch conv --epochs 1
@@ -54,19 +56,20 @@ from aevb.train import read_metrics
 from aevb import plots
 
 fig = Path(sys.argv[1])
-runs = ["mlp", "beta2", "warmup", "freebits", "iwae5", "mog", "vamp", "conv"]
+runs = [r for r in ["mlp", "beta2", "warmup", "freebits", "iwae5", "mog", "vamp", "conv", "cvae", "resmlp"] if Path(r).is_dir()]
 rows = []
 for r in runs:
     model = aevb.load(r)
     _, t = read_config(r)
-    x, _, _ = run_data(model.config, t.binarize, "mnist", "test")
+    x, y, _ = run_data(model.config, t.binarize, "mnist", "test")
+    y = y if model.config.conditional else None  # a conditional run: log p(x|y) with the test labels
     if not Path(r, "eval.json").exists():
-        xs = x[:2000]
-        ll = log_likelihood(model, xs, k=500, batch_size=100, seed=0)
-        e = elbo_terms(model, xs)
+        xs, ys = x[:2000], (None if y is None else y[:2000])
+        ll = log_likelihood(model, xs, k=500, batch_size=100, seed=0, y=ys)
+        e = elbo_terms(model, xs, y=ys)
         m = read_metrics(r)[-1]
         res = {"log_likelihood": summarize(ll), "elbo": summarize(e.elbo), "kl": summarize(e.kl)[0],
-               "active_units": active_units(model, x), "epochs": m["epoch"], "train_seconds": m["seconds"]}
+               "active_units": active_units(model, x, y=y), "epochs": m["epoch"], "train_seconds": m["seconds"]}
         Path(r, "eval.json").write_text(json.dumps(res, indent=1))
     res = json.loads(Path(r, "eval.json").read_text())
     rows.append((r, res))
@@ -104,6 +107,8 @@ aevb sample conv --n 64 --out "$fig/samples-conv.png"
 aevb sample mog --n 64 --out "$fig/samples-mog.png"
 aevb sample vamp --n 64 --out "$fig/samples-vamp.png"
 aevb sample beta2 --n 64 --out "$fig/samples-beta2.png"
+aevb sample cvae --n 80 --out "$fig/samples-cvae.png"  # the classes in turn: one digit per column
+aevb traverse cvae --label 7 --dims 0 1 2 3 4 5 6 7 --n 9 --out "$fig/traversals-cvae-7.png"
 aevb interpolate mlp --from 0 --to 1 --steps 10 --out "$fig/interpolation.png"
 aevb traverse mlp --index 0 --dims 0 1 2 3 4 5 6 7 --n 9 --out "$fig/traversals.png"
 cp results.md "$fig/results.md"

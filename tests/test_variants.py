@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
@@ -374,3 +375,47 @@ def test_cli_variants_end_to_end(tmp_path):
     ):
         r = _aevb(tmp_path, *args)
         assert r.returncode == code and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# -- colour images ---------------------------------------------------------------------------------
+
+
+def test_tile_places_rgb_pixels_exactly():
+    from aevb.plots import is_image, tile
+
+    imgs = np.zeros((3, 3, 2, 2), dtype=np.float32)  # (N, C, H, W)
+    imgs[1, 0] = 1.0  # image 1 is red
+    imgs[2, 2, 1, 1] = 0.5  # image 2 has one half-blue pixel
+    m = tile(imgs, ncols=3, pad=1)
+    assert m.shape == (4, 10, 3)
+    assert (m[1:3, 4:6] == [1.0, 0.0, 0.0]).all()  # image 1
+    assert (m[2, 8] == [0.0, 0.0, 0.5]).all() and (m[1, 7] == 0.0).all()  # image 2
+    assert (m[0] == 1.0).all()  # white padding
+    assert is_image((3, 32, 32)) and is_image((28, 28)) and not is_image((5, 32, 32)) and not is_image((784,))
+
+
+def test_colour_images_from_a_file_train_a_conv_vae_and_come_out_as_rgb_pngs(tmp_path):
+    """A channels-last uint8 (N, 32, 32, 3) .npy of coloured squares: loaded channels first, scaled to
+    [0, 1], trained with --arch conv, and written as RGB grids (the inputs' pure colours survive)."""
+    import matplotlib.image
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((240, 32, 32, 3), dtype=np.uint8)
+    for i in range(len(x)):
+        r, c = rng.integers(0, 20, 2)
+        x[i, r : r + 12, c : c + 12, i % 3] = 255  # a red, green or blue square
+    np.save(tmp_path / "squares.npy", x)
+    ds = aevb.load_dataset(str(tmp_path / "squares.npy"))
+    assert ds.shape == (3, 32, 32) and float(ds.train.max()) == 1.0
+    flags = ["--arch", "conv", "--channels", "8", "16", "--hidden", "32", "--latent-dim", "4", "--epochs", "2"]
+    r = _aevb(tmp_path, "train", "--dataset", "squares.npy", *flags, "--out", "run", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    for args in (
+        ("sample", "run", "--n", "16", "--out", "s.png"),
+        ("reconstruct", "run", "--n", "16", "--out", "r.png"),
+    ):
+        assert _aevb(tmp_path, *args).returncode == 0
+    assert matplotlib.image.imread(tmp_path / "s.png").shape[2] in (3, 4)  # an RGB(A) picture
+    rgb = matplotlib.image.imread(tmp_path / "r.png")[..., :3].reshape(-1, 3)  # inputs above reconstructions
+    for colour in np.eye(3):  # the 16 test inputs have squares of each pure colour
+        assert (np.abs(rgb - colour).max(1) < 0.05).sum() > 50, colour

@@ -84,12 +84,15 @@ def split_rows(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def read_user_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All rows of a user file as float32 (N, D) or (N, H, W), and its labels or None.
 
-    Tables keep their values; uint8 images are scaled / 255 like the built-in ones.
+    Tables keep their values; uint8 images are scaled / 255 like the built-in ones. Colour images
+    come out channels first, (N, C, H, W): a channels-last (N, H, W, 3) array is transposed.
     """
     x, y = read_table(path)
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
     with np.errstate(over="ignore"):  # float64 beyond float32's range is reported just below
         features = torch.from_numpy(x.astype(np.float32))
-    if x.ndim == 3 and x.dtype == np.uint8:
+    if x.ndim >= 3 and x.dtype == np.uint8:
         features /= 255  # 8-bit images, like the built-in ones, live in [0, 1]
     elif not torch.isfinite(features).all():
         raise DataError(f"{path}: has values too large for float32 (beyond 3.4e38)")

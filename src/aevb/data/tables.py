@@ -172,8 +172,11 @@ def _check_features(x: np.ndarray, path: Path) -> np.ndarray:
     if x.dtype.kind not in _NUMERIC_KINDS:
         kinds = {"c": "complex numbers", "U": "text", "S": "bytes", "V": "structured records"}
         raise DataError(f"{path}: holds {kinds.get(x.dtype.kind, x.dtype)}, not real numbers")
-    if x.ndim not in (2, 3):
-        raise DataError(f"{path}: features must be 2-D (rows, features) or 3-D (images, H, W), got shape {x.shape}")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{path}: features must be 2-D (rows, features), 3-D (images, H, W) or 4-D colour images "
+            f"(images, C, H, W) / (images, H, W, C), got shape {x.shape}"
+        )
     if len(x) == 0:
         raise DataError(f"{path}: is empty (no rows)")
     if math.prod(x.shape[1:]) == 0:

@@ -1,5 +1,5 @@
 """The conditional VAE (`--condition-on labels`, Sohn et al. 2015) against ground truth: log p(x|y) by
-quadrature on a 1-D latent, what the label adds on real digits (about log 10 nats), class-specific
+quadrature on a 1-D latent, the model as a generative classifier of real digits, class-specific
 samples checked by a classifier trained on the real data, exact resume, and the CLI end to end."""
 
 import math
@@ -28,12 +28,11 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def pair(digits):
-    """A conditional and an unconditional 64-8 VAE trained alike on digits (60 epochs each)."""
-    cfg = TrainConfig(epochs=60, seed=0)
-    plain = aevb.train(ModelConfig(latent_dim=8, hidden=(64,)), cfg, dataset=digits)
-    cond = aevb.train(ModelConfig(latent_dim=8, hidden=(64,), condition_on="labels"), cfg, dataset=digits)
-    return plain, cond
+def cond(digits):
+    """A conditional 64-8 VAE trained on digits (60 epochs)."""
+    return aevb.train(
+        ModelConfig(latent_dim=8, hidden=(64,), condition_on="labels"), TrainConfig(epochs=60), dataset=digits
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,7 @@ def classifier(digits):
     return clf
 
 
-def test_label_classes_are_resolved_from_the_data_and_stored(pair):
-    _, cond = pair
+def test_label_classes_are_resolved_from_the_data_and_stored(cond):
     assert cond.config.conditional and cond.config.classes == 10  # digits 0..9
     m, t = from_dict(to_dict(cond.config, TrainConfig()))
     assert m == cond.config
@@ -102,17 +100,18 @@ def test_conditional_model_needs_labels_and_an_unconditional_one_ignores_them():
         ModelConfig(condition_on="labels", prior="vamp")
 
 
-def test_the_label_is_worth_about_log_10_nats_on_digits(pair, digits):
-    """log p(x|y) - log p(x) = log p(y|x) - log p(y): at most log 10 = 2.30 nats per example for 10
-    balanced classes, and close to it when the label is predictable from the image."""
-    plain, cond = pair
+def test_the_conditional_vae_is_a_generative_classifier_of_digits(cond, digits):
+    """With p(y) uniform, p(y|x) = p(x|y) / sum_c p(x|c): argmax_y of the importance-sampled log p(x|y)
+    must recover the test digits' labels, and the label must carry information,
+    E[log p(y|x) - log p(y)] > 1 nat (its maximum is log 10 = 2.30)."""
     x, y = split(digits, "test", "dynamic"), digits.test_labels
-    gain = log_likelihood(cond, x, k=500, y=y).mean() - log_likelihood(plain, x, k=500).mean()
-    assert 1.0 < gain.item() < 2.3 + 0.7, gain  # 0.7: two models' estimation and training noise
+    ll = torch.stack([log_likelihood(cond, x, k=100, y=torch.full_like(y, c)) for c in range(10)], 1)  # (N, 10)
+    assert (ll.argmax(1) == y).float().mean() > 0.8  # 0.88 with seeds 0 and 1
+    info = (ll.gather(1, y[:, None]).squeeze(1) - ll.logsumexp(1) + math.log(10)).mean()
+    assert 1.0 < info <= math.log(10), info  # 1.9 with seeds 0 and 1
 
 
-def test_samples_of_one_class_are_recognised_as_that_class(pair, classifier):
-    _, cond = pair
+def test_samples_of_one_class_are_recognised_as_that_class(cond, classifier):
     g = torch.Generator().manual_seed(0)
     for label in (0, 3, 7):
         x = cond.sample(200, g, y=torch.full((200,), label)).reshape(200, 64).numpy()

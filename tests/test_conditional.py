@@ -161,7 +161,6 @@ def test_cli_conditional_run_end_to_end(tmp_path, classifier):
     for args in (
         ("reconstruct", "run"),
         ("traverse", "run", "--label", "2"),
-        ("interpolate", "run"),
         ("sample", "run", "--from", "aggregate", "--label", "1"),
         ("report", "run", "--k", "10"),
     ):
@@ -194,9 +193,20 @@ def test_cli_conditional_run_end_to_end(tmp_path, classifier):
     assert not (tmp_path / "f").exists()
 
 
-def test_label_flag_on_an_unconditional_run_is_one_line(tmp_path):
-    assert _aevb("train", "--epochs", "1", "--out", "plain", "--no-progress", cwd=tmp_path).returncode == 0
+def test_label_flag_on_an_unconditional_run_is_one_line(tmp_path, digits):
+    aevb.train(ModelConfig(), TrainConfig(epochs=1), tmp_path / "plain", dataset=digits)
     r = _aevb("sample", "plain", "--label", "3", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr == (
         "aevb: error: --label needs a conditional run (one trained with --condition-on labels)\n"
     )
+
+
+def test_interpolation_ends_are_each_inputs_reconstruction_under_its_own_label(cond, digits):
+    from aevb.sampling import decode_mean, interpolate, posterior_means
+
+    x, y = split(digits, "test", "dynamic")[:2], digits.test_labels[:2]
+    assert y[0] != y[1]
+    z, xs = interpolate(cond, x[0], x[1], steps=5, y=y)
+    recon = decode_mean(cond, posterior_means(cond, x, y=y), y)  # each input under its own label
+    assert torch.allclose(xs[0], recon[0], atol=1e-6) and torch.allclose(xs[-1], recon[1], atol=1e-6)
+    assert not torch.allclose(decode_mean(cond, z[:1], y[1:]), xs[:1], atol=1e-3)  # the label matters

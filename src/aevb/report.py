@@ -211,7 +211,10 @@ def _eval_section(ev: dict, source: str, model: VAE) -> str:
         ("likelihood", model.config.likelihood),
         ("binarisation", binarize),
         ("ELBO", f"{ev['elbo']:.3f} ± {ev['elbo_se']:.3f}"),
-        ("log p(x)", f"{ev['log_likelihood']:.3f} ± {ev['log_likelihood_se']:.3f} (importance sampled, k = {ev['k']})"),
+        (
+            "log p(x | y), the test labels y" if model.config.conditional else "log p(x)",
+            f"{ev['log_likelihood']:.3f} ± {ev['log_likelihood_se']:.3f} (importance sampled, k = {ev['k']})",
+        ),
         ("bits/dim", f"{ev['bits_per_dim']:.4f}" if "bits_per_dim" in ev else "-"),
         ("source", ev["source"] + ("" if "read" in ev["source"] else f", evaluation seed {ev['seed']}")),
     ]

@@ -83,6 +83,8 @@ def load_weights(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> No
             )
         if not torch.isfinite(t).all():
             raise CheckpointError(f"{path}: {name} holds NaN or inf")
+    if "data_scale" in tensors and not (tensors["data_scale"] > 0).all():
+        raise CheckpointError(f"{path}: data_scale must be > 0 (it divides every feature)")
     model.load_state_dict(tensors)
 
 

@@ -36,6 +36,7 @@ COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
 PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
+STANDARDIZABLE = ("gaussian", "gaussian-learned")  # likelihoods whose data may be standardised (real values)
 CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
@@ -65,12 +66,17 @@ class ModelConfig:
     )
     condition_on: str = "none"  # "labels": encoder and decoder also see the one-hot label y (a conditional VAE)
     classes: int = 0  # condition_on labels: label classes 0..classes-1 (0: resolved from the training labels)
+    standardize: bool = False  # the model sees (x - mean) / std of the training set; densities stay in x's units
 
     def __post_init__(self) -> None:
         _check_types(self)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("prior", self.prior, PRIORS)
         _check_choice("condition_on", self.condition_on, CONDITIONS)
+        _check(
+            not self.standardize or self.likelihood in STANDARDIZABLE,
+            f"standardize is for the likelihoods {', '.join(STANDARDIZABLE)} (real-valued features)",
+        )
         _check(self.classes >= 0, "classes must be >= 0")
         _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
         _check(
@@ -205,6 +211,8 @@ def _check_types(config: Any) -> None:
             if ok:
                 object.__setattr__(config, f.name, tuple(v))
             _check(ok, f"{f.name} must be a list of whole numbers, got {v!r}"[:120])
+        elif isinstance(default, bool):
+            _check(isinstance(v, bool), f"{f.name} must be true or false, got {v!r}"[:120])
         elif isinstance(default, float):
             _check((whole(v) or isinstance(v, float)), f"{f.name} must be a number, got {v!r}"[:120])
             object.__setattr__(config, f.name, float(v))

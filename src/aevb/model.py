@@ -29,6 +29,9 @@ class VAE(nn.Module):
             raise ValueError("a conditional VAE needs its number of label classes (classes >= 1)")
         self.config = config
         self.likelihood = make_likelihood(config)
+        if config.standardize:  # set from the training data by aevb.train (`set_standardization`), then saved
+            self.register_buffer("data_shift", torch.zeros(config.data_dim))
+            self.register_buffer("data_scale", torch.ones(config.data_dim))
         opd = self.likelihood.outputs_per_dim
         # encoder -> [mu, logvar]; decoder -> the likelihood head's parameters
         out = getattr(self.likelihood, "outputs", opd * config.data_dim)  # `mixed`: a sum over its column groups
@@ -50,7 +53,7 @@ class VAE(nn.Module):
         """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
         is the posterior mean. A likelihood head with `encoder_input(x)` says what the encoder sees
         (poisson: log(1 + x))."""
-        x = x.reshape(x.shape[0], -1)
+        x = self.standardized(x.reshape(x.shape[0], -1))
         prep = getattr(self.likelihood, "encoder_input", None)  # e.g. log(1 + counts) for poisson
         h = x if prep is None else prep(x)
         mu, logvar = self.encoder(self._with_label(h, y)).chunk(2, dim=-1)
@@ -63,7 +66,31 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z) (p(x|z, y) when conditional): batch shape z.shape[:-1], event shape (D,) over the
         flattened data. y (B,) labels the last batch dimension of z."""
-        return self.likelihood(self.decoder_output(z, y))
+        return self.head(self.decoder_output(z, y))
+
+    def head(self, h: torch.Tensor) -> Distribution:
+        """p(x|z) from the decoder's output h: the likelihood head's distribution, moved back to the
+        data's units when the model is standardised (x = shift + scale * x', so loc and scale scale)."""
+        p = self.likelihood(h)
+        if not self.config.standardize:
+            return p
+        base = p.base_dist  # Independent(Normal): the only heads `standardize` allows
+        return Independent(
+            Normal(self.data_shift + self.data_scale * base.loc, self.data_scale * base.scale, validate_args=False), 1
+        )
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - shift) / scale per feature for a standardised model, x (..., D) itself otherwise."""
+        return (x - self.data_shift) / self.data_scale if self.config.standardize else x
+
+    @torch.no_grad()
+    def set_standardization(self, x: torch.Tensor) -> None:
+        """Shift and scale = the mean and standard deviation of each feature of x (N, ...), a scale of 1
+        for constant features: what a standardised model subtracts and divides by."""
+        flat = x.reshape(x.shape[0], -1).double()
+        std = flat.std(0, unbiased=False) if flat.shape[0] > 1 else torch.zeros(flat.shape[1], dtype=flat.dtype)
+        self.data_shift.copy_(flat.mean(0))
+        self.data_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
 
     @torch.no_grad()
     def sample(

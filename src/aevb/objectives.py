@@ -54,10 +54,10 @@ def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tens
     `model.decode(z, y).log_prob(x)`, through the head's fused `log_prob(h, x)` when it has one
     (no distribution object on the hot path)."""
     head = model.likelihood
-    if hasattr(head, "log_prob"):
+    if hasattr(head, "log_prob") and not model.config.standardize:
         return head.log_prob(model.decoder_output(z, y), x)
     h = model.decoder_output(z, y)
-    return head(h.float() if h.dtype in (torch.float16, torch.bfloat16) else h).log_prob(x)
+    return model.head(h.float() if h.dtype in (torch.float16, torch.bfloat16) else h).log_prob(x)
 
 
 def gaussian_kl(q: Independent) -> torch.Tensor:

@@ -359,6 +359,8 @@ def _train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_config.seed)
         model = VAE(model_config).to(device)
+    if model_config.standardize:  # the training split's mean and std (a resumed run reads them back below)
+        model.set_standardization(x_train)
     optimizer = OPTIMIZERS[train_config.optimizer](
         model.parameters(),
         lr=train_config.lr,

@@ -36,6 +36,9 @@ FIELD_HELP = {
     "condition_on": "labels = a conditional VAE: p(x|z, y) and q(z|x, y) see the one-hot class label y "
     "(the dataset's labels); `aevb sample --label Y` then draws from one class",
     "classes": "label classes 0..C-1 of --condition-on labels; 0 = from the data (largest label + 1)",
+    "standardize": "tables: the networks see each feature minus its training mean over its training standard "
+    "deviation (stored with the model); densities and samples stay in the data's own units. "
+    "For --likelihood gaussian or gaussian-learned",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
@@ -110,7 +113,10 @@ def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     flag = "--" + f.name.replace("_", "-")
     shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
     kw: dict[str, Any] = {"default": None, "help": f"{FIELD_HELP[f.name]} (default: {shown})"}
-    if f.name in CHOICES:
+    if isinstance(f.default, bool):  # --standardize / --no-standardize
+        kw["action"] = argparse.BooleanOptionalAction
+        kw["help"] = f"{FIELD_HELP[f.name]} (default: {'on' if f.default else 'off'})"
+    elif f.name in CHOICES:
         kw["choices"] = CHOICES[f.name]
     elif isinstance(f.default, tuple):  # hidden, channels
         kw.update(type=int, nargs="+", metavar=f.name[0].upper())

@@ -234,3 +234,45 @@ def test_report_opens_offline_with_every_figure(browser, run, explorer):
     assert f"k = {DEFAULT_K}" in text and "binarised once" in text
     assert f"{summary['log_likelihood']:.3f}" in text and f"{summary['elbo']:.3f}" in text
     screenshot(browser, "report", 1500)
+
+
+@pytest.fixture(scope="module")
+def conditional_url(tmp_path_factory):
+    """A conditional (--condition-on labels) digits run, served on loopback like `url`."""
+    path = tmp_path_factory.mktemp("browser") / "cvae"
+    cfg = aevb.ModelConfig(latent_dim=2, hidden=(64,), condition_on="labels")
+    aevb.train(cfg, aevb.TrainConfig(dataset="digits", epochs=20), path)
+    ex = Explorer(path, k=20)
+    server = make_server(create_app(ex), listen("127.0.0.1", 0))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}/", ex
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_conditional_run_decodes_the_class_picked_on_the_page(browser, conditional_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, ex = conditional_url
+    browser.get(url)
+    wait_for(browser, "return document.body.dataset.ready === 'true'", "the page to load")
+    assert browser.find_element(By.ID, "class-row").is_displayed()
+    picker = Select(browser.find_element(By.ID, "class"))
+    assert [o.text for o in picker.options] == [str(c) for c in range(10)]
+    grey = {}
+    for label in (7, 2):
+        n = decodes(browser)
+        picker.select_by_value(str(label))
+        wait_for(browser, f"return document.getElementById('decoded-raw').dataset.label === '{label}'", "the class")
+        z, x, grey[label] = shown(browser, n)
+        with torch.no_grad():
+            want = ex.model.decode(torch.tensor(z, dtype=torch.float32)[None], torch.tensor([label])).mean[0].numpy()
+        np.testing.assert_allclose(x, want, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(grey[label], np.round(255 * np.clip(want, 0, 1)), rtol=0, atol=1)
+    assert np.abs(grey[7] - grey[2]).max() >= 30, "the class did not change the image"
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None

@@ -168,7 +168,6 @@ def test_cli_conditional_run_end_to_end(tmp_path, classifier):
         assert r.returncode == 0, (args, r.stderr)
     for args, message in (
         (("sample", "run", "--label", "10"), "--label 10 is out of range: the run knows the classes 0..9"),
-        (("serve", "run"), "is a conditional run"),
         (
             (
                 "train",

@@ -295,3 +295,40 @@ def test_serve_command_errors(run, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(["serve", str(run), *argv])
         assert e.value.code == 2 and capsys.readouterr().err.startswith("aevb: error:")
+
+
+# -- a conditional run -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve") / "cvae"
+    cfg = aevb.ModelConfig(latent_dim=2, hidden=(32,), condition_on="labels")
+    aevb.train(cfg, aevb.TrainConfig(dataset="digits", epochs=3), path)
+    ex = Explorer(path, k=K)
+    return ex, create_app(ex).test_client()
+
+
+def test_a_conditional_run_decodes_the_chosen_class(conditional):
+    ex, client = conditional
+    assert client.get("/api/info").get_json()["classes"] == 10
+    z = [0.3, -0.2]
+    for label in (0, 7):
+        r = post(client, "/api/decode", {"z": z, "label": label}).get_json()
+        with torch.no_grad():
+            want = ex.model.decode(torch.tensor([z]), torch.tensor([label])).mean[0]
+        assert r["label"] == label
+        torch.testing.assert_close(torch.tensor(r["x"]), want, atol=1e-6, rtol=0)
+    assert post(client, "/api/decode", {"z": z, "label": 10}).status_code == 400  # classes 0..9
+    s = post(client, "/api/sample", {"n": 2, "seed": 1, "label": 3}).get_json()
+    with torch.no_grad():
+        want = ex.model.decode(torch.tensor(s["z"]), torch.tensor([3, 3])).mean
+    torch.testing.assert_close(torch.tensor(s["x"]), want, atol=1e-6, rtol=0)
+    # the items and the ranking use log p(x | y) with the test labels
+    x, y, _ = run_data(ex.config, ex.train_cfg.binarize, "digits", "test")
+    torch.testing.assert_close(ex.log_px, log_likelihood(ex.model, x, k=K, seed=0, y=y))
+
+
+def test_an_unconditional_run_refuses_a_label(client):
+    r = post(client, "/api/decode", {"z": [0.0, 0.0], "label": 1})
+    assert r.status_code == 400 and "conditional" in r.get_json()["error"]

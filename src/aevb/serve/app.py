@@ -71,8 +71,8 @@ def create_app(explorer: Explorer):
     @app.post("/api/decode")
     def decode():
         body = _json_body()
-        z = explorer.parse_z(body.get("z"))
-        return jsonify(z=z.tolist(), x=explorer.decode(z)[0])
+        z, label = explorer.parse_z(body.get("z")), explorer.parse_label(body.get("label"))
+        return jsonify(z=z.tolist(), x=explorer.decode(z, label)[0], label=None if label is None else int(label))
 
     @app.get("/api/items/<name>")
     def item(name: str):

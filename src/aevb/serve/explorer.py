@@ -17,9 +17,8 @@ import torch
 
 from ..checkpoint import load, read_config
 from ..config import TrainConfig
-from ..errors import AevbError
 from ..evaluate import log_likelihood
-from ..preprocess import run_data
+from ..preprocess import check_labels, run_data
 from ..report import latent_projection
 
 Z_LIMIT = 1e4  # |z_i| beyond this is refused: the prior puts no mass there and outputs can overflow
@@ -63,19 +62,15 @@ class Explorer:
         self.train_cfg = train_cfg or TrainConfig()
         self.model = load(self.run_dir)
         self.config = model_cfg
-        if model_cfg.conditional:  # its decoder needs a class for every point of the latent map
-            raise AevbError(
-                f"{run_dir} is a conditional run (--condition-on labels); the explorer shows unconditional runs "
-                "only: use `aevb report`, `aevb sample --label` and `aevb traverse --label` for it"
-            )
         x, labels, self.source = run_data(
             model_cfg, self.train_cfg.binarize, self.train_cfg.dataset, "test", None, data_dir
         )
         self.x, self.labels, self.k = x, labels, k
+        self.y = check_labels(labels, x.shape[0], model_cfg, self.source)  # a conditional run's labels, else None
         with torch.no_grad():
-            self.mu = self.model.encode(x).mean  # (N, Dz)
+            self.mu = self.model.encode(x, self.y).mean  # (N, Dz)
         self.projection = latent_projection(self.mu.numpy().astype(np.float64))
-        self.log_px = log_likelihood(self.model, x, k=k, seed=0, on_batch=on_batch)  # (N,) nats
+        self.log_px = log_likelihood(self.model, x, k=k, seed=0, on_batch=on_batch, y=self.y)  # (N,) nats
 
     @property
     def n_items(self) -> int:
@@ -95,6 +90,7 @@ class Explorer:
             "binarize": self.train_cfg.binarize,
             "items": self.n_items,
             "has_labels": self.labels is not None,
+            "classes": self.config.classes,  # a conditional run decodes with one of these; 0: unconditional
             "feature_min": flat.min(0).values.tolist(),
             "feature_max": flat.max(0).values.tolist(),
             "k": self.k,
@@ -130,10 +126,25 @@ class Explorer:
                 raise ApiError(400, f"{name} values must lie within +-{Z_LIMIT:g}")
         return torch.tensor(value, dtype=torch.float32)
 
-    def decode(self, z: torch.Tensor) -> list[list[float]]:
-        """E[x|z] for each row of z (n, Dz), flattened: n lists of D numbers."""
+    def parse_label(self, value: Any) -> torch.Tensor | None:
+        """A conditional run's class from JSON (0 when absent), as a (1,) tensor; None for an unconditional run,
+        which refuses one."""
+        if not self.config.conditional:
+            if value is not None:
+                raise ApiError(400, "label is for conditional runs (--condition-on labels); this run has none")
+            return None
+        label = _integer(0 if value is None else value, "label", 0, self.config.classes - 1)
+        return torch.tensor([label])
+
+    def decode(self, z: torch.Tensor, label: torch.Tensor | None = None) -> list[list[float]]:
+        """E[x|z] (E[x|z, y] with a conditional run's `label` (1,) or (n,)) for each row of z (n, Dz),
+        flattened: n lists of D numbers."""
+        z = z.reshape(-1, self.config.latent_dim)
+        if self.config.conditional and label is None:
+            label = torch.zeros(1, dtype=torch.int64)
+        y = None if label is None else label.expand(z.shape[0])
         with torch.no_grad():
-            x = self.model.decode(z.reshape(-1, self.config.latent_dim)).mean
+            x = self.model.decode(z, y).mean
         if not torch.isfinite(x).all():
             raise ApiError(422, "the decoder's output is not finite at this point; choose a smaller z")
         return x.tolist()
@@ -157,19 +168,22 @@ class Explorer:
         }
 
     def interpolate(self, body: dict[str, Any]) -> dict[str, Any]:
-        """E[x|z] along the straight line between the posterior means of two test items."""
+        """E[x|z] along the straight line between the posterior means of two test items; a conditional
+        run decodes each point with the label of the nearer item (as `aevb interpolate`)."""
         a, b = self.item_index(body.get("from")), self.item_index(body.get("to"))
         steps = _integer(body.get("steps", 8), "steps", 2, MAX_STEPS)
         t = torch.linspace(0, 1, steps).unsqueeze(1)
         z = (1 - t) * self.mu[a] + t * self.mu[b]  # (steps, Dz)
-        return {"from": a, "to": b, "z": z.tolist(), "x": self.decode(z)}
+        y = None if self.y is None else self.y[torch.where(t.squeeze(1) > 0.5, b, a)]
+        return {"from": a, "to": b, "z": z.tolist(), "x": self.decode(z, y)}
 
     def sample(self, body: dict[str, Any]) -> dict[str, Any]:
-        """n draws z ~ p(z) (reproducible through `seed`) and E[x|z]."""
+        """n draws z ~ p(z) (reproducible through `seed`) and E[x|z] (E[x|z, y = label] for a conditional run)."""
         n = _integer(body.get("n", 1), "n", 1, MAX_SAMPLES)
         seed = _integer(body.get("seed", 0), "seed", 0, 2**53)
+        label = self.parse_label(body.get("label"))
         z = torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(seed))
-        return {"seed": seed, "z": z.tolist(), "x": self.decode(z)}
+        return {"seed": seed, "z": z.tolist(), "x": self.decode(z, label)}
 
     def ranking(self, n: Any) -> dict[str, Any]:
         """The n most and n least likely test items by importance-sampled log p(x) (k samples)."""

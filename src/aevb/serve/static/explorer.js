@@ -4,7 +4,7 @@
 
 const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const SLIDER_RANGE = 4;
-const state = { info: null, points: null, z: [], range: 3, inFlight: false, queued: null, decodes: 0, sampleSeed: 0 };
+const state = { info: null, points: null, z: [], label: null, range: 3, inFlight: false, queued: null, decodes: 0, sampleSeed: 0 };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -139,13 +139,15 @@ function setZ(z, fromSlider) {
 function requestDecode(z) {
   if (state.inFlight) { state.queued = z.slice(); return; }
   state.inFlight = true;
-  api("/api/decode", { z }).then((r) => {
+  const body = state.label === null ? { z } : { z, label: state.label };
+  api("/api/decode", body).then((r) => {
     showError(null);
     const raw = $("decoded-raw");
     if (state.info.is_image) drawImage(r.x, raw, $("decoded"));
     else drawFeatures(r.x, $("decoded"), $("decoded-table"));
     raw.dataset.z = JSON.stringify(r.z);
     raw.dataset.x = JSON.stringify(r.x);
+    raw.dataset.label = JSON.stringify(r.label);
     state.decodes += 1;
     document.body.dataset.decodes = String(state.decodes);
   }).catch(showError).finally(() => {
@@ -195,7 +197,9 @@ async function interpolate() {
 
 async function sample() {
   try {
-    const r = await api("/api/sample", { n: 1, seed: state.sampleSeed });
+    const body = { n: 1, seed: state.sampleSeed };
+    if (state.label !== null) body.label = state.label;
+    const r = await api("/api/sample", body);
     state.sampleSeed += 1;
     setZ(r.z[0]);
   } catch (e) { showError(e); }
@@ -205,6 +209,7 @@ async function showItem(index) {
   try {
     const item = await api(`/api/items/${index}`);
     $("interp-from").value = String(index);
+    if (state.label !== null) setLabel(item.label);  // a conditional run: the item's own class
     setZ(item.z);
   } catch (e) { showError(e); }
 }
@@ -227,6 +232,20 @@ async function loadRanking() {
   }
 }
 
+// A conditional run (info.classes > 0) decodes E[x | z, y] with the class chosen here.
+function setLabel(label) {
+  state.label = label;
+  $("class").value = String(label);
+}
+
+function buildClassPicker(classes) {
+  const select = $("class");
+  for (let c = 0; c < classes; c++) select.add(new Option(String(c), String(c)));
+  $("class-row").hidden = false;
+  setLabel(0);
+  select.addEventListener("change", () => { state.label = Number(select.value); requestDecode(state.z); });
+}
+
 async function main() {
   try {
     state.info = await api("/api/info");
@@ -242,6 +261,7 @@ async function main() {
       (info.plane.kind === "pca" ? " (a PCA plane through the mean of the posterior means)" : "");
     if (!info.is_image) { $("decoded").height = 160; }
     buildSliders();
+    if (info.classes > 0) buildClassPicker(info.classes);
     const plane = $("plane");
     plane.addEventListener("mousedown", (e) => { state.dragging = true; planeEvent(e); });
     plane.addEventListener("mousemove", (e) => { if (state.dragging) planeEvent(e); });

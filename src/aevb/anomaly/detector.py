@@ -26,7 +26,7 @@ from .inputs import InputError, as_matrix, feature_names
 from .scaling import SCALINGS, fit_scaler
 from .scores import SCORES
 
-# Standardised values are clipped to +-CLIP: a value 50 standard deviations out marks an outlier whatever the
+# Rescaled values are clipped to +-CLIP: a value 50 scale units out marks an outlier whatever the
 # model says, and unbounded inputs can overflow the encoder's variance in float32 (NaN scores).
 CLIP = 50.0
 
@@ -82,18 +82,21 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         gaussian-learned, gaussian, bernoulli, poisson or categoricalC (class indices 0..C-1), e.g.
         "gaussian-learned:3,poisson:2,categorical4:1". Only the Gaussian groups are standardised.
     logvar_min : float, default -4.0
-        Lower clamp of the learned log-variance on standardised data (sigma >= 0.135 standard
-        deviations), so that discrete or near-constant features cannot dominate the score.
-    standardize : "auto", True or False
-        Standardise each feature with the training mean and standard deviation ("auto": unless
-        the likelihood is bernoulli).
+        Lower clamp of the learned log-variance on the rescaled data (sigma >= 0.135 units of the
+        scale, the IQR by default), so that discrete or near-constant features cannot dominate the score.
+    standardize : "robust" (default), "standard" or False
+        How the Gaussian columns are centred and scaled, with statistics of the training rows only:
+        "robust" subtracts the median and divides by the interquartile range (a column whose IQR
+        is 0 is only centred), so that the anomalies among the training rows cannot inflate the
+        scale; "standard" uses the mean and standard deviation; False leaves them.
+        Rescaled values are clipped to +-50. Count, class and [0, 1] columns are never rescaled.
     seed : int, default 0
         Seeds the initialisation, the training draws and the evaluation noise: the same data and
         seed give the same scores, call after call.
     verbose : bool, default False
         A progress bar over the training epochs.
 
-    Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`StandardScaler` or None),
+    Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`RobustScaler`, `StandardScaler` or None),
     `offset_`, `n_features_in_`, `feature_names_in_` (DataFrame input only), `score_` (the score
     name in use), `size_` (the architecture and schedule used), `train_scores_` (scores of the
     training rows; not saved by `save`).

@@ -1,9 +1,9 @@
 """Centring and scaling of the Gaussian columns, fitted on the training rows only.
 
-"robust" (the default): centre on the median and divide by the range between the 5th and 95th
-percentiles, so that the anomalies among the training rows do not set the scale: one extreme value
-inflates a standard deviation (and so squeezes every normal row towards 0) but not that range.
-A column whose 5-95% range is 0 (mostly one value) is divided by its standard deviation instead.
+"robust" (the default): centre on the median and divide by the interquartile range (scikit-learn's
+RobustScaler with its defaults), so that the anomalies among the training rows do not set the scale:
+a few extreme values inflate a standard deviation (and so squeeze every normal row towards 0) but not
+the IQR. A column whose IQR is 0 (mostly one value) is only centred, as RobustScaler does.
 "standard": the mean and the standard deviation (StandardScaler).
 Columns other than Gaussian ones (counts, classes, [0, 1] values) get centre 0 and scale 1.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.preprocessing import RobustScaler, StandardScaler
 
 SCALINGS = ("robust", "standard")
-QUANTILE_RANGE = (5.0, 95.0)
+QUANTILE_RANGE = (25.0, 75.0)
 
 
 def fit_scaler(a: np.ndarray, kind: str, rescaled: np.ndarray) -> RobustScaler | StandardScaler:
@@ -23,10 +23,7 @@ def fit_scaler(a: np.ndarray, kind: str, rescaled: np.ndarray) -> RobustScaler |
         scaler = StandardScaler().fit(a)
         scaler.mean_[~rescaled], scaler.var_[~rescaled] = 0.0, 1.0
     else:
-        scaler = RobustScaler(quantile_range=QUANTILE_RANGE).fit(a)
-        flat = np.subtract(*np.percentile(a, QUANTILE_RANGE[::-1], axis=0)) == 0
-        std = a.std(0)
-        scaler.scale_[flat] = np.where(std[flat] > 0, std[flat], 1.0)
+        scaler = RobustScaler(quantile_range=QUANTILE_RANGE).fit(a)  # a zero IQR gets scale 1
         scaler.center_[~rescaled] = 0.0
     scaler.scale_[~rescaled] = 1.0
     return scaler

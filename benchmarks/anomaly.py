@@ -115,12 +115,12 @@ def earlier_baselines(part: str) -> tuple[dict[str, list[dict]], list[str]]:
     found, commands = {}, []
     for path in sorted(DOCS.glob(f"anomaly_{part}*.json")):
         rec = json.loads(path.read_text())
-        commands.append(rec.get("baselines_from", {}).get("command", rec["command"]))
+        commands += rec["baselines_from"]["commands"] if "baselines_from" in rec else [rec["command"]]
         for name, d in rec["datasets"].items():
             found[name] = [r for r in d["rows"] if r["method"] in BASELINES]
     if not found:
         sys.exit(f"--reuse-baselines: no docs/benchmarks/anomaly_{part}*.json to take the baselines from")
-    return found, commands
+    return found, list(dict.fromkeys(commands))
 
 
 def reused(rows: list[dict], earlier: dict[str, list[dict]], name: str, seeds: list[int]) -> list[dict]:
@@ -144,7 +144,7 @@ def tabular(args) -> None:
     results = {"command": " ".join(sys.argv), "seeds": args.seeds, "versions": versions(), "datasets": {}}
     if args.reuse_baselines:
         earlier, commands = earlier_baselines("tabular")
-        results["baselines_from"] = {"command": " ; ".join(dict.fromkeys(commands))}
+        results["baselines_from"] = {"commands": commands}
     done = DOCS / f"anomaly_tabular{args.shard}.json"
     if args.keep and done.exists():  # carry on after an interrupted run: keep the finished datasets
         results["datasets"] = json.loads(done.read_text())["datasets"]
@@ -189,7 +189,7 @@ def mnist(args) -> None:
     }
     if args.reuse_baselines:
         earlier, commands = earlier_baselines("mnist")
-        results["baselines_from"] = {"command": commands[0]}
+        results["baselines_from"] = {"commands": commands}
     for digit in range(10):
         rng = np.random.default_rng(digit)
         normal = np.flatnonzero(y_all != digit)
@@ -254,8 +254,8 @@ def section(title: str, part: dict) -> list[str]:
     if part.get("baselines_from"):
         lines += [
             "The aevb columns are from this run; the PyOD VAE, IsolationForest and PCA columns are the per-seed "
-            f"results of the earlier run `{part['baselines_from']['command']}` on the same splits (same seeds; "
-            "the split is a deterministic function of the seed).",
+            f"results of the earlier run `{' ; '.join(part['baselines_from']['commands'])}` on the same splits "
+            "(same seeds; the split is a deterministic function of the seed).",
             "",
         ]
     if part.get("versions"):
@@ -317,10 +317,12 @@ def report(args) -> None:
     if shards:  # parallel processes over disjoint datasets: one table
         parts = [json.loads(p.read_text()) for p in shards]
         merged = {"command": " ; ".join(p["command"] for p in parts), "datasets": {}}
-        for key in ("baselines_from", "versions"):
-            values = [json.dumps(p[key], sort_keys=True) for p in parts if key in p]
-            if values:  # shards run together share these
-                merged[key] = json.loads(values[0]) if len(set(values)) == 1 else {"command": " ; ".join(values)}
+        commands = [c for p in parts for c in p.get("baselines_from", {}).get("commands", [])]
+        if commands:
+            merged["baselines_from"] = {"commands": list(dict.fromkeys(commands))}
+        versions = {json.dumps(p["versions"]) for p in parts if "versions" in p}
+        if len(versions) == 1:  # shards run with the same libraries
+            merged["versions"] = json.loads(versions.pop())
         for p in parts:
             merged["datasets"].update(p["datasets"])
         order = sorted(merged["datasets"], key=lambda k: int(k.split("_")[0]))

@@ -75,12 +75,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     likelihood : "gaussian-learned" (default), "gaussian", "bernoulli", "poisson" or "mixed"
         p(x|z). The learned per-feature variance lets a feature's noise level count.
         "bernoulli" needs data in [0, 1] (images), "poisson" counts (whole numbers >= 0; the encoder
-        sees log(1 + x)); neither is standardised. "mixed" takes one kind per group of columns from
+        sees log(1 + x)); neither is rescaled. "mixed" takes one kind per group of columns from
         `columns`.
     columns : None or str
         For likelihood="mixed" only: "KIND:N,..." groups of N consecutive columns, KIND one of
         gaussian-learned, gaussian, bernoulli, poisson or categoricalC (class indices 0..C-1), e.g.
-        "gaussian-learned:3,poisson:2,categorical4:1". Only the Gaussian groups are standardised.
+        "gaussian-learned:3,poisson:2,categorical4:1". Only the Gaussian groups are rescaled.
     logvar_min : float, default -4.0
         Lower clamp of the learned log-variance on the rescaled data (sigma >= 0.135 units of the
         scale, the IQR by default), so that discrete or near-constant features cannot dominate the score.

@@ -45,8 +45,9 @@ def pca_scores(x_train: np.ndarray, x_test: np.ndarray, seed: int):
     return -np.square(z - pca.inverse_transform(pca.transform(z))).sum(1)  # higher = more normal
 
 
-def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict) -> list[dict]:
-    """Fit every detector on x_train, score x_test; records of (method, auc, ap, fit_s, score_s)."""
+def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict, baselines: bool = True) -> list[dict]:
+    """Fit every detector on x_train, score x_test; records of (method, auc, ap, fit_s, score_s).
+    baselines=False: aevb only."""
     rows = []
 
     def record(method, normal_score, fit_s, score_s):
@@ -69,6 +70,8 @@ def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict) -> list[dict]:
         t = time.perf_counter()
         values = det.scores(x_test, name)
         record(label, values, fit_s, time.perf_counter() - t)
+    if not baselines:
+        return rows
 
     try:
         from pyod.models.vae import VAE as PyodVAE
@@ -93,6 +96,41 @@ def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict) -> list[dict]:
     return rows
 
 
+def versions() -> dict[str, str]:
+    """The versions of the libraries behind the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("aevb", "torch", "numpy", "scikit-learn", "pyod"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def earlier_baselines(part: str) -> tuple[dict[str, list[dict]], list[str]]:
+    """The baseline rows (PyOD VAE, IsolationForest, PCA) per dataset of the JSON files already written
+    for `part` (tabular: every shard), and the commands that measured them."""
+    found, commands = {}, []
+    for path in sorted(DOCS.glob(f"anomaly_{part}*.json")):
+        rec = json.loads(path.read_text())
+        commands += rec["baselines_from"]["commands"] if "baselines_from" in rec else [rec["command"]]
+        for name, d in rec["datasets"].items():
+            found[name] = [r for r in d["rows"] if r["method"] in BASELINES]
+    if not found:
+        sys.exit(f"--reuse-baselines: no docs/benchmarks/anomaly_{part}*.json to take the baselines from")
+    return found, list(dict.fromkeys(commands))
+
+
+def reused(rows: list[dict], earlier: dict[str, list[dict]], name: str, seeds: list[int]) -> list[dict]:
+    """rows (aevb) plus the earlier baseline rows of dataset `name` for these seeds; exits when one is missing."""
+    old = [r for r in earlier.get(name, []) if r["seed"] in seeds]
+    if len(old) != len(BASELINES) * len(seeds):
+        sys.exit(f"--reuse-baselines: the earlier run has no baseline rows of {name} for seeds {seeds}")
+    return rows + old
+
+
 def save(part: str, results: dict) -> None:
     atomic_write_text(DOCS / f"anomaly_{part}.json", json.dumps(results, indent=1) + "\n")
 
@@ -103,7 +141,10 @@ def tabular(args) -> None:
         files = [f for f in files if f.stem in args.only]
     if not files:
         sys.exit(f"no .npz files in {args.adbench}")
-    results = {"command": " ".join(sys.argv), "seeds": args.seeds, "datasets": {}}
+    results = {"command": " ".join(sys.argv), "seeds": args.seeds, "versions": versions(), "datasets": {}}
+    if args.reuse_baselines:
+        earlier, commands = earlier_baselines("tabular")
+        results["baselines_from"] = {"commands": commands}
     done = DOCS / f"anomaly_tabular{args.shard}.json"
     if args.keep and done.exists():  # carry on after an interrupted run: keep the finished datasets
         results["datasets"] = json.loads(done.read_text())["datasets"]
@@ -116,7 +157,8 @@ def tabular(args) -> None:
         for seed in range(args.seeds):
             xtr, xte, _, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
             t = time.perf_counter()
-            rows += run_split(xtr, xte, yte, seed, {})
+            new = run_split(xtr, xte, yte, seed, {}, baselines=not args.reuse_baselines)
+            rows += reused(new, earlier, f.stem, [seed]) if args.reuse_baselines else new
             best = max((r for r in rows if r["seed"] == seed), key=lambda r: r["auc"])
             print(
                 f"{f.stem:16s} seed {seed}  {time.perf_counter() - t:6.1f}s  best {best['method']} {best['auc']:.3f}",
@@ -142,15 +184,21 @@ def mnist(args) -> None:
         "train_rows": args.train_rows,
         "test_rows": args.test_rows,
         "aevb": kw,
+        "versions": versions(),
         "datasets": {},
     }
+    if args.reuse_baselines:
+        earlier, commands = earlier_baselines("mnist")
+        results["baselines_from"] = {"commands": commands}
     for digit in range(10):
         rng = np.random.default_rng(digit)
         normal = np.flatnonzero(y_all != digit)
         tr = rng.choice(normal, size=min(args.train_rows, normal.size), replace=False)
         te = rng.choice(y_test.size, size=min(args.test_rows, y_test.size), replace=False)
         t = time.perf_counter()
-        rows = run_split(x_all[tr], x_test[te], (y_test[te] == digit).astype(int), 0, kw)
+        rows = run_split(x_all[tr], x_test[te], (y_test[te] == digit).astype(int), 0, kw, not args.reuse_baselines)
+        if args.reuse_baselines:
+            rows = reused(rows, earlier, f"digit {digit}", [0])
         best = max(rows, key=lambda r: r["auc"])
         print(
             f"mnist digit {digit} held out  {time.perf_counter() - t:6.1f}s  best {best['method']} {best['auc']:.3f}",
@@ -203,6 +251,15 @@ def ranks(table: dict, methods: list[str]) -> dict[str, float]:
 def section(title: str, part: dict) -> list[str]:
     methods, table = summarize(part)
     lines = [f"## {title}", "", f"Command: `{part['command']}`", ""]
+    if part.get("baselines_from"):
+        lines += [
+            "The aevb columns are from this run; the PyOD VAE, IsolationForest and PCA columns are the per-seed "
+            f"results of the earlier run `{' ; '.join(part['baselines_from']['commands'])}` on the same splits "
+            "(same seeds; the split is a deterministic function of the seed).",
+            "",
+        ]
+    if part.get("versions"):
+        lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in part["versions"].items()) + ".", ""]
     for metric, label in (("auc", "ROC-AUC"), ("ap", "Average precision")):
         lines += [f"### {label} (mean ± std over seeds; best in bold)", ""]
         lines += [
@@ -260,6 +317,12 @@ def report(args) -> None:
     if shards:  # parallel processes over disjoint datasets: one table
         parts = [json.loads(p.read_text()) for p in shards]
         merged = {"command": " ; ".join(p["command"] for p in parts), "datasets": {}}
+        commands = [c for p in parts for c in p.get("baselines_from", {}).get("commands", [])]
+        if commands:
+            merged["baselines_from"] = {"commands": list(dict.fromkeys(commands))}
+        versions = {json.dumps(p["versions"]) for p in parts if "versions" in p}
+        if len(versions) == 1:  # shards run with the same libraries
+            merged["versions"] = json.loads(versions.pop())
         for p in parts:
             merged["datasets"].update(p["datasets"])
         order = sorted(merged["datasets"], key=lambda k: int(k.split("_")[0]))
@@ -285,7 +348,13 @@ def main() -> None:
     t.add_argument("--only", nargs="+", metavar="NAME", help="only these datasets (file stems); default: all")
     t.add_argument("--shard", default="", help="suffix of the JSON file, to run datasets in parallel processes")
     t.add_argument("--keep", action="store_true", help="keep the datasets already in the shard's JSON file")
+    reuse = (
+        "rerun only aevb and take the baselines' rows (same seeds, hence the same splits) from the JSON files "
+        "already in docs/benchmarks"
+    )
+    t.add_argument("--reuse-baselines", action="store_true", help=reuse)
     m = sub.add_parser("mnist", help="MNIST one-class-out")
+    m.add_argument("--reuse-baselines", action="store_true", help=reuse)
     m.add_argument("--data-dir", default="../shared/data", help="folder holding mnist/ (default: %(default)s)")
     m.add_argument("--train-rows", type=int, default=6000, help="training images per digit (default: %(default)s)")
     m.add_argument("--test-rows", type=int, default=2000, help="test images per digit (default: %(default)s)")

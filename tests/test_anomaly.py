@@ -66,7 +66,16 @@ def test_init_stores_parameters_and_clone_gives_an_unfitted_copy(fitted):
 def test_fit_returns_self_and_sets_the_fitted_attributes(data, fitted):
     assert isinstance(fitted.model_, aevb.VAE) and not fitted.model_.training
     assert fitted.n_features_in_ == 5 and fitted.score_ == "log-likelihood"
-    np.testing.assert_allclose(fitted.scaler_.mean_, data[0].mean(0))  # standardised on the training rows only
+    # centred and scaled on the training rows only: median and IQR (robust, the default) or mean and std
+    q1, median, q3 = np.percentile(data[0], [25, 50, 75], axis=0)
+    np.testing.assert_allclose(fitted.scaler_.center_, median)
+    np.testing.assert_allclose(fitted.scaler_.scale_, q3 - q1)
+    flat = np.c_[data[0][:, :1], np.r_[np.zeros(390), np.arange(1.0, 11.0)]]  # IQR 0: only centred
+    scaler = aevb.AnomalyDetector(epochs=1, n_samples=2).fit(flat).scaler_
+    assert scaler.scale_[1] == 1.0 and scaler.center_[1] == 0.0
+    standard = aevb.AnomalyDetector(standardize="standard", epochs=1, n_samples=2).fit(data[0]).scaler_
+    np.testing.assert_allclose(standard.mean_, data[0].mean(0))
+    np.testing.assert_allclose(standard.scale_, data[0].std(0))
     assert fitted.size_ == {**default_size(400, 5), "epochs": 40}
     det = aevb.AnomalyDetector(epochs=1, n_samples=2)
     assert det.fit(data[0]) is det
@@ -161,7 +170,11 @@ def test_bad_training_data(x, message):
     [
         ({"contamination": 0.7}, r"contamination must be 'auto' or a fraction in \(0, 0.5\]; got 0.7"),
         ({"score": "nll"}, r"score must be one of log-likelihood, elbo, reconstruction"),
-        ({"likelihood": "poisson"}, r"likelihood must be one of"),
+        ({"likelihood": "zip"}, r"likelihood must be one of"),
+        ({"likelihood": "mixed"}, r"likelihood='mixed' needs columns"),
+        ({"likelihood": "mixed", "columns": "poisson:3"}, r"names 3 columns; X has 2"),
+        ({"columns": "poisson:2"}, r"columns is only for likelihood='mixed'"),
+        ({"standardize": True}, r"standardize must be one of robust, standard or False; got True"),
         ({"n_samples": 0}, r"n_samples must be an integer >= 1"),
         ({"likelihood": "bernoulli"}, r"values outside \[0, 1\]"),
     ],
@@ -169,6 +182,49 @@ def test_bad_training_data(x, message):
 def test_bad_parameters(params, message):
     with pytest.raises(InputError, match=message):
         aevb.AnomalyDetector(**params).fit(np.array([[0.0, 2.0], [1.0, 3.0]]))
+
+
+def count_data(n_normal: int, n_anomal: int, seed: int, d: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts whose rates follow one latent t in [0, 1] (even columns 1 + 12t, odd ones 1 + 12(1 - t));
+    anomalies draw every column's rate independently, off that curve. Returns (X, y), y = 1 for anomalies."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 1, (n_normal, 1))
+    rates = np.concatenate(
+        [1 + 12 * np.where(np.arange(d) % 2 == 0, t, 1 - t), 1 + 12 * rng.uniform(0, 1, (n_anomal, d))]
+    )
+    return rng.poisson(rates).astype(np.float64), np.r_[np.zeros(n_normal), np.ones(n_anomal)].astype(int)
+
+
+def test_poisson_scores_raw_counts_with_the_library_log_likelihood_and_finds_the_anomalies():
+    x_train, _ = count_data(400, 0, seed=0)
+    x_test, y_test = count_data(200, 40, seed=1)
+    det = aevb.AnomalyDetector(likelihood="poisson", epochs=100, n_samples=20).fit(x_train)
+    assert det.scaler_ is None  # counts are not standardised
+    expected = aevb.log_likelihood(det.model_, torch.from_numpy(x_test.astype(np.float32)), k=20, seed=0)
+    np.testing.assert_allclose(det.score_samples(x_test), expected.double().numpy(), atol=1e-5)
+    assert roc_auc_score(y_test, -det.score_samples(x_test)) > 0.85
+    with pytest.raises(InputError, match=r"column\(s\) 0..7 that are not counts"):
+        det.score_samples(x_test + 0.5)
+
+
+def test_mixed_standardises_only_the_gaussian_columns_and_round_trips(tmp_path):
+    counts, _ = count_data(300, 0, seed=2, d=3)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([100 + 10 * rng.standard_normal((300, 2)), counts, rng.integers(0, 4, (300, 1))], axis=1)
+    det = aevb.AnomalyDetector(
+        likelihood="mixed", columns="gaussian-learned:2,poisson:3,categorical4:1", epochs=3, n_samples=10
+    ).fit(x)
+    lo, median, hi = np.percentile(x[:, :2], [25, 50, 75], axis=0)
+    np.testing.assert_allclose(det.scaler_.center_, np.r_[median, 0, 0, 0, 0])
+    np.testing.assert_allclose(det.scaler_.scale_, np.r_[hi - lo, 1, 1, 1, 1])
+    model_input = np.concatenate([(x[:, :2] - median) / (hi - lo), x[:, 2:]], axis=1)
+    expected = aevb.log_likelihood(det.model_, torch.from_numpy(model_input.astype(np.float32)), k=10, seed=0)
+    np.testing.assert_allclose(det.score_samples(x), expected.double().numpy(), rtol=1e-5, atol=1e-4)
+    back = aevb.AnomalyDetector.load(det.save(tmp_path / "mixed"))
+    assert back.get_params() == det.get_params()
+    np.testing.assert_array_equal(back.score_samples(x), det.score_samples(x))
+    with pytest.raises(InputError, match=r"column\(s\) 5..5 that are not class indices 0..3 \(categorical4\)"):
+        back.score_samples(np.concatenate([x[:, :5], np.full((300, 1), 4.0)], axis=1))
 
 
 def test_bad_scoring_input(fitted):
@@ -212,7 +268,8 @@ def test_load_refuses_lying_files(tmp_path, fitted):
         return folder
 
     cases = {
-        "version": (lambda f, r: r.update(version=2), r"has version 2; this aevb reads version 1"),
+        "version": (lambda f, r: r.update(version=3), r"has version 3; this aevb reads versions 1 and 2"),
+        "scaler": (lambda f, r: r["fitted"].update(scaler="minmax"), r"scaler 'minmax' is not one of robust, standard"),
         "format": (lambda f, r: r.update(format="x"), r"is not an aevb anomaly detector"),
         "offset": (lambda f, r: r["fitted"].update(offset_=math.inf), r"offset_ is inf"),
         "features": (lambda f, r: r["fitted"].update(n_features_in_=7), r"n_features_in_ 7 .* does not match"),
@@ -235,6 +292,15 @@ def test_load_refuses_lying_files(tmp_path, fitted):
             aevb.AnomalyDetector.load(variant(name, change))
     with pytest.raises(aevb.CheckpointError, match="no detector.json"):
         aevb.AnomalyDetector.load(tmp_path)
+    # a version-1 file (standardize "auto" meant mean / std then, no scaler kind) still loads: (x - centre) / scale
+    old = aevb.AnomalyDetector.load(
+        variant(
+            "v1", lambda f, r: (r.update(version=1), r["params"].update(standardize="auto"), r["fitted"].pop("scaler"))
+        )
+    )
+    assert old.standardize == "standard"
+    x = np.random.default_rng(0).standard_normal((20, 5))
+    np.testing.assert_array_equal(old.score_samples(x), fitted.score_samples(x))
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 `AnomalyDetector` needs scikit-learn, which is slow to import: it is loaded when first asked for.
 """
 
+from .columns import LIKELIHOODS
 from .inputs import InputError
-from .scores import LIKELIHOODS, SCORES
+from .scores import SCORES
 
 __all__ = ["AnomalyDetector", "default_size", "InputError", "LIKELIHOODS", "SCORES"]
 

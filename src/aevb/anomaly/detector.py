@@ -21,10 +21,12 @@ from ..config import ModelConfig
 from ..errors import AevbError
 from ..model import VAE
 from ..objectives import elbo
+from .columns import LIKELIHOODS, check_values, rescaled_mask
 from .inputs import InputError, as_matrix, feature_names
-from .scores import LIKELIHOODS, SCORES
+from .scaling import SCALINGS, fit_scaler
+from .scores import SCORES
 
-# Standardised values are clipped to +-CLIP: a value 50 standard deviations out marks an outlier whatever the
+# Rescaled values are clipped to +-CLIP: a value 50 scale units out marks an outlier whatever the
 # model says, and unbounded inputs can overflow the encoder's variance in float32 (NaN scores).
 CLIP = 50.0
 
@@ -70,22 +72,31 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         the fitted attribute `size_`.
     lr : float, default 1e-3
         Adam's learning rate.
-    likelihood : "gaussian-learned" (default), "gaussian" or "bernoulli"
+    likelihood : "gaussian-learned" (default), "gaussian", "bernoulli", "poisson" or "mixed"
         p(x|z). The learned per-feature variance lets a feature's noise level count.
-        "bernoulli" needs data in [0, 1] (images) and does not standardise.
+        "bernoulli" needs data in [0, 1] (images), "poisson" counts (whole numbers >= 0; the encoder
+        sees log(1 + x)); neither is rescaled. "mixed" takes one kind per group of columns from
+        `columns`.
+    columns : None or str
+        For likelihood="mixed" only: "KIND:N,..." groups of N consecutive columns, KIND one of
+        gaussian-learned, gaussian, bernoulli, poisson or categoricalC (class indices 0..C-1), e.g.
+        "gaussian-learned:3,poisson:2,categorical4:1". Only the Gaussian groups are rescaled.
     logvar_min : float, default -4.0
-        Lower clamp of the learned log-variance on standardised data (sigma >= 0.135 standard
-        deviations), so that discrete or near-constant features cannot dominate the score.
-    standardize : "auto", True or False
-        Standardise each feature with the training mean and standard deviation ("auto": unless
-        the likelihood is bernoulli).
+        Lower clamp of the learned log-variance on the rescaled data (sigma >= 0.135 units of the
+        scale, the IQR by default), so that discrete or near-constant features cannot dominate the score.
+    standardize : "robust" (default), "standard" or False
+        How the Gaussian columns are centred and scaled, with statistics of the training rows only:
+        "robust" subtracts the median and divides by the interquartile range (a column whose IQR
+        is 0 is only centred), so that the anomalies among the training rows cannot inflate the
+        scale; "standard" uses the mean and standard deviation; False leaves them.
+        Rescaled values are clipped to +-50. Count, class and [0, 1] columns are never rescaled.
     seed : int, default 0
         Seeds the initialisation, the training draws and the evaluation noise: the same data and
         seed give the same scores, call after call.
     verbose : bool, default False
         A progress bar over the training epochs.
 
-    Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`StandardScaler` or None),
+    Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`RobustScaler`, `StandardScaler` or None),
     `offset_`, `n_features_in_`, `feature_names_in_` (DataFrame input only), `score_` (the score
     name in use), `size_` (the architecture and schedule used), `train_scores_` (scores of the
     training rows; not saved by `save`).
@@ -102,8 +113,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         epochs: int | None = None,
         lr: float = 1e-3,
         likelihood: str = "gaussian-learned",
+        columns: str | None = None,
         logvar_min: float = -4.0,
-        standardize: str | bool = "auto",
+        standardize: str | bool = "robust",
         seed: int = 0,
         verbose: bool = False,
     ):
@@ -116,6 +128,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.epochs = epochs
         self.lr = lr
         self.likelihood = likelihood
+        self.columns = columns
         self.logvar_min = logvar_min
         self.standardize = standardize
         self.seed = seed
@@ -131,6 +144,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         n, d = a.shape
         if n < 2:
             raise InputError(f"X has {n} row; at least 2 are needed to fit")
+        check_values(a, self.likelihood, self.columns)
         self.n_features_in_ = d
         if names is not None:
             self.feature_names_in_ = names
@@ -165,12 +179,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {self.likelihood!r}",
         )
         need(
-            self.standardize in ("auto", True, False),
-            f"standardize must be 'auto', True or False; got {self.standardize!r}",
+            self.standardize is False or self.standardize in SCALINGS,
+            f"standardize must be one of {', '.join(SCALINGS)} or False; got {self.standardize!r}",
         )
         need(
-            not (self.likelihood == "bernoulli" and self.standardize is True),
-            "standardize=True does not fit the bernoulli likelihood, which needs data in [0, 1]",
+            self.columns is None or isinstance(self.columns, str),
+            f"columns must be None or a string like 'gaussian-learned:3,poisson:2'; got {self.columns!r}",
         )
         for name in ("n_samples", "latent_dim", "batch_size", "epochs"):
             v = getattr(self, name)
@@ -185,20 +199,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0; got {self.lr!r}")
 
     def _make_scaler(self, a: np.ndarray):
-        from sklearn.preprocessing import StandardScaler
-
-        if self.likelihood == "bernoulli":
-            if a.min() < 0 or a.max() > 1:
-                raise InputError(
-                    f"X has values outside [0, 1] ({a.min():g} .. {a.max():g}); the bernoulli likelihood needs "
-                    "[0, 1] data: rescale it or use likelihood='gaussian-learned'"
-                )
+        mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])
+        if self.standardize is False or not mask.any():
             return None
-        return StandardScaler().fit(a) if self.standardize in ("auto", True) else None
+        return fit_scaler(a, self.standardize, mask)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         if self.scaler_ is not None:
-            a = np.clip(self.scaler_.transform(a), -CLIP, CLIP)
+            mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])
+            a = self.scaler_.transform(a)
+            a[:, mask] = np.clip(a[:, mask], -CLIP, CLIP)
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     def _model_config(self, d: int, size: dict[str, Any]) -> ModelConfig:
@@ -208,6 +218,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             hidden=tuple(int(h) for h in size["hidden"]),
             activation="relu",
             likelihood=self.likelihood,
+            columns=self.columns or "",
             logvar_min=self.logvar_min,
         )
 
@@ -265,10 +276,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         a = as_matrix(X)
         if a.shape[1] != self.n_features_in_:
             raise InputError(f"X has {a.shape[1]} features per row; the detector was fitted on {self.n_features_in_}")
-        if self.scaler_ is None and self.likelihood == "bernoulli" and (a.min() < 0 or a.max() > 1):
-            raise InputError(
-                f"X has values outside [0, 1] ({a.min():g} .. {a.max():g}); the bernoulli likelihood needs [0, 1]"
-            )
+        check_values(a, self.likelihood, self.columns)
         return self._tensor(a)
 
     def score_samples(self, X: Any) -> np.ndarray:

@@ -1,10 +1,13 @@
 """A fitted detector on disk: a folder with `detector.json` and `detector.safetensors`. Never pickle.
 
-- detector.safetensors  the VAE's weights (`model.*`) and the scaler (`scaler.mean`, `scaler.scale`)
+- detector.safetensors  the VAE's weights (`model.*`) and the scaler (`scaler.mean`: the centre, the mean
+                        or the median; `scaler.scale`)
 - detector.json         format and version, the estimator's parameters, the model config, the fitted
-                        scalars (offset_, n_features_in_, feature names, score, size) and the SHA-256
+                        scalars (offset_, n_features_in_, feature names, score, size, the scaler's
+                        kind) and the SHA-256
                         of the weights file, so that a pair of files that do not belong together is refused
 Both files are written atomically, the weights first: the JSON, written last, commits the pair.
+Version 1 (before robust scaling and the count/class likelihoods) is read too: its scaler is "standard".
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from ..config import from_dict, to_dict
 from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
 from ..model import VAE
+from .scaling import SCALINGS, center, rebuild
 
-FORMAT, VERSION = "aevb-anomaly-detector", 1
+FORMAT, VERSION = "aevb-anomaly-detector", 2
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
 
 
@@ -39,7 +43,7 @@ def save(det, folder: Path) -> Path:
         raise AevbError(f"cannot create {folder}: {e.strerror or e}") from None
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in det.model_.state_dict().items()}
     if det.scaler_ is not None:
-        tensors["scaler.mean"] = torch.from_numpy(det.scaler_.mean_.astype(np.float64))
+        tensors["scaler.mean"] = torch.from_numpy(center(det.scaler_).astype(np.float64))
         tensors["scaler.scale"] = torch.from_numpy(det.scaler_.scale_.astype(np.float64))
     atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     names = getattr(det, "feature_names_in_", None)
@@ -55,6 +59,7 @@ def save(det, folder: Path) -> Path:
             "score_": det.score_,
             "size_": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.size_.items()},
             "standardized": det.scaler_ is not None,
+            "scaler": det.standardize if det.scaler_ is not None else None,
         },
         "weights_sha256": _sha256(folder / WEIGHTS_NAME),
     }
@@ -64,8 +69,6 @@ def save(det, folder: Path) -> Path:
 
 def load(folder: Path):
     """The detector saved in `folder`; CheckpointError naming the first thing that does not hold."""
-    from sklearn.preprocessing import StandardScaler
-
     from .detector import AnomalyDetector
 
     path = folder / JSON_NAME
@@ -79,10 +82,13 @@ def load(folder: Path):
         raise CheckpointError(f"{path} is corrupt: {e}") from None
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an aevb anomaly detector (format {_get(rec, 'format')!r})")
-    if rec.get("version") != VERSION:
-        raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads version {VERSION}")
+    if rec.get("version") not in (1, VERSION):
+        raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads versions 1 and {VERSION}")
     try:
         params, fitted = dict(rec["params"]), dict(rec["fitted"])
+        if rec["version"] == 1:  # "auto" and True meant mean / standard deviation then
+            params["standardize"] = "standard" if params.get("standardize") in ("auto", True) else False
+            fitted["scaler"] = "standard" if fitted["standardized"] else None
         if params.get("hidden") is not None:
             params["hidden"] = tuple(params["hidden"])
         det = AnomalyDetector(**params)
@@ -90,6 +96,9 @@ def load(folder: Path):
         model_config, _ = from_dict(rec["model"])
         offset, d = float(fitted["offset_"]), int(fitted["n_features_in_"])
         score, names, standardized = fitted["score_"], fitted["feature_names_in_"], bool(fitted["standardized"])
+        kind = fitted["scaler"]
+        if standardized and kind not in SCALINGS:
+            raise ValueError(f"scaler {kind!r} is not one of {', '.join(SCALINGS)}")
         size = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(fitted["size_"]).items()}
         expected_sha = str(rec["weights_sha256"])
     except (KeyError, TypeError, ValueError, AevbError) as e:
@@ -119,10 +128,7 @@ def load(folder: Path):
                 raise CheckpointError(f"{weights}: {name} is missing, not ({d},) or not finite")
         if not (scale > 0).all():
             raise CheckpointError(f"{weights}: scaler.scale has entries <= 0")
-        scaler = StandardScaler()
-        scaler.mean_, scaler.scale_ = mean.numpy().astype(np.float64), scale.numpy().astype(np.float64)
-        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_**2, d, 0
-        det.scaler_ = scaler
+        det.scaler_ = rebuild(kind, mean.numpy().astype(np.float64), scale.numpy().astype(np.float64))
     det.model_ = model.eval()
     det.offset_, det.n_features_in_, det.score_, det.size_ = offset, d, score, size
     if names is not None:

@@ -49,7 +49,6 @@ def log_likelihood_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 
 
 
 ScoreFn = Callable[..., torch.Tensor]
-LIKELIHOODS = ("gaussian-learned", "gaussian", "bernoulli")  # the decoders a detector may use
 SCORES: dict[str, ScoreFn] = {
     "log-likelihood": log_likelihood_score,
     "elbo": elbo_score,

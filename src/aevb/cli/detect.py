@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..anomaly.scores import LIKELIHOODS, SCORES
+from ..anomaly.columns import LIKELIHOODS
+from ..anomaly.scores import SCORES
 from ..errors import AevbError, DataError
 from ..files import save_table
 from .parser import _Parser, at_least, positive
@@ -45,6 +46,12 @@ def register(subparsers) -> None:
     f.add_argument("--contamination", type=_contamination, default="auto", help="'auto' or the outlier fraction")
     f.add_argument("--n-samples", type=positive, default=100, help="importance samples k / posterior draws L")
     f.add_argument("--likelihood", default="gaussian-learned", choices=LIKELIHOODS, help="p(x|z)")
+    f.add_argument(
+        "--columns",
+        default=None,
+        metavar="SPEC",
+        help="with --likelihood mixed: KIND:N groups of columns, e.g. gaussian-learned:3,poisson:2,categorical4:1",
+    )
     f.add_argument("--latent-dim", type=positive, default=None, help="latent size; None = the data-size rule")
     f.add_argument(
         "--hidden",
@@ -104,6 +111,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     det = AnomalyDetector(
         score=args.score, contamination=args.contamination, n_samples=args.n_samples, likelihood=args.likelihood,
+        columns=args.columns,
         latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, seed=args.seed, verbose=not args.no_progress,
     )  # fmt: skip

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical, Normal, Poisson
@@ -350,3 +351,45 @@ def test_cli_trains_and_samples_a_mixed_table(tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "has 6 features per row; --columns gaussian:3,poisson:2 names 5" in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+# -- the heavy-tailed (student-t) decoder ----------------------------------------------------------
+
+
+def test_student_t_head_tends_to_the_learned_gaussian_and_draws_with_its_variance():
+    from aevb.likelihoods import LearnedGaussianLikelihood, StudentTLikelihood
+    from aevb.model import draw
+
+    # [mu, log sigma^2] of 6 dims; float64, where lgamma of a large df keeps its precision
+    h = torch.randn(4, 2 * 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    gauss = LearnedGaussianLikelihood()(h).log_prob(x)
+    torch.testing.assert_close(StudentTLikelihood(df=1e7)(h).log_prob(x), gauss, atol=1e-4, rtol=0)
+    assert (StudentTLikelihood(df=3.0)(h).log_prob(x) != gauss).all()
+    # draws: reproducible from the generator, with Var = sigma^2 df / (df - 2)
+    p = StudentTLikelihood(df=5.0)(torch.zeros(1, 2).expand(200_000, 2))  # mu = 0, sigma = 1
+    a, b = draw(p, torch.Generator().manual_seed(3)), draw(p, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert abs(a.var().item() - 5.0 / 3.0) < 0.05
+
+
+def test_student_t_runs_end_to_end_in_training_and_in_the_detector(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_t(4, size=(600, 5))
+    model = aevb.train(
+        aevb.ModelConfig(likelihood="student-t", df=4.0, latent_dim=2, hidden=(16,)),
+        aevb.TrainConfig(epochs=5),
+        dataset=Dataset(
+            "t",
+            (5,),
+            **{s: torch.tensor(x[i::3], dtype=torch.float32) for i, s in enumerate(("train", "valid", "test"))},
+        ),
+    )
+    assert torch.isfinite(aevb.log_likelihood(model, torch.tensor(x[:20], dtype=torch.float32), k=50)).all()
+    test = np.vstack([rng.standard_t(4, size=(200, 5)), rng.standard_t(4, size=(20, 5)) + 8])
+    det = aevb.AnomalyDetector(likelihood="student-t", seed=0).fit(x)
+    assert roc_auc_score(np.r_[np.zeros(200), np.ones(20)], -det.score_samples(test)) > 0.95
+    det.save(tmp_path / "d")
+    assert np.array_equal(aevb.AnomalyDetector.load(tmp_path / "d").score_samples(test), det.score_samples(test))

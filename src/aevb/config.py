@@ -20,6 +20,7 @@ LIKELIHOOD_NAMES = (
     "gaussian",
     "gaussian-learned",
     "gaussian-learned-sigmoid",
+    "student-t",  # heavy tails: [mu, log sigma^2] per dimension, `df` degrees of freedom
     "poisson",
     "categorical",
     "mixed",  # one likelihood per group of columns, named by `columns`
@@ -36,7 +37,7 @@ COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
 PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
-STANDARDIZABLE = ("gaussian", "gaussian-learned")  # likelihoods whose data may be standardised (real values)
+STANDARDIZABLE = ("gaussian", "gaussian-learned", "student-t")  # likelihoods whose data may be standardised (real values)
 CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
@@ -54,6 +55,7 @@ class ModelConfig:
     sigma: float = 1.0  # standard deviation of the fixed `gaussian` likelihood
     logvar_min: float = -9.0  # clamp of the `gaussian-learned` log-variance (sigma in [0.011, 20])
     logvar_max: float = 6.0
+    df: float = 5.0  # degrees of freedom of the student-t likelihood (larger: closer to gaussian-learned)
     init: str = "default"  # "normal": every weight and bias ~ N(0, init_std^2), as in the paper
     init_std: float = 0.01
     arch: str = "mlp"  # "conv": strided convolutions for images; "resmlp": residual MLP (equal hidden sizes)
@@ -106,6 +108,7 @@ class ModelConfig:
         _check(all(h >= 1 for h in self.hidden), "hidden sizes must be >= 1")
         _check(len(self.data_shape) >= 1 and all(s >= 1 for s in self.data_shape), "bad data_shape")
         _check(self.sigma > 0, "sigma must be > 0")
+        _check(self.df > 0, "df must be > 0")
         _check(self.logvar_min < self.logvar_max, "logvar_min must be < logvar_max")
         _check(self.init_std > 0, "init_std must be > 0")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal, Poisson
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal, Poisson, StudentT
 
 from .config import ModelConfig, parse_columns
 
@@ -74,6 +74,27 @@ class LearnedGaussianLikelihood:
         logvar = logvar.clamp(self.logvar_min, self.logvar_max)
         mu = torch.sigmoid(mu) if self.squash else mu
         return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
+
+
+@dataclass(frozen=True)
+class StudentTLikelihood:
+    """p(x|z) = prod_d StudentT(x_d; df, mu_d, sigma_d): a heavy-tailed decoder; the network outputs
+    [mu, log sigma^2] per dimension (log sigma^2 clamped like the learned Gaussian's log-variance).
+
+    A value far from mu costs ~(df + 1) log|x - mu| nats instead of (x - mu)^2 / 2 sigma^2, so a few
+    extreme training values do not force a large sigma on everyone, and an isolated extreme value
+    still scores low. df -> infinity is `gaussian-learned`.
+    """
+
+    df: float = 5.0
+    logvar_min: float = -9.0
+    logvar_max: float = 6.0
+    outputs_per_dim: int = 2
+
+    def __call__(self, h: torch.Tensor) -> Distribution:
+        mu, logvar = h.chunk(2, dim=-1)
+        scale = torch.exp(0.5 * logvar.clamp(self.logvar_min, self.logvar_max))
+        return Independent(StudentT(torch.full_like(mu, self.df), mu, scale, validate_args=False), 1)
 
 
 @dataclass(frozen=True)
@@ -198,6 +219,7 @@ LIKELIHOODS = {
     "gaussian": lambda c: GaussianLikelihood(sigma=c.sigma),
     "gaussian-learned": lambda c: LearnedGaussianLikelihood(c.logvar_min, c.logvar_max),
     "gaussian-learned-sigmoid": lambda c: LearnedGaussianLikelihood(c.logvar_min, c.logvar_max, squash=True),
+    "student-t": lambda c: StudentTLikelihood(c.df, c.logvar_min, c.logvar_max),
     "poisson": lambda c: PoissonLikelihood(),
     "categorical": lambda c: CategoricalLikelihood(c.categories, c.categories),
     "mixed": make_mixed,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, Normal, Poisson
+from torch.distributions import Categorical, Distribution, Independent, Normal, Poisson, StudentT
 
 from . import priors
 from .config import ModelConfig
@@ -74,10 +74,11 @@ class VAE(nn.Module):
         p = self.likelihood(h)
         if not self.config.standardize:
             return p
-        base = p.base_dist  # Independent(Normal): the only heads `standardize` allows
-        return Independent(
-            Normal(self.data_shift + self.data_scale * base.loc, self.data_scale * base.scale, validate_args=False), 1
-        )
+        base = p.base_dist  # Independent(Normal or StudentT): the heads `standardize` allows
+        loc, scale = self.data_shift + self.data_scale * base.loc, self.data_scale * base.scale
+        if isinstance(base, StudentT):
+            return Independent(StudentT(base.df, loc, scale, validate_args=False), 1)
+        return Independent(Normal(loc, scale, validate_args=False), 1)
 
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
         """(x - shift) / scale per feature for a standardised model, x (..., D) itself otherwise."""
@@ -129,6 +130,11 @@ def draw(p: Distribution, generator: torch.Generator | None = None) -> torch.Ten
     base = p.base_dist if isinstance(p, Independent) else p
     if isinstance(base, Normal):
         return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator, device=base.loc.device)
+    if isinstance(base, StudentT):  # torch draws its chi-square from the global RNG: seed that from `generator`
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[] if base.loc.device.type == "cpu" else [base.loc.device]):
+            torch.manual_seed(seed)
+            return base.sample()
     if isinstance(base, Poisson):
         return torch.poisson(base.rate, generator=generator)
     if isinstance(base, Categorical):

@@ -13,8 +13,8 @@ import numpy as np
 from ..config import parse_columns
 from .inputs import InputError
 
-LIKELIHOODS = ("gaussian-learned", "gaussian", "bernoulli", "poisson", "mixed")  # the decoders a detector may use
-RESCALED = ("gaussian-learned", "gaussian")  # kinds whose columns are centred and scaled
+LIKELIHOODS = ("gaussian-learned", "gaussian", "student-t", "bernoulli", "poisson", "mixed")  # a detector's decoders
+RESCALED = ("gaussian-learned", "gaussian", "student-t")  # kinds whose columns are centred and scaled
 
 
 def column_groups(likelihood: str, columns: str | None, d: int) -> list[tuple[str, int, int]]:

@@ -40,6 +40,34 @@ def test_fused_bernoulli_equals_torch_distribution():
     torch.testing.assert_close(lp, ref, rtol=1e-6, atol=1e-4)
 
 
+def test_fused_bernoulli_is_fp32_under_bf16_autocast():
+    # the log-likelihood of bf16 logits is summed in fp32 even inside autocast, where a matrix
+    # product (an einsum for x.h, say) would run, and round its sums of ~800 terms, in bf16
+    g = torch.Generator().manual_seed(3)
+    h = (torch.randn(3, 5, 784, generator=g) * 4).bfloat16()
+    x = torch.bernoulli(torch.full((5, 784), 0.3), generator=g)
+    ref = Independent(Bernoulli(logits=h.float(), validate_args=False), 1).log_prob(x)
+    with speed.autocast("cpu", "bf16"):
+        lp = BernoulliLikelihood().log_prob(h, x)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, ref, rtol=1e-6, atol=1e-3)
+
+
+def test_binarisation_draw_is_torch_bernoulli_bit_for_bit():
+    # speed.bernoulli replaces torch.bernoulli in the trainer: same numbers, same generator state after
+    grey = torch.rand(64, 784, generator=torch.Generator().manual_seed(4))
+    grey[:, :100] = 0.0  # MNIST's background and saturated pixels
+    grey[:, 100:150] = 1.0
+    for p in (grey, grey[:, ::2], grey.double()):  # fp32, a strided view, fp64 (torch.bernoulli itself)
+        for seed in range(3):
+            g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            for _ in range(2):
+                expected, got = torch.bernoulli(p, generator=g1), speed.bernoulli(p, g2)
+                assert got.dtype == expected.dtype and torch.equal(got, expected)
+            assert torch.equal(torch.randn(5, generator=g1), torch.randn(5, generator=g2))  # same state after
+    assert 0.45 < speed.bernoulli(torch.full((10000,), 0.5), torch.Generator().manual_seed(0)).mean() < 0.55
+
+
 def test_decoder_log_prob_is_decode_log_prob_for_every_head():
     g = torch.Generator().manual_seed(1)
     for name in aevb.LIKELIHOODS:

@@ -79,11 +79,11 @@ def bernoulli(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """`torch.bernoulli(p, generator=generator)`, bit for bit and leaving the generator in the same
     state, but faster on a CPU: there torch draws one fp32 uniform u per element, in order, and
     returns u < p, serially; drawing all the uniforms with torch.rand and comparing is the same
-    numbers in vectorised passes (tests/test_speed.py checks the identity). Other devices: torch.bernoulli."""
-    if p.device.type != "cpu":
+    numbers in vectorised passes (tests/test_speed.py checks the identity). Other devices and
+    dtypes (which draw differently): torch.bernoulli."""
+    if p.device.type != "cpu" or p.dtype != torch.float32:
         return torch.bernoulli(p, generator=generator)
-    u = torch.rand(p.shape, generator=generator, dtype=torch.float32)
-    return (u < p.float()).to(p.dtype)
+    return (torch.rand(p.shape, generator=generator) < p).to(p.dtype)
 
 
 def set_threads(threads: int | None) -> int:

@@ -304,7 +304,8 @@ def part_eval(model: aevb.VAE, x_test, args, log) -> dict:
     }
     log(
         f"  k=5000 over {xs.shape[0]} test images: {rate:.0f} images*samples/s in {seconds:.0f} s, "
-        f"{out['fraction_of_fp32_peak']:.1%} of the fp32 peak ({pk:.1f} GFLOP/s, range {min(peak):.1f}-{max(peak):.1f}); "
+        f"{out['fraction_of_fp32_peak']:.1%} of the fp32 peak ({pk:.1f} GFLOP/s, "
+        f"range {min(peak):.1f}-{max(peak):.1f}); "
         f"log p(x) {out['test_log_px']:.2f} ± {out['test_log_px_se']:.2f} nats"
     )
     return out

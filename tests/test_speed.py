@@ -14,11 +14,11 @@ import torch
 from torch.distributions import Bernoulli, Independent
 
 import aevb
-from aevb import speed
+from aevb import objectives, speed
 from aevb.config import from_dict, to_dict
 from aevb.evaluate import elbo_terms
 from aevb.likelihoods import BernoulliLikelihood
-from aevb.objectives import decoder_log_prob
+from aevb.objectives import decoder_log_prob, log_weights
 from aevb.preprocess import split
 from aevb.train import OBJECTIVES
 
@@ -79,6 +79,30 @@ def test_decoder_log_prob_is_decode_log_prob_for_every_head():
         x = torch.floor(3 * x) if name in ("poisson", "categorical", "mixed") else x
         with torch.no_grad():
             torch.testing.assert_close(decoder_log_prob(m, z, x), m.decode(z).log_prob(x), rtol=1e-6, atol=1e-4)
+
+
+def test_log_weights_scored_in_pieces_equal_torch_distributions(monkeypatch):
+    # log_weights scores the decoder LOG_WEIGHT_ROWS (sample, example) rows at a time (evaluation
+    # speed): the log weights and their gradients are those of one pass through torch.distributions
+    torch.manual_seed(0)
+    m = aevb.VAE(aevb.ModelConfig(data_shape=(64,), latent_dim=3, hidden=(16,)))
+    g = torch.Generator().manual_seed(5)
+    x = torch.bernoulli(torch.full((6, 64), 0.3), generator=g)
+    eps = torch.randn(50, 6, 3, generator=g)
+    q = m.encode(x)
+    z = q.base_dist.loc + q.base_dist.scale * eps
+    expected = m.decode(z).log_prob(x) + m.prior().log_prob(z) - q.log_prob(z)
+    out = {}
+    for rows in (10_000, 13):  # one piece; pieces of 2 samples (13 // 6) and a last one
+        monkeypatch.setattr(objectives, "LOG_WEIGHT_ROWS", rows)
+        m.zero_grad()
+        lw = log_weights(m, x, eps=eps)
+        lw.logsumexp(0).sum().backward()
+        out[rows] = lw.detach(), [p.grad.clone() for p in m.parameters()]
+        torch.testing.assert_close(lw, expected, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(out[13][0], out[10_000][0], rtol=0, atol=0)
+    for a, b in zip(out[13][1], out[10_000][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _steps(config: aevb.TrainConfig, x: torch.Tensor, steps: int = 6) -> list[float]:

@@ -19,7 +19,7 @@ from .model import VAE, reparameterize
 
 # (sample, example) rows the decoder scores at once in log_weights: with k=5000 importance samples
 # the (k, B, D) temporaries of the decoder and likelihood are tens of MB each, fresh allocations the
-# kernel must page in every time; pieces of this many rows stay in cache (evaluation 1.5-2x faster)
+# kernel must page in every time; pieces of this many rows stay in cache (docs/benchmarks/speed.md)
 LOG_WEIGHT_ROWS = 2048
 
 

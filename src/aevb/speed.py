@@ -9,6 +9,11 @@ benchmarks/speed.py) and works on CPU and CUDA alike:
   trainer, so compiled and eager runs see the same random numbers.
 - fused optimisers: Adam, Adagrad and SGD update every parameter in one fused kernel
   (`fused=True`) instead of a dozen passes; always on where torch supports it.
+- `bernoulli`: the trainer's dynamic binarisation draw, torch.bernoulli's numbers bit for bit.
+
+Threads: aevb leaves torch's default (one intra-op thread per core), the fastest on a quiet
+machine; on a busy one, OMP_NUM_THREADS set to the idle cores avoids OpenMP threads waiting on
+preempted partners (docs/benchmarks/speed.md measures both).
 """
 
 from __future__ import annotations

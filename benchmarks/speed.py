@@ -1,6 +1,6 @@
 """Speed of aevb's training and evaluation against the machine's limit and a reference loop, in one run.
 
-    OMP_NUM_THREADS=1 python benchmarks/speed.py --data-dir ../shared/data --threads 1 --json speed.json
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --data-dir ../shared/data --json speed.json
 
 Every figure is a ratio measured in this one run (the reference and aevb interleaved), because the
 machines are shared and noisy:
@@ -9,14 +9,17 @@ machines are shared and noisy:
    `aevb.train` builds) against a reference loop written the way the PyTorch examples VAE is
    (DataLoader over a TensorDataset, sigmoid then BCE summed, loss.item() every step), for the
    examples' network (784-400-20 ReLU, batch 128), the paper's (784-500-20 tanh, batch 100) and a
-   larger batch (1024); aevb in fp32, in bf16 autocast and (--compile) torch.compile'd;
+   larger batch (1024); aevb in fp32, in bf16 autocast and (--compile) torch.compile'd; at one
+   thread and at the machine's default (torch's: one per core), both loops at the same count;
 3. bf16 quality: the same short training in fp32 and bf16, test log-likelihood compared;
 4. time to quality: wall time until the test ELBO (dynamically binarised MNIST) first passes
    -100 nats, aevb defaults against the reference loop (epochs interleaved; evaluation not timed);
-5. evaluation: importance-sampled log p(x) with k=5000: images*samples/s, fraction of peak, and
-   the peak memory of the same evaluation with k=500 and k=5000 (child processes);
+5. evaluation: importance-sampled log p(x) with k=5000 (of a model trained here, or --eval-model):
+   images*samples/s, fraction of the fp32 peak measured between its blocks of images, and the peak
+   memory of the same evaluation with k=500 and k=5000 (child processes);
 6. peak resident memory of a training run (a child process running aevb.train for one epoch).
-Wall time of the default run: about 10-15 minutes on 1 thread.
+Wall time of the default run on a quiet machine: about 25 minutes (8 of them the k=5000 evaluation of
+all 10,000 test images, --eval-images to shorten it); much longer under load.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 import aevb
 from aevb import speed
@@ -178,8 +182,9 @@ class Aevb:
 # ---------------------------------------------------------------- the parts
 
 
-def part_throughput(x, args, peak32, log) -> list[dict]:
+def part_throughput(x, args, log) -> list[dict]:
     rows = []
+    threads = torch.get_num_threads()
     for name, (hidden, latent, act, batch) in NETS.items():
         xs = x[: args.images]
         variants = {"reference": None, "aevb fp32": {}, "aevb bf16": {"precision": "bf16"}}
@@ -197,18 +202,21 @@ def part_throughput(x, args, peak32, log) -> list[dict]:
             peak.append(max(peaks(hidden, batch, seconds=0.2, dtypes=("fp32",)).values()))
             for v, tr in trainers.items():
                 times[v].append(tr.epoch(xs))
-        peak32[name] = statistics.median(peak)
-        log(f"  {name:32s} fp32 matmul peak during these epochs: {peak32[name]:.1f} GFLOP/s")
+        peak = statistics.median(peak)
+        log(f"  {name:32s} fp32 matmul peak during these epochs: {peak:.1f} GFLOP/s ({threads} threads)")
         flops = train_flops(hidden, latent)
         ref = xs.shape[0] / statistics.median(times["reference"])
         for v, ts in times.items():
             ips = xs.shape[0] / statistics.median(ts)
             row = {
                 "net": name,
+                "threads": threads,
                 "variant": v,
                 "images_per_s": ips,
                 "vs_reference": ips / ref,
-                "fraction_of_fp32_peak": ips * flops / 1e9 / peak32[name],
+                "fraction_of_fp32_peak": ips * flops / 1e9 / peak,
+                "fp32_peak_gflops": peak,
+                "load_average": os.getloadavg()[0],
             }
             rows.append(row)
             frac = row["fraction_of_fp32_peak"]
@@ -262,26 +270,51 @@ def part_time_to_quality(ds, x_test, args, log):
     return state, models
 
 
-def part_eval(model: aevb.VAE, x_test, args, peak32: float, log) -> dict:
+def part_eval(model: aevb.VAE, x_test, args, log) -> dict:
+    """k=5000 over args.eval_images test images in blocks of args.eval_block, the fp32 matmul peak at
+    the decoder's shape measured before every block and after the last: each block's fraction of
+    peak is its rate over the mean of the peaks around it (the load changes between blocks)."""
     xs = x_test[: args.eval_images]
-    log_likelihood(model, xs[:10], k=500)  # warm-up
-    t = time.perf_counter()
-    ll = log_likelihood(model, xs, k=5000, batch_size=50)
-    dt = time.perf_counter() - t
-    rate = xs.shape[0] * 5000 / dt
     hidden, latent = model.config.hidden[0], model.config.latent_dim
+    flops = eval_flops(hidden, latent)
+    log_likelihood(model, xs[:10], k=500)  # warm-up
+
+    def eval_peak() -> float:
+        return matmul_gflops(50 * 500, hidden, D, torch.float32, seconds=0.3)
+
+    peak, lls, blocks = [eval_peak()], [], []
+    for b in tqdm(range(0, xs.shape[0], args.eval_block), desc="log p(x), k=5000", disable=not args.progress):
+        t = time.perf_counter()
+        lls.append(log_likelihood(model, xs[b : b + args.eval_block], k=5000, batch_size=50, first_index=b))
+        seconds = time.perf_counter() - t
+        peak.append(eval_peak())
+        rate = lls[-1].numel() * 5000 / seconds
+        blocks.append({"images": lls[-1].numel(), "seconds": seconds, "images_samples_per_s": rate})
+        blocks[-1]["fraction_of_fp32_peak"] = rate * flops / 1e9 / ((peak[-2] + peak[-1]) / 2)
+    ll = torch.cat(lls)
+    seconds = sum(b["seconds"] for b in blocks)
+    rate = xs.shape[0] * 5000 / seconds
+    fractions = [b["fraction_of_fp32_peak"] for b in blocks]
     out = {
         "images": xs.shape[0],
-        "seconds": dt,
+        "seconds": seconds,
         "images_samples_per_s": rate,
-        "fraction_of_fp32_peak": rate * eval_flops(hidden, latent) / 1e9 / peak32,
+        "fp32_peak_gflops_median": statistics.median(peak),
+        "fp32_peak_range": [min(peak), max(peak)],
+        "fraction_of_fp32_peak_median_block": statistics.median(fractions),
+        "fraction_of_fp32_peak_range": [min(fractions), max(fractions)],
+        "fastest_block_images_samples_per_s": max(b["images_samples_per_s"] for b in blocks),
         "test_log_px": ll.mean().item(),
-        "seconds_for_10000_images": 10000 * 5000 / rate,
+        "test_log_px_se": ll.std().item() / math.sqrt(ll.numel()),
+        "blocks": blocks,
+        "load_average": os.getloadavg()[0],
     }
     log(
-        f"  k=5000 over {xs.shape[0]} test images: {rate:.0f} images*samples/s, "
-        f"{out['fraction_of_fp32_peak']:.1%} of fp32 peak; log p(x) {out['test_log_px']:.2f} nats; "
-        f"10,000 images would take {out['seconds_for_10000_images']:.0f} s"
+        f"  k=5000 over {xs.shape[0]} test images in {seconds:.0f} s: {rate:.0f} images*samples/s overall, "
+        f"fastest block {out['fastest_block_images_samples_per_s']:.0f}; fraction of the fp32 peak around each "
+        f"block: median {out['fraction_of_fp32_peak_median_block']:.1%} (range {min(fractions):.1%}-"
+        f"{max(fractions):.1%}; peak {min(peak):.1f}-{max(peak):.1f} GFLOP/s); "
+        f"log p(x) {out['test_log_px']:.2f} ± {out['test_log_px_se']:.2f} nats"
     )
     return out
 
@@ -314,7 +347,17 @@ def run_child(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data", help="folder holding mnist/ (default: ../shared/data)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default (default: 0)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads of every part but 2-3's; 0 = one per core (default: 1)"
+    )
+    p.add_argument(
+        "--thread-counts",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="thread counts of the throughput part (2-3), both loops at each; 0 = one per core, torch's default "
+        "without OMP_NUM_THREADS (default: 1 0)",
+    )
     p.add_argument("--images", type=int, default=12800, help="training images per timed epoch (default: 12800)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per variant, median kept (default: 3)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd aevb (compiles ~30 s a net)")
@@ -322,14 +365,20 @@ def main() -> None:
     p.add_argument("--quality-k", type=int, default=1000, help="importance samples there (default: 1000)")
     p.add_argument("--quality-images", type=int, default=1000, help="test images there (default: 1000)")
     p.add_argument("--target", type=float, default=-100.0, help="test ELBO to reach, nats (default: -100)")
-    p.add_argument("--max-epochs", type=int, default=25, help="time-to-quality cap per trainer (default: 25)")
-    p.add_argument("--eval-images", type=int, default=200, help="test images for k=5000 (default: 200; 10000 = all)")
+    p.add_argument("--max-epochs", type=int, default=40, help="time-to-quality cap per trainer (default: 40)")
+    p.add_argument("--eval-images", type=int, default=10000, help="test images for k=5000 (default: 10000, all)")
+    p.add_argument("--eval-block", type=int, default=500, help="images between peak measurements (default: 500)")
+    p.add_argument(
+        "--eval-model", help="aevb run directory of the model to evaluate (default: the time-to-quality part's)"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--skip", nargs="*", default=[], help="parts to skip: throughput quality ttq eval memory")
     p.add_argument("--child", choices=("eval", "train", "baseline"), help=argparse.SUPPRESS)
     p.add_argument("--child-k", type=int, default=500, help=argparse.SUPPRESS)
     args = p.parse_args()
-    threads = speed.set_threads(args.threads)
+    cores = len(os.sched_getaffinity(0))
+    threads = speed.set_threads(args.threads or cores)
     if args.child:
         return run_child(args)
 
@@ -346,6 +395,7 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__,
+            "cores": cores,
             "threads": threads,
             "load_average_at_start": list(os.getloadavg()),
         },
@@ -367,8 +417,15 @@ def main() -> None:
     results["peak_gflops"] = {"fp32": peak32, "bf16": peak16, "eval": eval_peak}
 
     if "throughput" not in args.skip:
-        log(f"2-3. training throughput ({args.images} images per timed epoch, median of {args.repeats})")
-        results["throughput"] = part_throughput(x_train, args, peak32, log)
+        results["throughput"] = []
+        for count in args.thread_counts:
+            speed.set_threads(count or cores)
+            log(
+                f"2-3. training throughput, {torch.get_num_threads()} thread(s) "
+                f"({args.images} images per timed epoch, median of {args.repeats}; load {os.getloadavg()[0]:.1f})"
+            )
+            results["throughput"] += part_throughput(x_train, args, log)
+        speed.set_threads(threads)
     if "quality" not in args.skip:
         log(f"3. bf16 quality: {args.quality_epochs} epochs each, same seed")
         results["bf16_quality"] = part_bf16_quality(ds, x_test, args, log)
@@ -379,10 +436,13 @@ def main() -> None:
         results["time_to_quality"] = state
         model = next(tr.model for v, tr in trainers.items() if v.startswith("aevb defaults (")).eval()
     if "eval" not in args.skip:
-        log("5. evaluation, importance-sampled log p(x), k=5000")
-        if model is None:
-            model = Aevb(400, 20, "relu", 128).model.eval()
-        results["eval"] = part_eval(model, x_test, args, eval_peak["fp32"], log)
+        log(f"5. evaluation, importance-sampled log p(x), k=5000 (load {os.getloadavg()[0]:.1f})")
+        if args.eval_model:
+            model = aevb.load(args.eval_model).eval()
+        elif model is None:
+            raise SystemExit("speed.py: the evaluation part needs the time-to-quality part or --eval-model")
+        results["eval"] = part_eval(model, x_test, args, log)
+        results["eval"]["model"] = args.eval_model or "the time-to-quality part's aevb defaults (fp32) model"
     if "memory" not in args.skip:
         log("5-6. peak resident memory (child processes, MiB)")
         mem = {

@@ -14,11 +14,11 @@ import torch
 from torch.distributions import Bernoulli, Independent
 
 import aevb
-from aevb import speed
+from aevb import objectives, speed
 from aevb.config import from_dict, to_dict
 from aevb.evaluate import elbo_terms
 from aevb.likelihoods import BernoulliLikelihood
-from aevb.objectives import decoder_log_prob
+from aevb.objectives import decoder_log_prob, log_weights
 from aevb.preprocess import split
 from aevb.train import OBJECTIVES
 
@@ -40,6 +40,34 @@ def test_fused_bernoulli_equals_torch_distribution():
     torch.testing.assert_close(lp, ref, rtol=1e-6, atol=1e-4)
 
 
+def test_fused_bernoulli_is_fp32_under_bf16_autocast():
+    # the log-likelihood of bf16 logits is summed in fp32 even inside autocast, where a matrix
+    # product (an einsum for x.h, say) would run, and round its sums of ~800 terms, in bf16
+    g = torch.Generator().manual_seed(3)
+    h = (torch.randn(3, 5, 784, generator=g) * 4).bfloat16()
+    x = torch.bernoulli(torch.full((5, 784), 0.3), generator=g)
+    ref = Independent(Bernoulli(logits=h.float(), validate_args=False), 1).log_prob(x)
+    with speed.autocast("cpu", "bf16"):
+        lp = BernoulliLikelihood().log_prob(h, x)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, ref, rtol=1e-6, atol=1e-3)
+
+
+def test_binarisation_draw_is_torch_bernoulli_bit_for_bit():
+    # speed.bernoulli replaces torch.bernoulli in the trainer: same numbers, same generator state after
+    grey = torch.rand(64, 784, generator=torch.Generator().manual_seed(4))
+    grey[:, :100] = 0.0  # MNIST's background and saturated pixels
+    grey[:, 100:150] = 1.0
+    for p in (grey, grey[:, ::2], grey.double()):  # fp32, a strided view, fp64 (torch.bernoulli itself)
+        for seed in range(3):
+            g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            for _ in range(2):
+                expected, got = torch.bernoulli(p, generator=g1), speed.bernoulli(p, g2)
+                assert got.dtype == expected.dtype and torch.equal(got, expected)
+            assert torch.equal(torch.randn(5, generator=g1), torch.randn(5, generator=g2))  # same state after
+    assert 0.45 < speed.bernoulli(torch.full((10000,), 0.5), torch.Generator().manual_seed(0)).mean() < 0.55
+
+
 def test_decoder_log_prob_is_decode_log_prob_for_every_head():
     g = torch.Generator().manual_seed(1)
     for name in aevb.LIKELIHOODS:
@@ -51,6 +79,30 @@ def test_decoder_log_prob_is_decode_log_prob_for_every_head():
         x = torch.floor(3 * x) if name in ("poisson", "categorical", "mixed") else x
         with torch.no_grad():
             torch.testing.assert_close(decoder_log_prob(m, z, x), m.decode(z).log_prob(x), rtol=1e-6, atol=1e-4)
+
+
+def test_log_weights_scored_in_pieces_equal_torch_distributions(monkeypatch):
+    # log_weights scores the decoder LOG_WEIGHT_ROWS (sample, example) rows at a time (evaluation
+    # speed): the log weights and their gradients are those of one pass through torch.distributions
+    torch.manual_seed(0)
+    m = aevb.VAE(aevb.ModelConfig(data_shape=(64,), latent_dim=3, hidden=(16,)))
+    g = torch.Generator().manual_seed(5)
+    x = torch.bernoulli(torch.full((6, 64), 0.3), generator=g)
+    eps = torch.randn(50, 6, 3, generator=g)
+    q = m.encode(x)
+    z = q.base_dist.loc + q.base_dist.scale * eps
+    expected = m.decode(z).log_prob(x) + m.prior().log_prob(z) - q.log_prob(z)
+    out = {}
+    for rows in (10_000, 13):  # one piece; pieces of 2 samples (13 // 6) and a last one
+        monkeypatch.setattr(objectives, "LOG_WEIGHT_ROWS", rows)
+        m.zero_grad()
+        lw = log_weights(m, x, eps=eps)
+        lw.logsumexp(0).sum().backward()
+        out[rows] = lw.detach(), [p.grad.clone() for p in m.parameters()]
+        torch.testing.assert_close(lw, expected, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(out[13][0], out[10_000][0], rtol=0, atol=0)
+    for a, b in zip(out[13][1], out[10_000][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _steps(config: aevb.TrainConfig, x: torch.Tensor, steps: int = 6) -> list[float]:

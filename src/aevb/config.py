@@ -37,7 +37,7 @@ COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
 PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
-STANDARDIZABLE = ("gaussian", "gaussian-learned", "student-t")  # likelihoods whose data may be standardised (real values)
+STANDARDIZABLE = ("gaussian", "gaussian-learned", "student-t")  # likelihoods of real values: may be standardised
 CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")

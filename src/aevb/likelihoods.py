@@ -34,13 +34,13 @@ class BernoulliLikelihood:
         return Independent(Bernoulli(logits=h, validate_args=False), 1)
 
     def log_prob(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """sum_d x_d h_d - softplus(h_d), (...,) for h (..., B, D) and x (B, D): the Bernoulli
-        log-likelihood on logits. One product-sum and one softplus pass, the same math as
-        binary_cross_entropy_with_logits (which makes three passes); x may be grey levels."""
+        """sum_d x_d h_d - softplus(h_d), (...,) for h (..., B, D) and x (B, D) or (..., B, D): the
+        Bernoulli log-likelihood on logits, in three elementwise passes (softplus; softplus - x h
+        in one addcmul; the sum) that broadcast x over the samples. (An einsum for x.h becomes a
+        batched matrix-vector product, several times slower on a CPU, and a bf16 one under autocast.)
+        x may be grey levels."""
         h = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h
-        x = x.to(h.dtype)
-        xh = torch.einsum("...bd,bd->...b", h, x) if x.dim() == 2 else (h * x).sum(-1)  # no (..., B, D) copy of x
-        return xh - F.softplus(h).sum(-1)
+        return -torch.addcmul(F.softplus(h), h, x.to(h.dtype), value=-1).sum(-1)
 
 
 @dataclass(frozen=True)

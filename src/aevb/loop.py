@@ -112,11 +112,12 @@ class Position:
         return pos
 
 
-def _nonfinite(loss: torch.Tensor, model: torch.nn.Module) -> str | None:
-    """ "loss" or "gradient" when that is NaN/inf, else None (one host sync per step)."""
+def _nonfinite(loss: torch.Tensor, params: list[torch.Tensor]) -> str | None:
+    """ "loss" or "gradient" when that is NaN/inf, else None (one host sync per step).
+    `params`: the model's parameters, listed once per epoch (module.parameters() walks the modules)."""
     if not torch.isfinite(loss):
         return "loss"
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
         return "gradient"
     return None
@@ -165,12 +166,14 @@ def run_epoch(
     if position is None:
         perm = torch.randperm(n, generator=generator, device=x.device)
         position = Position(perm=perm, total=torch.zeros((), device=x.device))
+    params = list(model.parameters())
     start = time.perf_counter() - position.seconds
     for i in range(position.done, n, config.batch_size):
         rows = position.perm[i : i + config.batch_size]
-        xb, yb = x[rows], (None if y is None else y[rows])
+        xb = x.index_select(0, rows)  # a row gather, not advanced indexing
+        yb = None if y is None else y.index_select(0, rows)
         if config.binarize == "dynamic":
-            xb = torch.bernoulli(xb, generator=generator)
+            xb = speed.bernoulli(xb, generator)
         eps = torch.randn((noise, xb.shape[0], dz), generator=generator, device=x.device)  # the whole minibatch's
         if kl_weight is not None:
             kl_weight.fill_(kl_weight_at(config, epoch, i, n))
@@ -182,7 +185,7 @@ def run_epoch(
             loss = -per_example.mean()  # the negative bound, per example
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        bad = _nonfinite(loss, model)
+        bad = _nonfinite(loss, params)
         batch_sum = per_example.detach().sum()
         due = clock_due is not None and clock_due()
         if ctx.distributed:  # one small all-reduce: every rank takes the same decisions

@@ -9,6 +9,11 @@ benchmarks/speed.py) and works on CPU and CUDA alike:
   trainer, so compiled and eager runs see the same random numbers.
 - fused optimisers: Adam, Adagrad and SGD update every parameter in one fused kernel
   (`fused=True`) instead of a dozen passes; always on where torch supports it.
+- `bernoulli`: the trainer's dynamic binarisation draw, torch.bernoulli's numbers bit for bit.
+
+Threads: aevb leaves torch's default (one intra-op thread per core), the fastest on a quiet
+machine; on a busy one, OMP_NUM_THREADS set to the idle cores avoids OpenMP threads waiting on
+preempted partners (docs/benchmarks/speed.md measures both).
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ def optimizer_options(optimizer: type[torch.optim.Optimizer] | Callable[..., Any
         return {}
     supported = getattr(_optim_base, "_get_fused_kernels_supported_devices", lambda: ["cuda"])()
     return {"fused": True} if accepts and device.type in supported else {}
+
+
+def bernoulli(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`torch.bernoulli(p, generator=generator)`, bit for bit and leaving the generator in the same
+    state, but faster on a CPU: there torch draws one fp32 uniform u per element, in order, and
+    returns u < p, serially; drawing all the uniforms with torch.rand and comparing is the same
+    numbers in vectorised passes (tests/test_speed.py checks the identity). Other devices and
+    dtypes (which draw differently): torch.bernoulli."""
+    if p.device.type != "cpu" or p.dtype != torch.float32:
+        return torch.bernoulli(p, generator=generator)
+    return (torch.rand(p.shape, generator=generator) < p).to(p.dtype)
 
 
 def set_threads(threads: int | None) -> int:

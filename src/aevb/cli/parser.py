@@ -16,9 +16,11 @@ FIELD_HELP = {
     "activation": "hidden activation",
     "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance), "
     "gaussian-learned-sigmoid (the same with the mean squashed by a sigmoid, the paper's Frey Face decoder), "
+    "student-t (heavy tails: mean and scale per dim, --df degrees of freedom), "
     "poisson (counts; rate = softplus of the decoder output), categorical (class indices 0..C-1 in every "
     "column, C = --categories), mixed (one of these per group of columns, named by --columns)",
     "sigma": "standard deviation of the fixed gaussian likelihood",
+    "df": "degrees of freedom of --likelihood student-t (larger: closer to gaussian-learned)",
     "logvar_min": "lower clamp of the gaussian-learned log-variance",
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
     "init": "weight init: torch's default, or normal = N(0, init-std^2) for all weights as in the paper",

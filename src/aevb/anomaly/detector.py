@@ -72,8 +72,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         the fitted attribute `size_`.
     lr : float, default 1e-3
         Adam's learning rate.
-    likelihood : "gaussian-learned" (default), "gaussian", "bernoulli", "poisson" or "mixed"
-        p(x|z). The learned per-feature variance lets a feature's noise level count.
+    likelihood : "gaussian-learned" (default), "gaussian", "student-t", "bernoulli", "poisson" or "mixed"
+        p(x|z). The learned per-feature variance lets a feature's noise level count; "student-t" is
+        its heavy-tailed version (df 5; measured no better on ADBench, docs/benchmarks/anomaly.md).
         "bernoulli" needs data in [0, 1] (images), "poisson" counts (whole numbers >= 0; the encoder
         sees log(1 + x)); neither is rescaled. "mixed" takes one kind per group of columns from
         `columns`.

@@ -32,19 +32,23 @@ def save_config(run_dir: Path, model: ModelConfig, train: TrainConfig | None) ->
     atomic_write_text(run_dir / CONFIG, json.dumps(to_dict(model, train), indent=2) + "\n")
 
 
-def read_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig | None]:
-    """The configs stored in a run directory; CheckpointError if missing, corrupt or unknown."""
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+def read_json(folder: Path, name: str, what: str) -> Any:
+    """The JSON document `folder/name`; CheckpointError saying that `folder` is not `what` when the folder
+    or the file is missing, or that the file is corrupt."""
+    path = folder / name
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not {what} (no such directory)")
     try:
-        d = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG})") from None
+        raise CheckpointError(f"{folder} is not {what} (no {name})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is corrupt: {e}") from None
-    return from_dict(d)
+
+
+def read_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig | None]:
+    """The configs stored in a run directory; CheckpointError if missing, corrupt or unknown."""
+    return from_dict(read_json(Path(run_dir), CONFIG, "a run directory"))
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

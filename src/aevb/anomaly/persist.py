@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..checkpoint import load_weights, read_tensors
+from ..checkpoint import load_weights, read_json, read_tensors
 from ..config import from_dict, to_dict
 from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
@@ -72,14 +72,7 @@ def load(folder: Path):
     from .detector import AnomalyDetector
 
     path = folder / JSON_NAME
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder} is not a saved detector (no such directory)")
-    try:
-        rec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder} is not a saved detector (no {JSON_NAME})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from None
+    rec = read_json(folder, JSON_NAME, "a saved detector")
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an aevb anomaly detector (format {_get(rec, 'format')!r})")
     if rec.get("version") not in (1, VERSION):

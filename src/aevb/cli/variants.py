@@ -11,10 +11,9 @@ import torch
 
 from .. import plots
 from ..errors import AevbError
-from ..preprocess import check_labels, run_data
 from ..sampling import interpolate, posterior_means, traverse
 from .parser import at_least
-from .runs import _load_run, _out, _write_images_or_table, labels_for
+from .runs import _condition, _load_run, _out, _run_data, _write_images_or_table, labels_for
 
 
 def register(sub) -> None:
@@ -54,11 +53,11 @@ def register(sub) -> None:
 
 def _inputs(args: argparse.Namespace, model, train_cfg, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows of the split or --data file, and their labels when the run is conditional (else None)."""
-    x, y, source = run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
+    x, y, source = _run_data(args, model, train_cfg)
     for r in rows:
         if r >= x.shape[0]:
             raise AevbError(f"row {r} is out of range: {source} has {x.shape[0]} rows")
-    y = check_labels(y, x.shape[0], model.config, source)
+    y = _condition(model, y)
     return x[rows], (None if y is None else y[rows])
 
 

@@ -140,8 +140,6 @@ class Explorer:
         """E[x|z] (E[x|z, y] with a conditional run's `label` (1,) or (n,)) for each row of z (n, Dz),
         flattened: n lists of D numbers."""
         z = z.reshape(-1, self.config.latent_dim)
-        if self.config.conditional and label is None:
-            label = torch.zeros(1, dtype=torch.int64)
         y = None if label is None else label.expand(z.shape[0])
         with torch.no_grad():
             x = self.model.decode(z, y).mean

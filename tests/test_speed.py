@@ -105,6 +105,46 @@ def test_log_weights_scored_in_pieces_equal_torch_distributions(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_one_draw_and_the_kl_are_the_numbers_of_their_textbook_forms():
+    # the training step scores one draw as a (B, Dz) batch and fuses the KL's "- 2 log sigma": fp32
+    # losses and gradients stay bit for bit those of the mean over draws and the formula as written
+    torch.manual_seed(0)
+    m = aevb.VAE(aevb.ModelConfig(data_shape=(64,), latent_dim=3, hidden=(16,)))
+    g = torch.Generator().manual_seed(2)
+    x = torch.bernoulli(torch.full((9, 64), 0.3), generator=g)
+    eps = torch.randn(1, 9, 3, generator=g)
+
+    def textbook():
+        q = m.encode(x)
+        mu, sigma = q.base_dist.loc, q.base_dist.scale
+        z = mu + sigma * eps  # (1, B, Dz)
+        kl = 0.5 * (mu.square() + sigma.square() - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+        return decoder_log_prob(m, z, x).mean(0) - kl
+
+    out = []
+    for f in (textbook, lambda: objectives.elbo(m, x, eps=eps).elbo):
+        m.zero_grad()
+        value = f()
+        value.sum().backward()
+        out.append((value.detach(), [p.grad.clone() for p in m.parameters()]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+
+
+def test_encoder_distribution_is_fp32_under_bf16_autocast():
+    # q(z|x)'s parameters leave the bf16 encoder as fp32, and sigma = exp(logvar / 2) is taken in fp32
+    torch.manual_seed(0)
+    m = aevb.VAE(aevb.ModelConfig(data_shape=(64,), latent_dim=3, hidden=(16,)))
+    x = torch.rand(5, 64, generator=torch.Generator().manual_seed(1))
+    with speed.autocast("cpu", "bf16"):
+        q = m.encode(x)
+        out = m.encoder(x)
+    assert out.dtype == torch.bfloat16
+    mu, logvar = out.float().chunk(2, dim=-1)
+    assert q.base_dist.loc.dtype == q.base_dist.scale.dtype == torch.float32
+    assert torch.equal(q.base_dist.loc, mu) and torch.equal(q.base_dist.scale, torch.exp(0.5 * logvar))
+
+
 def _steps(config: aevb.TrainConfig, x: torch.Tensor, steps: int = 6) -> list[float]:
     """Losses of `steps` Adam steps of aevb's objective with the trainer's speed options applied."""
     torch.manual_seed(0)

@@ -103,6 +103,41 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
     aevb.load(tmp_path / "r")  # the initial weights stay loadable
 
 
+def test_a_nonfinite_gradient_under_a_finite_loss_stops_or_is_skipped_before_the_parameters_move():
+    from aevb.errors import DivergedError
+    from aevb.loop import _nonfinite, run_epoch
+
+    loss, big = torch.tensor(3.0), torch.full((4, 4), 1e30)  # finite, though its L2 norm overflows
+    grads = [torch.zeros(3), big]
+    params = [torch.zeros_like(t).requires_grad_() for t in grads]
+    for p, gr in zip(params, grads):
+        p.grad = gr
+    assert _nonfinite(loss, params) is None
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert _nonfinite(torch.tensor(bad), params) == "loss"
+    big[0, 0], big[1, 1] = float("inf"), -float("inf")  # their sum is NaN; a sum cannot cancel them away
+    assert _nonfinite(loss, params) == "gradient"
+    big[0, 0], big[1, 1] = 1e30, float("nan")
+    assert _nonfinite(loss, params) == "gradient"
+
+    x = torch.bernoulli(torch.full((64, 16), 0.4), generator=torch.Generator().manual_seed(0))
+    for nonfinite in ("stop", "skip"):
+        torch.manual_seed(0)
+        model = aevb.VAE(aevb.ModelConfig(data_shape=(16,), latent_dim=2, hidden=(8,)))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        weight = model.decoder.net[-1].weight
+        weight.register_hook(lambda gr: torch.where(torch.arange(gr.numel()).view_as(gr) == 5, float("nan"), gr))
+        before = [p.detach().clone() for p in model.parameters()]
+        config = aevb.TrainConfig(batch_size=32, binarize="none", nonfinite=nonfinite)
+        if nonfinite == "stop":
+            with pytest.raises(DivergedError, match="at step 1 of epoch 1: the gradient is NaN or inf"):
+                run_epoch(model, opt, x, config, torch.Generator().manual_seed(0))
+        else:
+            pos = run_epoch(model, opt, x, config, torch.Generator().manual_seed(0))
+            assert (pos.skipped, pos.counted, pos.steps) == (2, 0, 2)
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def _write_weights(run: Path, tensors: dict) -> None:
     save_file(tensors, str(run / "model.safetensors"))
 

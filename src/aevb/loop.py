@@ -10,6 +10,7 @@ position ends with exactly the parameters of an uninterrupted one. `aevb.train` 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -114,13 +115,15 @@ class Position:
 
 def _nonfinite(loss: torch.Tensor, params: list[torch.Tensor]) -> str | None:
     """ "loss" or "gradient" when that is NaN/inf, else None (one host sync per step).
-    `params`: the model's parameters, listed once per epoch (module.parameters() walks the modules)."""
-    if not torch.isfinite(loss):
-        return "loss"
-    grads = [p.grad for p in params if p.grad is not None]
-    if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
-        return "gradient"
-    return None
+    `params`: the model's parameters, listed once per epoch (module.parameters() walks the modules).
+
+    One sum over the loss and every gradient's sum: a NaN or an infinity anywhere makes it NaN or
+    infinite (inf - inf is NaN), and a plain sum is the cheapest pass over the gradients (a norm
+    squares, and overflows already at entries of 1e19). Only a bad step looks at which it was."""
+    grads = [p.grad.sum() for p in params if p.grad is not None]
+    if math.isfinite(torch.stack([loss.detach().reshape(()), *grads]).sum().item()):
+        return None
+    return "loss" if not math.isfinite(loss.item()) else "gradient"
 
 
 def run_epoch(
@@ -177,11 +180,13 @@ def run_epoch(
         eps = torch.randn((noise, xb.shape[0], dz), generator=generator, device=x.device)  # the whole minibatch's
         if kl_weight is not None:
             kl_weight.fill_(kl_weight_at(config, epoch, i, n))
-        mine = distributed.shard(xb.shape[0], ctx)
-        per_example = module(xb[mine], eps[:, mine], None if yb is None else yb[mine])  # (B / world,)
-        if ctx.distributed:  # DDP averages over ranks: this makes it the mean over the global batch
+        if ctx.distributed:  # this rank's shard of the minibatch
+            mine = distributed.shard(xb.shape[0], ctx)
+            per_example = module(xb[mine], eps[:, mine], None if yb is None else yb[mine])  # (B / world,)
+            # DDP averages over ranks: this makes it the mean over the global batch
             loss = -per_example.sum() * (ctx.world_size / xb.shape[0])
         else:
+            per_example = module(xb, eps, yb)  # (B,)
             loss = -per_example.mean()  # the negative bound, per example
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -51,12 +51,15 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Independent:
         """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
-        is the posterior mean. A likelihood head with `encoder_input(x)` says what the encoder sees
-        (poisson: log(1 + x))."""
+        is the posterior mean. Its parameters are fp32 even when the encoder ran in bf16 (autocast).
+        A likelihood head with `encoder_input(x)` says what the encoder sees (poisson: log(1 + x))."""
         x = self.standardized(x.reshape(x.shape[0], -1))
         prep = getattr(self.likelihood, "encoder_input", None)  # e.g. log(1 + counts) for poisson
         h = x if prep is None else prep(x)
-        mu, logvar = self.encoder(self._with_label(h, y)).chunk(2, dim=-1)
+        out = self.encoder(self._with_label(h, y))
+        if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
+            out = out.float()
+        mu, logvar = out.chunk(2, dim=-1)
         return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
 
     def decoder_output(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,7 +88,7 @@ def bernoulli(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     dtypes (which draw differently): torch.bernoulli."""
     if p.device.type != "cpu" or p.dtype != torch.float32:
         return torch.bernoulli(p, generator=generator)
-    return (torch.rand(p.shape, generator=generator) < p).to(p.dtype)
+    return torch.rand(p.shape, generator=generator).lt_(p)  # in place: 1.0 where u < p, in p's dtype
 
 
 def set_threads(threads: int | None) -> int:

@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent
 
 from .model import VAE, reparameterize
 
@@ -43,16 +43,6 @@ def noise(model: VAE, batch: int, n: int, generator: torch.Generator | None) -> 
     p = next(model.parameters())
     shape = (n, batch, model.config.latent_dim)
     return torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
-
-
-def _encode(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> Independent:
-    """q(z|x) with fp32 parameters even when the encoder ran in bf16 under autocast (`VAE.encode`
-    casts them up itself; this covers a model whose `encode` does not)."""
-    q = model.encode(x, y)
-    loc, scale = q.base_dist.loc, q.base_dist.scale
-    if loc.dtype in (torch.float16, torch.bfloat16):
-        return Independent(Normal(loc.float(), scale.float(), validate_args=False), 1)
-    return q
 
 
 def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,7 +97,7 @@ def elbo(
     `y` (B,): the labels of a conditional model (then every density is conditioned on them).
     """
     x = x.reshape(x.shape[0], -1)
-    q = _encode(model, x, y)
+    q = model.encode(x, y)
     eps = _noise(q, samples, generator) if eps is None else eps
     z, log_px_z = _draws(model, q, eps, x, y)  # (L, B, Dz), (B,)
     if estimator == "analytic" and getattr(model, "analytic_kl", True):
@@ -136,7 +126,7 @@ def log_weights(
     log p(x | y) with q(z|x, y): `y` (B,) the labels.
     """
     x = x.reshape(x.shape[0], -1)
-    q = _encode(model, x, y) if q is None else q
+    q = model.encode(x, y) if q is None else q
     eps = _noise(q, k, generator) if eps is None else eps
     z = reparameterize(q, eps)  # (k, B, Dz)
     per = max(1, LOG_WEIGHT_ROWS // max(1, z.shape[1]))  # samples per piece: the same numbers as in one go
@@ -190,7 +180,7 @@ def regularised_elbo(
     need the factorised prior N(0, I). `eps` and `y` as in `elbo`.
     """
     x = x.reshape(x.shape[0], -1)
-    q = _encode(model, x, y)
+    q = model.encode(x, y)
     eps = _noise(q, samples, generator) if eps is None else eps
     z, log_px_z = _draws(model, q, eps, x, y)  # (L, B, Dz), (B,)
     if free_bits > 0:

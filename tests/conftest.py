@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real datasets are."""
+"""Shared fixtures: where the real datasets are, and the built-in digits dataset."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import aevb
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +24,10 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The built-in digits dataset (`aevb.load_dataset("digits")`), loaded once for the test session;
+    a test module may define its own `digits` fixture instead."""
+    return aevb.load_dataset("digits")

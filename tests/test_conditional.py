@@ -23,11 +23,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return aevb.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def cond(digits):
     """A conditional 64-8 VAE trained on digits (60 epochs)."""
     return aevb.train(

@@ -7,11 +7,6 @@ import aevb
 from aevb.preprocess import BINARIZE_SEEDS, binarize_once, check_data, resolve_binarize, split
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return aevb.load_dataset("digits")
-
-
 def _binary_dataset(digits):
     return aevb.Dataset("bin", (8, 8), *(binarize_once(getattr(digits, s), 0) for s in ("train", "valid", "test")))
 

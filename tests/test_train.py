@@ -18,11 +18,6 @@ from aevb.train import read_metrics
 SMALL = aevb.ModelConfig(hidden=(32,), latent_dim=2)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return aevb.load_dataset("digits")
-
-
 def _params(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -27,11 +27,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return aevb.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def trained(digits):
     """An ELBO-trained and an IWAE (k=5)-trained 64-64-8 model, 40 epochs each (a few seconds)."""
     out = {}

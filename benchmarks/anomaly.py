@@ -178,7 +178,9 @@ def mnist(args) -> None:
     x_all = torch.cat([ds.train, ds.valid]).reshape(-1, 784).numpy().astype(np.float64)
     y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
     x_test, y_test = ds.test.reshape(-1, 784).numpy().astype(np.float64), ds.test_labels.numpy()
-    kw = {"epochs": args.mnist_epochs, "n_samples": args.mnist_samples}
+    # images: the learned Gaussian (`aevb detect fit` picks it for built-in image datasets); the default
+    # gaussian-robust caps what a wrong pixel costs and scores 0.566 here against 0.665
+    kw = {"epochs": args.mnist_epochs, "n_samples": args.mnist_samples, "likelihood": "gaussian-learned"}
     results = {
         "command": " ".join(sys.argv),
         "train_rows": args.train_rows,

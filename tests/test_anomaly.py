@@ -176,6 +176,8 @@ def test_bad_training_data(x, message):
         ({"columns": "poisson:2"}, r"columns is only for likelihood='mixed'"),
         ({"standardize": True}, r"standardize must be one of robust, standard or False; got True"),
         ({"n_samples": 0}, r"n_samples must be an integer >= 1"),
+        ({"outlier_weight": 1.0}, r"outlier_weight must be in \(0, 1\); got 1.0"),
+        ({"outlier_weight": 0}, r"outlier_weight must be in \(0, 1\); got 0"),
         ({"likelihood": "bernoulli"}, r"values outside \[0, 1\]"),
     ],
 )
@@ -327,6 +329,8 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
     assert (tmp_path / "scores.csv").read_text().splitlines()[0] == "score,decision,label"
     assert table.shape == (len(x_test), 3)
     det = aevb.AnomalyDetector.load(tmp_path / "det")
+    assert det.likelihood == det.model_.config.likelihood == "gaussian-robust"  # the default for a table
+    assert det.model_.config.outlier_weight == 0.2
     x32 = x_test.astype(np.float32)  # user files are read as float32
     np.testing.assert_allclose(table[:, 0], det.score_samples(x32), rtol=1e-6)
     np.testing.assert_array_equal(table[:, 2], det.predict(x32))
@@ -336,6 +340,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "missing": (["detect", "fit", "nope.csv", "--out", "d2"], 1, "nope.csv: no such file"),
         "exists": (["detect", "fit", "train.csv", "--out", "det"], 1, "det exists and is not an empty directory"),
         "contamination": (["detect", "fit", "train.csv", "--out", "d3", "--contamination", "2"], 2, "in (0, 0.5]"),
+        "weight": (["detect", "fit", "train.csv", "--out", "d4", "--outlier-weight", "1"], 2, "1 must be in (0, 1)"),
         "features": (["detect", "score", "det", "train5.csv", "--out", "s.csv"], 1, "has 4 features per row; the"),
         "no detector": (["detect", "score", "train.csv", "test.csv", "--out", "s.csv"], 1, "is not a saved detector"),
         "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),
@@ -347,7 +352,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         r = runs[name].result()
         assert r.returncode == code and message in r.stderr, (name, r.returncode, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, name
-    assert not (tmp_path / "d2").exists() and not (tmp_path / "s.csv").exists()
+    assert not any((tmp_path / d).exists() for d in ("d2", "d3", "d4")) and not (tmp_path / "s.csv").exists()
 
 
 def test_cli_images_through_a_builtin_dataset(tmp_path):
@@ -355,6 +360,8 @@ def test_cli_images_through_a_builtin_dataset(tmp_path):
     fit = aevb_cmd(tmp_path, "detect", "fit", "digits", "--exclude-class", 0, "--out", "d0", "--epochs", 30,
                    "--n-samples", 20, "--no-progress")  # fmt: skip
     assert fit.returncode == 0 and "fitted on 1174 rows x 64 features" in fit.stdout, fit.stderr
+    # images get the learned Gaussian: the robust background would cap what a wrong pixel costs
+    assert aevb.AnomalyDetector.load(tmp_path / "d0").model_.config.likelihood == "gaussian-learned"
     score = aevb_cmd(tmp_path, "detect", "score", "d0", "digits", "--anomaly-class", 0, "--out", "s.npz")
     assert score.returncode == 0, score.stderr
     auc = float(score.stdout.split("as the anomaly:")[1])

@@ -21,11 +21,13 @@ LIKELIHOOD_NAMES = (
     "gaussian-learned",
     "gaussian-learned-sigmoid",
     "student-t",  # heavy tails: [mu, log sigma^2] per dimension, `df` degrees of freedom
+    "gaussian-robust",  # gaussian-learned mixed with a Cauchy(0, 1) background of weight `outlier_weight`
     "poisson",
     "categorical",
     "mixed",  # one likelihood per group of columns, named by `columns`
 )
-COLUMN_KINDS = ("bernoulli", "gaussian", "gaussian-learned", "poisson", "categorical")  # of `columns` groups
+# the kinds of `columns` groups
+COLUMN_KINDS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-robust", "poisson", "categorical")
 INITS = ("default", "normal")
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
@@ -56,6 +58,7 @@ class ModelConfig:
     logvar_min: float = -9.0  # clamp of the `gaussian-learned` log-variance (sigma in [0.011, 20])
     logvar_max: float = 6.0
     df: float = 5.0  # degrees of freedom of the student-t likelihood (larger: closer to gaussian-learned)
+    outlier_weight: float = 0.2  # weight of the gaussian-robust likelihood's Cauchy(0, 1) background
     init: str = "default"  # "normal": every weight and bias ~ N(0, init_std^2), as in the paper
     init_std: float = 0.01
     arch: str = "mlp"  # "conv": strided convolutions for images; "resmlp": residual MLP (equal hidden sizes)
@@ -109,6 +112,7 @@ class ModelConfig:
         _check(len(self.data_shape) >= 1 and all(s >= 1 for s in self.data_shape), "bad data_shape")
         _check(self.sigma > 0, "sigma must be > 0")
         _check(self.df > 0, "df must be > 0")
+        _check(0 < self.outlier_weight < 1, "outlier_weight must be in (0, 1)")
         _check(self.logvar_min < self.logvar_max, "logvar_min must be < logvar_max")
         _check(self.init_std > 0, "init_std must be > 0")
 

@@ -8,7 +8,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal, 
 
 from . import priors
 from .config import ModelConfig
-from .likelihoods import ColumnGroups, make_likelihood
+from .likelihoods import ColumnGroups, ContaminatedNormal, make_likelihood
 from .nets import ARCHS, init_normal_
 from .priors import PRIORS
 
@@ -131,6 +131,8 @@ def draw(p: Distribution, generator: torch.Generator | None = None) -> torch.Ten
     if isinstance(p, ColumnGroups):
         return torch.cat([draw(part, generator).to(p.mean.dtype) for part in p.parts], -1)
     base = p.base_dist if isinstance(p, Independent) else p
+    if isinstance(base, ContaminatedNormal):
+        return base.sample(generator=generator)
     if isinstance(base, Normal):
         return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator, device=base.loc.device)
     if isinstance(base, StudentT):  # torch draws its chi-square from the global RNG: seed that from `generator`

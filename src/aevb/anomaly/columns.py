@@ -13,8 +13,10 @@ import numpy as np
 from ..config import parse_columns
 from .inputs import InputError
 
-LIKELIHOODS = ("gaussian-learned", "gaussian", "student-t", "bernoulli", "poisson", "mixed")  # a detector's decoders
-RESCALED = ("gaussian-learned", "gaussian", "student-t")  # kinds whose columns are centred and scaled
+# a detector's decoders
+LIKELIHOODS = ("gaussian-robust", "gaussian-learned", "gaussian", "student-t", "bernoulli", "poisson", "mixed")
+# kinds whose columns are centred and scaled
+RESCALED = ("gaussian-robust", "gaussian-learned", "gaussian", "student-t")
 
 
 def column_groups(likelihood: str, columns: str | None, d: int) -> list[tuple[str, int, int]]:

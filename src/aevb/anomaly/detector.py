@@ -72,15 +72,23 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         the fitted attribute `size_`.
     lr : float, default 1e-3
         Adam's learning rate.
-    likelihood : "gaussian-learned" (default), "gaussian", "student-t", "bernoulli", "poisson" or "mixed"
-        p(x|z). The learned per-feature variance lets a feature's noise level count; "student-t" is
-        its heavy-tailed version (df 5; measured no better on ADBench, docs/benchmarks/anomaly.md).
+    likelihood : "gaussian-robust" (default), "gaussian-learned", "gaussian", "student-t", "bernoulli", "poisson",
+        or "mixed"
+        p(x|z). "gaussian-learned" is a Gaussian per feature with a learned mean and variance;
+        "gaussian-robust" mixes it with a fixed Cauchy(0, 1) background of weight `outlier_weight`
+        (on the rescaled features), so that the anomalies among the training rows are explained by
+        the background instead of teaching the decoder a large variance, while at scoring time a value
+        the Gaussian cannot explain still costs -log(w / pi) + log(1 + x^2) nats (measured on ADBench
+        in docs/benchmarks/anomaly.md). "student-t" is a heavy-tailed decoder (df 5).
         "bernoulli" needs data in [0, 1] (images), "poisson" counts (whole numbers >= 0; the encoder
         sees log(1 + x)); neither is rescaled. "mixed" takes one kind per group of columns from
         `columns`.
+    outlier_weight : float in (0, 1), default 0.2
+        For likelihood="gaussian-robust" (also as a "mixed" column kind): the background's weight w,
+        the prior probability that a feature value is an outlier.
     columns : None or str
         For likelihood="mixed" only: "KIND:N,..." groups of N consecutive columns, KIND one of
-        gaussian-learned, gaussian, bernoulli, poisson or categoricalC (class indices 0..C-1), e.g.
+        gaussian-robust, gaussian-learned, gaussian, bernoulli, poisson or categoricalC (class indices 0..C-1), e.g.
         "gaussian-learned:3,poisson:2,categorical4:1". Only the Gaussian groups are rescaled.
     logvar_min : float, default -4.0
         Lower clamp of the learned log-variance on the rescaled data (sigma >= 0.135 units of the
@@ -113,7 +121,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         batch_size: int | None = None,
         epochs: int | None = None,
         lr: float = 1e-3,
-        likelihood: str = "gaussian-learned",
+        likelihood: str = "gaussian-robust",
+        outlier_weight: float = 0.2,
         columns: str | None = None,
         logvar_min: float = -4.0,
         standardize: str | bool = "robust",
@@ -129,6 +138,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.epochs = epochs
         self.lr = lr
         self.likelihood = likelihood
+        self.outlier_weight = outlier_weight
         self.columns = columns
         self.logvar_min = logvar_min
         self.standardize = standardize
@@ -198,6 +208,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             f"hidden must be None or a tuple of layer sizes >= 1; got {self.hidden!r}",
         )
         need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0; got {self.lr!r}")
+        w = self.outlier_weight
+        need(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < 1,
+            f"outlier_weight must be in (0, 1); got {w!r}",
+        )
 
     def _make_scaler(self, a: np.ndarray):
         mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])
@@ -221,6 +236,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             likelihood=self.likelihood,
             columns=self.columns or "",
             logvar_min=self.logvar_min,
+            outlier_weight=float(self.outlier_weight),
         )
 
     def _train(self, x: torch.Tensor, size: dict[str, Any]) -> VAE:

@@ -17,10 +17,13 @@ FIELD_HELP = {
     "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance), "
     "gaussian-learned-sigmoid (the same with the mean squashed by a sigmoid, the paper's Frey Face decoder), "
     "student-t (heavy tails: mean and scale per dim, --df degrees of freedom), "
+    "gaussian-robust (gaussian-learned mixed with a Cauchy(0, 1) background of weight --outlier-weight, "
+    "for centred and scaled features), "
     "poisson (counts; rate = softplus of the decoder output), categorical (class indices 0..C-1 in every "
     "column, C = --categories), mixed (one of these per group of columns, named by --columns)",
     "sigma": "standard deviation of the fixed gaussian likelihood",
     "df": "degrees of freedom of --likelihood student-t (larger: closer to gaussian-learned)",
+    "outlier_weight": "weight w of the Cauchy(0, 1) background of --likelihood gaussian-robust, in (0, 1)",
     "logvar_min": "lower clamp of the gaussian-learned log-variance",
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
     "init": "weight init: torch's default, or normal = N(0, init-std^2) for all weights as in the paper",
@@ -33,7 +36,7 @@ FIELD_HELP = {
     "prior_components": "mixture components of --prior mog, pseudo-inputs of --prior vamp",
     "categories": "classes C of --likelihood categorical (every column holds a class index 0..C-1); 0 = not used",
     "columns": "groups of consecutive columns of --likelihood mixed, KIND:N,... with KIND bernoulli, gaussian, "
-    "gaussian-learned, poisson or categoricalC (class indices 0..C-1), "
+    "gaussian-learned, gaussian-robust, poisson or categoricalC (class indices 0..C-1), "
     "e.g. gaussian-learned:3,categorical4:1,poisson:2",
     "condition_on": "labels = a conditional VAE: p(x|z, y) and q(z|x, y) see the one-hot class label y "
     "(the dataset's labels); `aevb sample --label Y` then draws from one class",

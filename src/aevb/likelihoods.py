@@ -64,6 +64,13 @@ class GaussianLikelihood:
         return Independent(Normal(h, torch.full_like(h, self.sigma), validate_args=False), 1)
 
 
+def _mean_and_scale(h: torch.Tensor, logvar_min: float, logvar_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The [mu, log sigma^2] heads' split of the network output h: mu and sigma = exp(logvar / 2), with
+    logvar clamped to [logvar_min, logvar_max]."""
+    mu, logvar = h.chunk(2, dim=-1)
+    return mu, torch.exp(0.5 * logvar.clamp(logvar_min, logvar_max))
+
+
 @dataclass(frozen=True)
 class LearnedGaussianLikelihood:
     """p(x|z) = N(x; mu, diag exp(logvar)); the decoder outputs [mu, logvar] per dimension.
@@ -80,10 +87,9 @@ class LearnedGaussianLikelihood:
     outputs_per_dim: int = 2
 
     def __call__(self, h: torch.Tensor) -> Distribution:
-        mu, logvar = h.chunk(2, dim=-1)
-        logvar = logvar.clamp(self.logvar_min, self.logvar_max)
+        mu, scale = _mean_and_scale(h, self.logvar_min, self.logvar_max)
         mu = torch.sigmoid(mu) if self.squash else mu
-        return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
+        return Independent(Normal(mu, scale, validate_args=False), 1)
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,7 @@ class StudentTLikelihood:
     outputs_per_dim: int = 2
 
     def __call__(self, h: torch.Tensor) -> Distribution:
-        mu, logvar = h.chunk(2, dim=-1)
-        scale = torch.exp(0.5 * logvar.clamp(self.logvar_min, self.logvar_max))
+        mu, scale = _mean_and_scale(h, self.logvar_min, self.logvar_max)
         return Independent(StudentT(torch.full_like(mu, self.df), mu, scale, validate_args=False), 1)
 
 
@@ -168,8 +173,7 @@ class RobustGaussianLikelihood:
     outputs_per_dim: int = 2
 
     def __call__(self, h: torch.Tensor) -> Distribution:
-        mu, logvar = h.chunk(2, dim=-1)
-        scale = torch.exp(0.5 * logvar.clamp(self.logvar_min, self.logvar_max))
+        mu, scale = _mean_and_scale(h, self.logvar_min, self.logvar_max)
         return Independent(ContaminatedNormal(mu, scale, self.outlier_weight), 1)
 
     def log_prob(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,17 @@
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly.py tabular --adbench ../shared/data/adbench
     OMP_NUM_THREADS=1 python benchmarks/anomaly.py mnist --data-dir ../shared/data
-    python benchmarks/anomaly.py report          # docs/benchmarks/anomaly.md from the two JSON files
+    python benchmarks/anomaly.py report          # docs/benchmarks/anomaly.md from the JSON files
+    python benchmarks/anomaly.py sweep --set trim=0.1   # one setting on the same splits; prints only
 
 tabular: every ADBench classical .npz in --adbench, for each seed a stratified 70/30 split; every
 detector is fitted on the training part without labels and scored on the test part (ROC-AUC, AP).
 mnist: one-class-out; for each digit c, fit on a random subset of the MNIST training images of the
 other nine digits and score a random subset of the test set, where digit c is the anomaly class.
-Each part writes docs/benchmarks/anomaly_<part>.json as it goes (per dataset, method and seed).
+sweep: aevb with other AnomalyDetector parameters (--set KEY=VALUE) on the tabular splits, against the
+baselines stored for the same seeds (or IsolationForest and PCA fitted in the run, for --files without
+stored rows, e.g. ODDS arrhythmia); how the defaults were chosen (docs/benchmarks/anomaly.md).
+Each part but sweep writes docs/benchmarks/anomaly_<part>.json as it goes (per dataset, method and seed).
 Needs the `bench` extra (pyod) for PyOD's VAE; without it that column is left out.
 """
 
@@ -18,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -109,15 +114,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def merged_datasets(parts: list[dict]) -> dict[str, dict]:
+    """The datasets of several JSON records (shards over datasets or over seeds) in one dict; the rows of a
+    dataset found in several shards are concatenated."""
+    out: dict[str, dict] = {}
+    for part in parts:
+        for name, d in part["datasets"].items():
+            if name in out:
+                out[name] = {**out[name], "rows": out[name]["rows"] + d["rows"]}
+            else:
+                out[name] = dict(d)
+    return out
+
+
 def earlier_baselines(part: str) -> tuple[dict[str, list[dict]], list[str]]:
     """The baseline rows (PyOD VAE, IsolationForest, PCA) per dataset of the JSON files already written
     for `part` (tabular: every shard), and the commands that measured them."""
     found, commands = {}, []
-    for path in sorted(DOCS.glob(f"anomaly_{part}*.json")):
-        rec = json.loads(path.read_text())
+    records = [json.loads(path.read_text()) for path in sorted(DOCS.glob(f"anomaly_{part}*.json"))]
+    for rec in records:
         commands += rec["baselines_from"]["commands"] if "baselines_from" in rec else [rec["command"]]
-        for name, d in rec["datasets"].items():
-            found[name] = [r for r in d["rows"] if r["method"] in BASELINES]
+    for name, d in merged_datasets(records).items():
+        found[name] = [r for r in d["rows"] if r["method"] in BASELINES]
     if not found:
         sys.exit(f"--reuse-baselines: no docs/benchmarks/anomaly_{part}*.json to take the baselines from")
     return found, list(dict.fromkeys(commands))
@@ -141,7 +159,8 @@ def tabular(args) -> None:
         files = [f for f in files if f.stem in args.only]
     if not files:
         sys.exit(f"no .npz files in {args.adbench}")
-    results = {"command": " ".join(sys.argv), "seeds": args.seeds, "versions": versions(), "datasets": {}}
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    results = {"command": " ".join(sys.argv), "seeds": seeds, "versions": versions(), "datasets": {}}
     if args.reuse_baselines:
         earlier, commands = earlier_baselines("tabular")
         results["baselines_from"] = {"commands": commands}
@@ -151,10 +170,9 @@ def tabular(args) -> None:
     for f in files:
         if f.stem in results["datasets"]:
             continue
-        data = np.load(f, allow_pickle=False)
-        x, y = data["X"].astype(np.float64), data["y"].astype(int)
+        x, y = read_labelled(f)
         rows = []
-        for seed in range(args.seeds):
+        for seed in seeds:
             xtr, xte, _, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
             t = time.perf_counter()
             new = run_split(xtr, xte, yte, seed, {}, baselines=not args.reuse_baselines)
@@ -179,8 +197,14 @@ def mnist(args) -> None:
     y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
     x_test, y_test = ds.test.reshape(-1, 784).numpy().astype(np.float64), ds.test_labels.numpy()
     # images: the learned Gaussian (`aevb detect fit` picks it for built-in image datasets); the default
-    # gaussian-robust caps what a wrong pixel costs and scores 0.566 here against 0.665
-    kw = {"epochs": args.mnist_epochs, "n_samples": args.mnist_samples, "likelihood": "gaussian-learned"}
+    # gaussian-robust caps what a wrong pixel costs and scores 0.566 here against 0.665. One fit, as
+    # `aevb detect fit` does for built-in datasets: the training images hold no anomalies to leave out
+    kw = {
+        "epochs": args.mnist_epochs,
+        "n_samples": args.mnist_samples,
+        "likelihood": "gaussian-learned",
+        "refits": 0,
+    }
     results = {
         "command": " ".join(sys.argv),
         "train_rows": args.train_rows,
@@ -213,6 +237,104 @@ def mnist(args) -> None:
             "rows": rows,
         }
         save("mnist", results)
+
+
+# --- sweeps: one detector setting against the stored baselines ------------------------------------
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """'key=value' -> (key, value); the value is read as JSON when it parses (1e-3, [64, 64], false), a string
+    otherwise; a JSON list becomes a tuple (`hidden`)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes key=value; got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key, tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+def read_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of an ADBench .npz or an ODDS .mat file (MATLAB v5: arrays X and y; no pickle in either)."""
+    if path.suffix == ".mat":
+        from scipy.io import loadmat
+
+        data = loadmat(path)
+    else:
+        data = np.load(path, allow_pickle=False)
+    return np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"]).ravel().astype(int)
+
+
+def _sweep_job(job: tuple[str, int, dict, str, bool]) -> tuple[str, int, dict[str, float], float]:
+    """Fit aevb with the given settings on one split of one file: (name, seed, {method: ROC-AUC}, aevb fit
+    seconds); with baselines=True also IsolationForest and PCA on the same split."""
+    path, seed, kw, score, baselines = job
+    torch.set_num_threads(1)
+    x, y = read_labelled(Path(path))
+    xtr, xte, _, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
+    t = time.perf_counter()
+    det = aevb.AnomalyDetector(seed=seed, **kw).fit(xtr)
+    fit_s = time.perf_counter() - t
+    aucs = {"this": float(roc_auc_score(yte, -det.scores(xte, score)))}
+    if baselines:
+        iso = IsolationForest(random_state=seed).fit(xtr)
+        aucs["IsolationForest"] = float(roc_auc_score(yte, -iso.score_samples(xte)))
+        aucs["PCA"] = float(roc_auc_score(yte, -pca_scores(xtr, xte, seed)))
+    return Path(path).stem, seed, aucs, fit_s
+
+
+def _mean_auc(fitted: dict[str, list[float]], rows: list[dict], seeds: list[int], method: str) -> float:
+    """Mean ROC-AUC of `method` over `seeds`: from this run's `fitted` values, else the stored `rows` (nan if
+    a seed is missing)."""
+    if method in fitted:
+        return float(np.mean(fitted[method]))
+    v = [r["auc"] for r in rows if r["method"] == method and r["seed"] in seeds]
+    return float(np.mean(v)) if len(v) == len(seeds) else float("nan")
+
+
+def sweep(args) -> None:
+    """aevb with `--set` settings on the benchmark's splits, compared per dataset with the stored baselines and
+    the stored default aevb rows of the same seeds; a file without stored rows (--files, e.g. ODDS
+    arrhythmia) gets IsolationForest and PCA fitted in the same run instead. Writes nothing under docs/."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    kw = dict(args.set or [])
+    if args.files:
+        files = [Path(f) for f in args.files]
+    else:
+        files = sorted(Path(args.adbench).glob("*.npz"), key=lambda p: int(p.name.split("_")[0]))
+        files = [f for f in files if not args.only or f.stem in args.only]
+    stored = merged_datasets([json.loads(path.read_text()) for path in sorted(DOCS.glob("anomaly_tabular*.json"))])
+    jobs = [(str(f), s, kw, args.score, f.stem not in stored) for f in files for s in args.seeds]
+    # the largest sets first, so that the pool ends with short jobs
+    jobs.sort(key=lambda j: -stored.get(Path(j[0]).stem, {}).get("n", 0))
+    aucs: dict[str, dict[str, list[float]]] = {}
+    fits = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for name, _, values, fit_s in pool.map(_sweep_job, jobs):
+            for method, auc in values.items():
+                aucs.setdefault(name, {}).setdefault(method, []).append(auc)
+            fits.append(fit_s)
+    print(f"settings {kw or 'defaults'}, score {args.score}, seeds {args.seeds}")
+    print(f"{'dataset':16s} {'this':>6s} {'default':>7s} {'best baseline':>22s}")
+    means, defaults, first = [], [], []
+    for f in files:
+        rows = stored.get(f.stem, {}).get("rows", [])
+        mean_of = partial(_mean_auc, aucs[f.stem], rows, args.seeds)
+        this = mean_of("this")
+        default = mean_of(AEVB_SCORES[args.score])
+        base = max(BASELINES, key=lambda m: np.nan_to_num(mean_of(m), nan=-1))
+        mark = "first" if this > mean_of(base) else ""
+        print(f"{f.stem:16s} {this:6.3f} {default:7.3f} {base:>16s} {mean_of(base):.3f} {mark}")
+        means.append(this)
+        defaults.append(default)
+        first.append(bool(mark))
+    known = [v for v in defaults if not np.isnan(v)]
+    print(
+        f"mean ROC-AUC {np.mean(means):.4f} (stored default {np.mean(known) if known else float('nan'):.4f}); "
+        f"first on {sum(first)} of {len(first)}; mean fit {np.mean(fits):.2f} s"
+    )
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -285,9 +407,12 @@ def section(title: str, part: dict) -> list[str]:
         lines.append("")
     rk = ranks(table, methods)
     head = [m for m in HEAD_TO_HEAD if m in methods]
-    wins = {m: 0 for m in head}
+    wins, ties = {m: 0 for m in head}, {m: 0 for m in head}
     for row in table.values():
-        wins[max(head, key=lambda m: row[m]["auc"][0] if m in row else -1)] += 1
+        best = max(row[m]["auc"][0] for m in head if m in row)
+        top = [m for m in head if m in row and row[m]["auc"][0] == best]
+        for m in top:  # a set where several share the best mean is a tie, nobody's win
+            (wins if len(top) == 1 else ties)[m] += 1
     lines += [
         "### Summary",
         "",
@@ -301,7 +426,7 @@ def section(title: str, part: dict) -> list[str]:
         ap = np.mean([row[m]["ap"][0] for row in table.values() if m in row])
         fit = np.mean([row[m]["fit_s"][0] for row in table.values() if m in row])
         score = np.mean([row[m]["score_s"][0] for row in table.values() if m in row])
-        first = f"{wins[m]} of {len(table)}" if m in wins else ""
+        first = f"{wins[m]} of {len(table)}" + (f" (+{ties[m]} tied)" if ties.get(m) else "") if m in wins else ""
         lines.append(f"| {m} | {auc:.3f} | {ap:.3f} | {rk[m]:.2f} | {first} | {fit:.2f} | {score:.2f} |")
     lines.append("")
     return lines
@@ -325,8 +450,7 @@ def report(args) -> None:
         versions = {json.dumps(p["versions"]) for p in parts if "versions" in p}
         if len(versions) == 1:  # shards run with the same libraries
             merged["versions"] = json.loads(versions.pop())
-        for p in parts:
-            merged["datasets"].update(p["datasets"])
+        merged["datasets"] = merged_datasets(parts)
         order = sorted(merged["datasets"], key=lambda k: int(k.split("_")[0]))
         merged["datasets"] = {k: merged["datasets"][k] for k in order}
         lines += section("ADBench classical tabular datasets", merged)
@@ -347,6 +471,7 @@ def main() -> None:
         "--adbench", default="../shared/data/adbench", help="folder of the ADBench .npz files (default: %(default)s)"
     )
     t.add_argument("--seeds", type=int, default=5, help="number of splits/seeds (default: %(default)s)")
+    t.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, ... (default: %(default)s)")
     t.add_argument("--only", nargs="+", metavar="NAME", help="only these datasets (file stems); default: all")
     t.add_argument("--shard", default="", help="suffix of the JSON file, to run datasets in parallel processes")
     t.add_argument("--keep", action="store_true", help="keep the datasets already in the shard's JSON file")
@@ -362,10 +487,24 @@ def main() -> None:
     m.add_argument("--test-rows", type=int, default=2000, help="test images per digit (default: %(default)s)")
     m.add_argument("--mnist-epochs", type=int, default=10, help="aevb epochs (default: %(default)s)")
     m.add_argument("--mnist-samples", type=int, default=20, help="aevb n_samples (default: %(default)s)")
+    w = sub.add_parser("sweep", help="aevb with other settings on the stored splits; prints, writes nothing")
+    w.add_argument(
+        "--adbench", default="../shared/data/adbench", help="folder of the ADBench .npz files (default: %(default)s)"
+    )
+    w.add_argument(
+        "--set", action="append", type=parse_setting, metavar="KEY=VALUE", help="an AnomalyDetector parameter"
+    )
+    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default: %(default)s)")
+    w.add_argument("--only", nargs="+", metavar="NAME", help="only these datasets (file stems); default: all")
+    w.add_argument(
+        "--files", nargs="+", metavar="FILE", help="these .npz/.mat files instead (e.g. adbench/odds/arrhythmia.mat)"
+    )
+    w.add_argument("--score", choices=AEVB_SCORES, default="log-likelihood", help="(default: %(default)s)")
+    w.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
     sub.add_parser("report", help="write docs/benchmarks/anomaly.md")
     args = p.parse_args()
     torch.set_num_threads(1)
-    {"tabular": tabular, "mnist": mnist, "report": report}[args.part](args)
+    {"tabular": tabular, "mnist": mnist, "sweep": sweep, "report": report}[args.part](args)
 
 
 if __name__ == "__main__":

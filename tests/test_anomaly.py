@@ -82,7 +82,8 @@ def test_fit_returns_self_and_sets_the_fitted_attributes(data, fitted):
 
 
 def test_default_size_rule():
-    assert default_size(300, 6) == {"hidden": (32, 32), "latent_dim": 2, "batch_size": 32, "epochs": 214}
+    assert default_size(300, 6) == {"hidden": (32, 32), "latent_dim": 2, "batch_size": 32, "epochs": 50}
+    assert default_size(1400, 6)["epochs"] == 46  # ceil(2000 * 32 / 1400): about 2000 steps
     assert default_size(300_000, 166) == {"hidden": (256, 256), "latent_dim": 16, "batch_size": 256, "epochs": 10}
     assert default_size(5000, 36) == {"hidden": (128, 128), "latent_dim": 9, "batch_size": 100, "epochs": 40}
 
@@ -303,6 +304,12 @@ def test_load_refuses_lying_files(tmp_path, fitted):
     assert old.standardize == "standard"
     x = np.random.default_rng(0).standard_normal((20, 5))
     np.testing.assert_array_equal(old.score_samples(x), fitted.score_samples(x))
+    # a record from before the concentration steps (no trim, no refits) was fitted once: it loads with refits=0
+    once = aevb.AnomalyDetector.load(
+        variant("no-refits", lambda f, r: (r["params"].pop("trim"), r["params"].pop("refits")))
+    )
+    assert once.refits == 0 and once.trim == 0.05
+    np.testing.assert_array_equal(once.score_samples(x), fitted.score_samples(x))
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -323,6 +330,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
                    "--contamination", 0.1, "--no-progress")  # fmt: skip
     assert fit.returncode == 0, fit.stderr
     assert "fitted on 400 rows x 5 features" in fit.stdout and "flags 40 training rows" in fit.stdout
+    assert "2 refits, each without the 20 training rows scored lowest" in fit.stdout  # 5% of 400
     score = aevb_cmd(tmp_path, "detect", "score", "det", "test.csv", "--out", "scores.csv")
     assert score.returncode == 0, score.stderr
     table = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
@@ -330,7 +338,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
     assert table.shape == (len(x_test), 3)
     det = aevb.AnomalyDetector.load(tmp_path / "det")
     assert det.likelihood == det.model_.config.likelihood == "gaussian-robust"  # the default for a table
-    assert det.model_.config.outlier_weight == 0.2
+    assert det.model_.config.outlier_weight == 0.2 and (det.trim, det.refits) == (0.05, 2)
     x32 = x_test.astype(np.float32)  # user files are read as float32
     np.testing.assert_allclose(table[:, 0], det.score_samples(x32), rtol=1e-6)
     np.testing.assert_array_equal(table[:, 2], det.predict(x32))
@@ -341,6 +349,8 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "exists": (["detect", "fit", "train.csv", "--out", "det"], 1, "det exists and is not an empty directory"),
         "contamination": (["detect", "fit", "train.csv", "--out", "d3", "--contamination", "2"], 2, "in (0, 0.5]"),
         "weight": (["detect", "fit", "train.csv", "--out", "d4", "--outlier-weight", "1"], 2, "1 must be in (0, 1)"),
+        "trim": (["detect", "fit", "train.csv", "--out", "d5", "--trim", "0.5"], 2, "0.5 must be in [0, 0.5)"),
+        "refits": (["detect", "fit", "train.csv", "--out", "d6", "--refits", "-1"], 2, "-1 must be >= 0"),
         "features": (["detect", "score", "det", "train5.csv", "--out", "s.csv"], 1, "has 4 features per row; the"),
         "no detector": (["detect", "score", "train.csv", "test.csv", "--out", "s.csv"], 1, "is not a saved detector"),
         "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),
@@ -352,7 +362,9 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         r = runs[name].result()
         assert r.returncode == code and message in r.stderr, (name, r.returncode, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, name
-    assert not any((tmp_path / d).exists() for d in ("d2", "d3", "d4")) and not (tmp_path / "s.csv").exists()
+    assert (
+        not any((tmp_path / d).exists() for d in ("d2", "d3", "d4", "d5", "d6")) and not (tmp_path / "s.csv").exists()
+    )
 
 
 def test_cli_images_through_a_builtin_dataset(tmp_path):
@@ -360,8 +372,10 @@ def test_cli_images_through_a_builtin_dataset(tmp_path):
     fit = aevb_cmd(tmp_path, "detect", "fit", "digits", "--exclude-class", 0, "--out", "d0", "--epochs", 30,
                    "--n-samples", 20, "--no-progress")  # fmt: skip
     assert fit.returncode == 0 and "fitted on 1174 rows x 64 features" in fit.stdout, fit.stderr
-    # images get the learned Gaussian: the robust background would cap what a wrong pixel costs
-    assert aevb.AnomalyDetector.load(tmp_path / "d0").model_.config.likelihood == "gaussian-learned"
+    # images get the learned Gaussian: the robust background would cap what a wrong pixel costs; and one fit:
+    # a built-in training split holds no anomalies for refits to leave out
+    det = aevb.AnomalyDetector.load(tmp_path / "d0")
+    assert det.model_.config.likelihood == "gaussian-learned" and det.refits == 0 and "refits" not in fit.stdout
     score = aevb_cmd(tmp_path, "detect", "score", "d0", "digits", "--anomaly-class", 0, "--out", "s.npz")
     assert score.returncode == 0, score.stderr
     auc = float(score.stdout.split("as the anomaly:")[1])

@@ -8,6 +8,7 @@
                         of the weights file, so that a pair of files that do not belong together is refused
 Both files are written atomically, the weights first: the JSON, written last, commits the pair.
 Version 1 (before robust scaling and the count/class likelihoods) is read too: its scaler is "standard".
+A record without `refits` (saved before the concentration steps) loads with refits=0, as it was fitted.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def load(folder: Path):
         if rec["version"] == 1:  # "auto" and True meant mean / standard deviation then
             params["standardize"] = "standard" if params.get("standardize") in ("auto", True) else False
             fitted["scaler"] = "standard" if fitted["standardized"] else None
+        if "refits" not in params:  # saved before the concentration steps: it was fitted once
+            params["refits"] = 0
         if params.get("hidden") is not None:
             params["hidden"] = tuple(params["hidden"])
         det = AnomalyDetector(**params)

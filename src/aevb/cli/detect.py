@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anomaly.columns import LIKELIHOODS
+from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
 from ..anomaly.scores import SCORES
 from ..errors import AevbError, DataError
 from ..files import save_table
@@ -36,6 +37,16 @@ def _weight(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"{text} must be in (0, 1)")
+    return v
+
+
+def _trim(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < 0.5:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 0.5)")
     return v
 
 
@@ -86,6 +97,19 @@ def register(subparsers) -> None:
     f.add_argument("--batch-size", type=positive, default=None, help="minibatch size; None = the data-size rule")
     f.add_argument("--epochs", type=at_least(1), default=None, help="passes over the data; None = the data-size rule")
     f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    f.add_argument(
+        "--trim",
+        type=_trim,
+        default=TRIM_DEFAULT,
+        help="fraction of the training rows, those the previous model scores lowest, left out of each refit",
+    )
+    f.add_argument(
+        "--refits",
+        type=at_least(0),
+        default=None,
+        help=f"refits afresh without the --trim lowest-scoring training rows (0: fit once); None = {REFITS_DEFAULT} "
+        "for a .csv/.npy/.npz table, 0 for a built-in dataset (a clean labelled split: nothing to leave out)",
+    )
     f.add_argument("--seed", type=int, default=0, help="seed of the initialisation, training and scoring noise")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -117,6 +141,15 @@ def _read(data: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.n
     return x, (None if y is None else y.numpy())
 
 
+def _default_refits(data: str) -> int:
+    """0 for the built-in datasets, whose training split holds no anomalies to leave out (refits there only
+    triple the fit time: MNIST one-class-out 0.665 ROC-AUC fitted once, 0.660 with 2 refits), else the
+    detector's default."""
+    from ..data.builtin import BUILTIN
+
+    return 0 if data in BUILTIN else REFITS_DEFAULT
+
+
 def _default_likelihood(data: str) -> str:
     """gaussian-learned for the built-in image datasets, gaussian-robust for tables: the robust background
     caps what a wrong pixel costs, and on MNIST one-class-out that lowers ROC-AUC from 0.665 to 0.566
@@ -145,7 +178,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
         likelihood=args.likelihood or _default_likelihood(args.data), outlier_weight=args.outlier_weight,
         columns=args.columns,
         latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr, seed=args.seed, verbose=not args.no_progress,
+        epochs=args.epochs, lr=args.lr, trim=args.trim,
+        refits=_default_refits(args.data) if args.refits is None else args.refits, seed=args.seed,
+        verbose=not args.no_progress,
     )  # fmt: skip
     det.fit(x)
     det.save(out)
@@ -154,6 +189,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         f"fitted on {len(x)} rows x {x.shape[1]} features: hidden {det.size_['hidden']}, latent "
         f"{det.size_['latent_dim']}, {det.size_['epochs']} epochs of batch {det.size_['batch_size']}"
     )
+    if not det.support_.all():
+        print(f"{det.refits} refits, each without the {(~det.support_).sum()} training rows scored lowest")
     print(f"score {det.score_} (nats, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
     print(f"wrote {out}{os.sep}")
 

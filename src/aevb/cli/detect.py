@@ -30,24 +30,23 @@ def _contamination(text: str):
     return v
 
 
-def _weight(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1)")
-    return v
+def _number_in(interval: str, inside):
+    """An argparse type: a number for which inside(v) holds, named `interval` (e.g. "(0, 1)") in the error."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not inside(v):
+            raise argparse.ArgumentTypeError(f"{text} must be in {interval}")
+        return v
+
+    return parse
 
 
-def _trim(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v < 0.5:
-        raise argparse.ArgumentTypeError(f"{text} must be in [0, 0.5)")
-    return v
+_weight = _number_in("(0, 1)", lambda v: 0 < v < 1)
+_trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
 
 
 def register(subparsers) -> None:

@@ -45,6 +45,7 @@ VARIANTS: dict[str, list[str]] = {
     "resumed": ["--checkpoint-every", "30"],  # one epoch, then `--resume --epochs 2`
 }
 DETECTOR_SETS = ("38_thyroid", "42_WBC")
+SRC = Path(__file__).resolve().parents[1] / "src"  # this checkout's aevb, whatever is installed
 
 
 def tensor_digest(path: Path) -> str:
@@ -62,7 +63,7 @@ def train(name: str, flags: list[str], data_dir: str, work: Path) -> str:
     out = work / name
     cmd = [sys.executable, "-m", "aevb", "train", *COMMON, *flags, "--data-dir", data_dir, "--out", str(out)]
     cmd += ["--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if name == "resumed" and not done.returncode:
         again = [sys.executable, "-m", "aevb", "train", "--resume", str(out), "--epochs", "2", "--no-progress"]
@@ -85,6 +86,7 @@ def detector(name: str, data_dir: str) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, str(SRC))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="../shared/data", help="folder holding mnist/ and adbench/ (default: %(default)s)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these variants (default: all)")

@@ -15,11 +15,10 @@ from torch.distributions import Categorical, Normal, Poisson
 
 import aevb
 from aevb import VAE, ModelConfig, TrainConfig
-from aevb.config import from_dict, parse_columns, to_dict
+from aevb.config import from_dict, to_dict
 from aevb.data.dataset import Dataset
 from aevb.errors import DataError
-from aevb.likelihoods import CategoricalLikelihood, PoissonLikelihood, make_likelihood
-from aevb.model import draw
+from aevb.likelihoods import CategoricalLikelihood, PoissonLikelihood, make_likelihood, parse_columns
 from aevb.objectives import decoder_log_prob
 from aevb.preprocess import check_data
 
@@ -81,7 +80,7 @@ def test_categorical_head_is_class_major_softmax():
     c, d = 4, 6
     h = torch.randn(2, 5, c * d, generator=g)  # (L, B, C * D), class-major
     x = torch.randint(0, c, (5, d), generator=g).float()
-    head = CategoricalLikelihood(categories=c, outputs_per_dim=c)
+    head = CategoricalLikelihood(categories=c)
     logits = h.reshape(2, 5, c, d).transpose(-1, -2)  # (L, B, D, C): logit of class k of column j is h[k * D + j]
     p = head(h)
     assert p.event_shape == (d,) and p.batch_shape == (2, 5)
@@ -102,13 +101,13 @@ def test_categorical_head_is_class_major_softmax():
 def test_draws_follow_the_distributions():
     g = torch.Generator().manual_seed(0)
     rate = torch.tensor([0.5, 3.0, 20.0]).expand(20000, 3)
-    s = draw(PoissonLikelihood()(torch.log(torch.expm1(rate - 1e-6))), g)
+    s = PoissonLikelihood().sample(torch.log(torch.expm1(rate - 1e-6)), g)
     assert torch.equal(s, s.round()) and s.min() >= 0
     torch.testing.assert_close(s.mean(0), rate[0], rtol=0.03, atol=0.01)
     torch.testing.assert_close(s.var(0), rate[0], rtol=0.06, atol=0.01)
     probs = torch.tensor([0.1, 0.6, 0.3])
     h = probs.log()[:, None].expand(3, 2).reshape(6).expand(20000, 6)  # 2 columns, same probabilities
-    s = draw(CategoricalLikelihood(3, 3)(h), g)
+    s = CategoricalLikelihood(3).sample(h, g)
     assert s.shape == (20000, 2)
     freq = torch.stack([(s == k).float().mean(0) for k in range(3)], -1)
     torch.testing.assert_close(freq, probs.expand(2, 3), atol=0.01, rtol=0)
@@ -178,7 +177,7 @@ def test_categories_is_required_exactly_for_categorical_and_old_configs_load():
     assert from_dict(d)[0] == m and (m.categories, m.columns) == (0, "")
     m = ModelConfig(likelihood="categorical", categories=5)
     assert from_dict(to_dict(m))[0] == m
-    assert make_likelihood(m) == CategoricalLikelihood(5, 5)
+    assert make_likelihood(m) == CategoricalLikelihood(5)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +245,7 @@ def test_mixed_head_is_the_groups_distributions():
     g = torch.Generator().manual_seed(0)
     cfg = ModelConfig(data_shape=(6,), latent_dim=2, hidden=(8,), likelihood="mixed", columns=SPEC)
     head = make_likelihood(cfg)
-    assert head.outputs == 2 * 3 + 4 * 1 + 1 * 2
+    assert head.outputs(6) == 2 * 3 + 4 * 1 + 1 * 2
     h = 2 * torch.randn(3, 5, 12, generator=g)  # (L, B, outputs)
     x = torch.cat(
         [torch.randn(5, 3, generator=g), torch.randint(0, 4, (5, 1), generator=g), torch.tensor([[0.0, 4]] * 5)], 1
@@ -269,7 +268,7 @@ def test_mixed_head_is_the_groups_distributions():
     model = VAE(cfg)
     z = torch.randn(4, 5, 2, generator=g)
     torch.testing.assert_close(decoder_log_prob(model, z, x), model.decode(z).log_prob(x))
-    s = draw(model.decode(z[0]), g)
+    s = model.draw(z[0], generator=g)
     assert s.shape == (5, 6) and torch.equal(s[:, 3:], s[:, 3:].round()) and s[:, 3].max() <= 3 and s[:, 4:].min() >= 0
     # the encoder sees log(1 + counts) in the poisson columns only
     torch.testing.assert_close(head.encoder_input(x), torch.cat([x[:, :4], torch.log1p(x[:, 4:])], 1))
@@ -358,7 +357,6 @@ def test_cli_trains_and_samples_a_mixed_table(tmp_path):
 
 def test_student_t_head_tends_to_the_learned_gaussian_and_draws_with_its_variance():
     from aevb.likelihoods import LearnedGaussianLikelihood, StudentTLikelihood
-    from aevb.model import draw
 
     # [mu, log sigma^2] of 6 dims; float64, where lgamma of a large df keeps its precision
     h = torch.randn(4, 2 * 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -367,8 +365,8 @@ def test_student_t_head_tends_to_the_learned_gaussian_and_draws_with_its_varianc
     torch.testing.assert_close(StudentTLikelihood(df=1e7)(h).log_prob(x), gauss, atol=1e-4, rtol=0)
     assert (StudentTLikelihood(df=3.0)(h).log_prob(x) != gauss).all()
     # draws: reproducible from the generator, with Var = sigma^2 df / (df - 2)
-    p = StudentTLikelihood(df=5.0)(torch.zeros(1, 2).expand(200_000, 2))  # mu = 0, sigma = 1
-    a, b = draw(p, torch.Generator().manual_seed(3)), draw(p, torch.Generator().manual_seed(3))
+    head, h0 = StudentTLikelihood(df=5.0), torch.zeros(1, 2).expand(200_000, 2)  # mu = 0, sigma = 1
+    a, b = head.sample(h0, torch.Generator().manual_seed(3)), head.sample(h0, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     assert abs(a.var().item() - 5.0 / 3.0) < 0.05
 

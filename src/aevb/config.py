@@ -11,23 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CheckpointError
+from .likelihoods import LIKELIHOODS, make_likelihood, parse_columns, standardizable
 
 CONFIG_VERSION = 1
 
 ACTIVATIONS = ("tanh", "relu")
-LIKELIHOOD_NAMES = (
-    "bernoulli",
-    "gaussian",
-    "gaussian-learned",
-    "gaussian-learned-sigmoid",
-    "student-t",  # heavy tails: [mu, log sigma^2] per dimension, `df` degrees of freedom
-    "gaussian-robust",  # gaussian-learned mixed with a Cauchy(0, 1) background of weight `outlier_weight`
-    "poisson",
-    "categorical",
-    "mixed",  # one likelihood per group of columns, named by `columns`
-)
-# the kinds of `columns` groups
-COLUMN_KINDS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-robust", "poisson", "categorical")
 INITS = ("default", "normal")
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
@@ -39,7 +27,6 @@ COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
 PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
-STANDARDIZABLE = ("gaussian", "gaussian-learned", "student-t")  # likelihoods of real values: may be standardised
 CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
@@ -53,7 +40,7 @@ class ModelConfig:
     latent_dim: int = 2
     hidden: tuple[int, ...] = (200,)
     activation: str = "tanh"
-    likelihood: str = "bernoulli"
+    likelihood: str = "bernoulli"  # a name of aevb.likelihoods.LIKELIHOODS
     sigma: float = 1.0  # standard deviation of the fixed `gaussian` likelihood
     logvar_min: float = -9.0  # clamp of the `gaussian-learned` log-variance (sigma in [0.011, 20])
     logvar_max: float = 6.0
@@ -78,10 +65,6 @@ class ModelConfig:
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("prior", self.prior, PRIORS)
         _check_choice("condition_on", self.condition_on, CONDITIONS)
-        _check(
-            not self.standardize or self.likelihood in STANDARDIZABLE,
-            f"standardize is for the likelihoods {', '.join(STANDARDIZABLE)} (real-valued features)",
-        )
         _check(self.classes >= 0, "classes must be >= 0")
         _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
         _check(
@@ -99,13 +82,17 @@ class ModelConfig:
         if self.columns:  # that the groups cover the data's D columns is checked against the data (preprocess)
             parse_columns(self.columns)
             _check(self.arch != "conv", "likelihood mixed is for tables: use --arch mlp or resmlp")
+        _check_choice("likelihood", self.likelihood, tuple(LIKELIHOODS))
+        _check(
+            not self.standardize or make_likelihood(self).location_scale,
+            f"standardize is for the likelihoods {', '.join(standardizable(self))} (location-scale families)",
+        )
         _check(self.arch != "conv" or len(self.data_shape) in (2, 3), "arch conv needs image data, (H, W) or (C, H, W)")
         _check(
             self.arch != "resmlp" or (len(self.hidden) >= 1 and len(set(self.hidden)) == 1),
             "arch resmlp needs equal hidden sizes (e.g. --hidden 256 256: two residual blocks of width 256)",
         )
         _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
         _check_choice("init", self.init, INITS)
         _check(self.latent_dim >= 1, "latent_dim must be >= 1")
         _check(all(h >= 1 for h in self.hidden), "hidden sizes must be >= 1")
@@ -183,29 +170,6 @@ class TrainConfig:
     def regularised(self) -> bool:
         """True when the training objective is not the plain bound (beta, warm-up or free bits)."""
         return self.beta != 1 or self.kl_warmup > 0 or self.free_bits > 0
-
-
-def parse_columns(spec: str) -> list[tuple[str, int, int]]:
-    """The groups of `ModelConfig.columns`, in column order: [(kind, count, categories)].
-
-    `spec` is comma-separated KIND[:N], N consecutive columns (default 1) of one likelihood: KIND is one
-    of bernoulli, gaussian (fixed sigma), gaussian-learned, poisson, or categoricalC for class indices
-    0..C-1 (C >= 2), e.g. "gaussian-learned:3,categorical4:1,poisson:2". categories is 0 but for categorical.
-    Raises ValueError naming the bad group."""
-    groups = []
-    for part in spec.split(","):
-        kind, _, count = part.strip().partition(":")
-        c = 0
-        if kind.startswith("categorical"):
-            digits = kind[len("categorical") :]
-            c = int(digits) if digits.isdigit() else 0
-            _check(c >= 2, f"columns: {part.strip()!r}: categorical needs its classes, e.g. categorical4 (C >= 2)")
-            kind = "categorical"
-        _check(kind in COLUMN_KINDS, f"columns: {part.strip()!r}: the kind must be one of {', '.join(COLUMN_KINDS)}")
-        n = int(count) if count.strip().isdigit() else (1 if count == "" else 0)
-        _check(n >= 1, f"columns: {part.strip()!r}: the count after ':' must be a whole number >= 1")
-        groups.append((kind, n, c))
-    return groups
 
 
 def _check_types(config: Any) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, Normal, Poisson, StudentT
+from torch.distributions import Distribution, Independent, Normal
 
 from . import priors
 from .config import ModelConfig
-from .likelihoods import ColumnGroups, ContaminatedNormal, make_likelihood
+from .likelihoods import make_likelihood
 from .nets import ARCHS, init_normal_
 from .priors import PRIORS
 
@@ -32,10 +32,10 @@ class VAE(nn.Module):
         if config.standardize:  # set from the training data by aevb.train (`set_standardization`), then saved
             self.register_buffer("data_shift", torch.zeros(config.data_dim))
             self.register_buffer("data_scale", torch.ones(config.data_dim))
-        opd = self.likelihood.outputs_per_dim
-        # encoder -> [mu, logvar]; decoder -> the likelihood head's parameters
-        out = getattr(self.likelihood, "outputs", opd * config.data_dim)  # `mixed`: a sum over its column groups
-        self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, out, opd)
+        # encoder -> [mu, logvar]; decoder -> the likelihood head's parameters; a conv decoder needs them as
+        # whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
+        out = self.likelihood.outputs(config.data_dim)
+        self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, out, out // config.data_dim)
         if config.init == "normal":
             init_normal_(self, config.init_std)
         self.prior_net = PRIORS[config.prior](config)  # created last: N(0, I) has no parameters
@@ -52,11 +52,9 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Independent:
         """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
         is the posterior mean. Its parameters are fp32 even when the encoder ran in bf16 (autocast).
-        A likelihood head with `encoder_input(x)` says what the encoder sees (poisson: log(1 + x))."""
+        The likelihood head's `encoder_input(x)` is what the encoder sees (poisson: log(1 + x))."""
         x = self.standardized(x.reshape(x.shape[0], -1))
-        prep = getattr(self.likelihood, "encoder_input", None)  # e.g. log(1 + counts) for poisson
-        h = x if prep is None else prep(x)
-        out = self.encoder(self._with_label(h, y))
+        out = self.encoder(self._with_label(self.likelihood.encoder_input(x), y))
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
         mu, logvar = out.chunk(2, dim=-1)
@@ -73,15 +71,18 @@ class VAE(nn.Module):
 
     def head(self, h: torch.Tensor) -> Distribution:
         """p(x|z) from the decoder's output h: the likelihood head's distribution, moved back to the
-        data's units when the model is standardised (x = shift + scale * x', so loc and scale scale)."""
-        p = self.likelihood(h)
+        data's units when the model is standardised (x = shift + scale * x': the head is location-scale)."""
         if not self.config.standardize:
-            return p
-        base = p.base_dist  # Independent(Normal or StudentT): the heads `standardize` allows
-        loc, scale = self.data_shift + self.data_scale * base.loc, self.data_scale * base.scale
-        if isinstance(base, StudentT):
-            return Independent(StudentT(base.df, loc, scale, validate_args=False), 1)
-        return Independent(Normal(loc, scale, validate_args=False), 1)
+            return self.likelihood(h)
+        return self.likelihood.rescaled(h, self.data_shift, self.data_scale)
+
+    def draw(
+        self, z: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """One draw x ~ p(x|z) (p(x|z, y) when conditional), shape (*z.shape[:-1], D) in the data's units,
+        reproducible through `generator`."""
+        x = self.likelihood.sample(self.decoder_output(z, y), generator)
+        return self.data_shift + self.data_scale * x if self.config.standardize else x
 
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
         """(x - shift) / scale per feature for a standardised model, x (..., D) itself otherwise."""
@@ -103,8 +104,7 @@ class VAE(nn.Module):
         """n new data points, shape (n, *data_shape): E[x|z] for z ~ p(z), or a draw x ~ p(x|z);
         a conditional model draws from p(x|z, y) with the labels y, (n,)."""
         z = priors.draw(self.prior(), n, generator, self._device())  # (n, Dz)
-        p = self.decode(z, y)
-        x = p.mean if mean else draw(p, generator)
+        x = self.decode(z, y).mean if mean else self.draw(z, y, generator)
         return x.reshape(n, *self.config.data_shape)
 
     def _with_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -124,26 +124,3 @@ class VAE(nn.Module):
 def reparameterize(q: Independent, eps: torch.Tensor) -> torch.Tensor:
     """z = mu + sigma * eps, differentiable in q's parameters (SGVB). eps: (..., B, latent_dim)."""
     return q.base_dist.loc + q.base_dist.scale * eps
-
-
-def draw(p: Distribution, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One sample from a decoder distribution, reproducible through `generator`."""
-    if isinstance(p, ColumnGroups):
-        return torch.cat([draw(part, generator).to(p.mean.dtype) for part in p.parts], -1)
-    base = p.base_dist if isinstance(p, Independent) else p
-    if isinstance(base, ContaminatedNormal):
-        return base.sample(generator=generator)
-    if isinstance(base, Normal):
-        return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator, device=base.loc.device)
-    if isinstance(base, StudentT):  # torch draws its chi-square from the global RNG: seed that from `generator`
-        seed = int(torch.randint(2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[] if base.loc.device.type == "cpu" else [base.loc.device]):
-            torch.manual_seed(seed)
-            return base.sample()
-    if isinstance(base, Poisson):
-        return torch.poisson(base.rate, generator=generator)
-    if isinstance(base, Categorical):
-        probs = base.probs
-        x = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-        return x.reshape(probs.shape[:-1]).to(probs.dtype)
-    return torch.bernoulli(base.probs, generator=generator)

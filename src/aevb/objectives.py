@@ -47,12 +47,11 @@ def noise(model: VAE, batch: int, n: int, generator: torch.Generator | None) -> 
 
 def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x|z) (log p(x|z, y) for a conditional model), shape z.shape[:-1], nats:
-    `model.decode(z, y).log_prob(x)`, through the head's fused `log_prob(h, x)` when it has one
-    (no distribution object on the hot path)."""
-    head = model.likelihood
-    if hasattr(head, "log_prob") and not model.config.standardize:
-        return head.log_prob(model.decoder_output(z, y), x)
+    `model.decode(z, y).log_prob(x)`, through the head's `log_prob(h, x)` (fused where the head has a
+    formula: no distribution object on the hot path); a standardised model's through `model.head`."""
     h = model.decoder_output(z, y)
+    if not model.config.standardize:
+        return model.likelihood.log_prob(h, x)
     return model.head(h.float() if h.dtype in (torch.float16, torch.bfloat16) else h).log_prob(x)
 
 

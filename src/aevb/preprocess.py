@@ -15,9 +15,10 @@ import dataclasses
 
 import torch
 
-from .config import ModelConfig, parse_columns
+from .config import ModelConfig
 from .data import Dataset
 from .errors import DataError
+from .likelihoods import make_likelihood, parse_columns
 
 BINARIZE_SEEDS = {"train": 0, "valid": 1, "test": 2}
 
@@ -47,7 +48,8 @@ def split(dataset: Dataset, name: str, binarize: str) -> torch.Tensor:
 
 
 def check_data(x: torch.Tensor, config: ModelConfig, source: str) -> torch.Tensor:
-    """x as a float32 (N, *data_shape) tensor that the model can score, or a one-line DataError."""
+    """x as a float32 (N, *data_shape) tensor that the model can score, or a one-line DataError: the
+    likelihood head's `check` says whether every value is in its support."""
     if x.shape[0] == 0:
         raise DataError(f"{source} is empty")
     if x.ndim < 2:
@@ -58,22 +60,13 @@ def check_data(x: torch.Tensor, config: ModelConfig, source: str) -> torch.Tenso
     x = x.reshape(x.shape[0], *config.data_shape).float()
     if not torch.isfinite(x).all():
         raise DataError(f"{source} contains NaN or inf")
-    if config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
-        raise DataError(
-            f"{source} has values outside [0, 1] ({x.min().item():g} .. {x.max().item():g}); the bernoulli "
-            "likelihood needs [0, 1] data: rescale it or use --likelihood gaussian / gaussian-learned"
-        )
-    if config.likelihood in ("poisson", "categorical"):
-        _check_values(x.reshape(x.shape[0], -1), config.likelihood, config.categories, 0, source)
-    if config.likelihood == "mixed":
-        groups, start = parse_columns(config.columns), 0
-        n = sum(count for _, count, _ in groups)
+    if config.columns:  # mixed: its column groups must cover the data's columns before it can be built
+        n = sum(count for _, count, _ in parse_columns(config.columns))
         if n != d:
             raise DataError(f"{source} has {d} features per row; --columns {config.columns} names {n}")
-        flat = x.reshape(x.shape[0], -1)
-        for kind, count, categories in groups:
-            _check_values(flat[:, start : start + count], kind, categories, start, source)
-            start += count
+    problem = make_likelihood(config).check(x.reshape(x.shape[0], -1))
+    if problem is not None:
+        raise DataError(f"{source} {problem}")
     return x
 
 
@@ -111,24 +104,6 @@ def check_labels(y: torch.Tensor | None, n: int, config: ModelConfig, source: st
             f"{source} has labels {int(y.min())}..{int(y.max())}; the model knows the classes 0..{config.classes - 1}"
         )
     return y.to(torch.int64)
-
-
-def _check_values(x: torch.Tensor, kind: str, categories: int, offset: int, source: str) -> None:
-    """A one-line DataError naming the first value of the (N, n) columns x, the first of which is
-    feature `offset`, that the likelihood `kind` cannot score."""
-    if kind == "bernoulli":
-        bad, need = (x < 0) | (x > 1), "the bernoulli likelihood needs values in [0, 1]"
-    elif kind == "poisson":
-        bad, need = (x != x.round()) | (x < 0), "the poisson likelihood needs counts (whole numbers >= 0)"
-    elif kind == "categorical":
-        c = categories
-        bad = (x != x.round()) | (x < 0) | (x > c - 1)
-        need = f"the categorical likelihood needs class indices 0..{c - 1} (C = {c})"
-    else:
-        return
-    if bad.any():
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise DataError(f"{source} has the value {x[row, col].item():g} (row {row}, feature {offset + col}); {need}")
 
 
 def run_data(

@@ -28,7 +28,7 @@ from .checkpoint import MODEL, load, read_config
 from .config import TrainConfig
 from .evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
 from .files import atomic_write_text
-from .model import VAE, draw
+from .model import VAE
 from .preprocess import check_labels, run_data
 from .train import read_metrics
 
@@ -107,7 +107,7 @@ def table_statistics(
     ys = None if y is None else y[torch.arange(n_samples) % y.shape[0]]
     with torch.no_grad():
         xr = model.decode(model.encode(x, y).mean, y).mean
-        s = draw(model.decode(torch.randn(n_samples, model.config.latent_dim, generator=g), ys), g)
+        s = model.draw(torch.randn(n_samples, model.config.latent_dim, generator=g), ys, g)
     return {
         "data_mean": x.mean(0).numpy(),
         "data_std": x.std(0).numpy(),

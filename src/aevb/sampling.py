@@ -21,7 +21,7 @@ import torch
 from .errors import CheckpointError
 from .evaluate import evaluating
 from .files import atomic_write
-from .model import VAE, draw
+from .model import VAE
 
 AGGREGATE = "aggregate-{k}.safetensors"  # in the run directory, one per number of components
 
@@ -148,7 +148,7 @@ def decode(
     if mean:
         return decode_mean(model, z, y)
     with evaluating(model):
-        return draw(model.decode(z, y), generator).reshape(z.shape[0], *model.config.data_shape)
+        return model.draw(z, y, generator).reshape(z.shape[0], *model.config.data_shape)
 
 
 def aggregate_for_run(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import VAE, draw
+from .model import VAE
 
 
 def wake_terms(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -34,7 +34,7 @@ def sleep_terms(model: VAE, n: int, generator: torch.Generator | None = None) ->
     device = next(model.parameters()).device
     with torch.no_grad():
         z = torch.randn(n, model.config.latent_dim, generator=generator, device=device)
-        x = draw(model.decode(z), generator)
+        x = model.draw(z, generator=generator)
     return model.encode(x).log_prob(z)
 
 

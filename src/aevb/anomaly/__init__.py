@@ -3,11 +3,11 @@
 `AnomalyDetector` needs scikit-learn, which is slow to import: it is loaded when first asked for.
 """
 
-from .columns import LIKELIHOODS
+from .columns import likelihoods
 from .inputs import InputError
 from .scores import SCORES
 
-__all__ = ["AnomalyDetector", "default_size", "InputError", "LIKELIHOODS", "SCORES"]
+__all__ = ["AnomalyDetector", "default_size", "InputError", "likelihoods", "SCORES"]
 
 
 def __getattr__(name: str):

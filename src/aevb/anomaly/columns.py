@@ -1,67 +1,61 @@
 """Which likelihood models which column of a table, which columns are rescaled, and the values each allows.
 
-A detector's `likelihood` is one of `LIKELIHOODS`: one kind for every column, or "mixed" with a
-`columns` spec (`aevb.config.parse_columns`, e.g. "gaussian-learned:3,poisson:2,categorical4:1") that
-names a kind per group of consecutive columns. Only Gaussian columns are rescaled (and clipped): counts
-(poisson), class indices (categorical) and values in [0, 1] (bernoulli) go to the model as they are.
+A detector's `likelihood` is one of `likelihoods()`: one head for every column, or "mixed" with a
+`columns` spec (`aevb.likelihoods.parse_columns`, e.g. "gaussian-learned:3,poisson:2,categorical4:1")
+that names a head per group of consecutive columns. Only the columns of location-scale heads (the
+Gaussians, student-t) are rescaled (and clipped): counts (poisson), class indices (categorical) and
+values in [0, 1] (bernoulli) go to the model as they are. Everything here is read from the heads of
+`aevb.likelihoods.LIKELIHOODS`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from ..config import parse_columns
+from ..config import ModelConfig
+from ..likelihoods import LIKELIHOODS, Likelihood, group_heads, make_likelihood, parse_columns
 from .inputs import InputError
 
-# a detector's decoders
-LIKELIHOODS = ("gaussian-robust", "gaussian-learned", "gaussian", "student-t", "bernoulli", "poisson", "mixed")
-# kinds whose columns are centred and scaled
-RESCALED = ("gaussian-robust", "gaussian-learned", "gaussian", "student-t")
+
+def likelihoods() -> tuple[str, ...]:
+    """A detector's likelihoods: the registered ones but categorical, whose classes a detector takes per
+    column group only (likelihood='mixed', columns='categoricalC:N')."""
+    return tuple(name for name in LIKELIHOODS if name != "categorical")
 
 
-def column_groups(likelihood: str, columns: str | None, d: int) -> list[tuple[str, int, int]]:
-    """[(kind, first column, categories)] per column group; InputError when `columns` does not fit d."""
+def _config(likelihood: str, columns: str | None, d: int) -> ModelConfig:
+    """The model config that names the heads of d columns (their parameters are the defaults: what is
+    read here, the support and location_scale, does not depend on them); InputError when `columns`
+    does not fit d."""
     if likelihood != "mixed":
         if columns:
             raise InputError(f"columns is only for likelihood='mixed'; got columns={columns!r}")
-        return [(likelihood, d, 0)]
+        return ModelConfig(data_shape=(d,), likelihood=likelihood)
     if not columns:
         raise InputError("likelihood='mixed' needs columns, e.g. columns='gaussian-learned:3,poisson:2'")
     try:
-        groups = parse_columns(columns)
+        n = sum(count for _, count, _ in parse_columns(columns))
     except ValueError as e:
         raise InputError(str(e)) from None
-    n = sum(count for _, count, _ in groups)
     if n != d:
         raise InputError(f"columns={columns!r} names {n} columns; X has {d}")
-    return groups
+    return ModelConfig(data_shape=(d,), likelihood=likelihood, columns=columns)
+
+
+def column_heads(likelihood: str, columns: str | None, d: int) -> list[tuple[Likelihood, int]]:
+    """(head, number of columns) per group of consecutive columns; InputError when `columns` does not fit d."""
+    return group_heads(_config(likelihood, columns, d))
 
 
 def rescaled_mask(likelihood: str, columns: str | None, d: int) -> np.ndarray:
     """(d,) bool: the columns that are centred, scaled and clipped before the model sees them."""
-    return np.concatenate([np.full(n, kind in RESCALED) for kind, n, _ in column_groups(likelihood, columns, d)])
+    return np.concatenate([np.full(n, head.location_scale) for head, n in column_heads(likelihood, columns, d)])
 
 
 def check_values(a: np.ndarray, likelihood: str, columns: str | None, what: str = "X") -> None:
-    """InputError naming the first column group whose values its likelihood cannot model."""
-    start = 0
-    for kind, n, categories in column_groups(likelihood, columns, a.shape[1]):
-        block, cols = a[:, start : start + n], f"column(s) {start}..{start + n - 1}"
-        start += n
-        if kind == "bernoulli" and (block.min() < 0 or block.max() > 1):
-            raise InputError(
-                f"{what} has values outside [0, 1] in {cols} ({block.min():g} .. {block.max():g}); the bernoulli "
-                "likelihood needs [0, 1] data: rescale it or use likelihood='gaussian-learned'"
-            )
-        if kind == "poisson" and (block.min() < 0 or not np.array_equal(block, np.round(block))):
-            raise InputError(
-                f"{what} has values in {cols} that are not counts (whole numbers >= 0); the poisson likelihood "
-                "models counts: use a gaussian kind for these columns"
-            )
-        if kind == "categorical" and (
-            block.min() < 0 or block.max() > categories - 1 or not np.array_equal(block, np.round(block))
-        ):
-            raise InputError(
-                f"{what} has values in {cols} that are not class indices 0..{categories - 1} "
-                f"(categorical{categories}); encode the classes as 0..C-1"
-            )
+    """InputError naming the first value of a (n, d) that its column's likelihood cannot model (the head's
+    `check`: its row, its feature and the column group)."""
+    problem = make_likelihood(_config(likelihood, columns, a.shape[1])).check(torch.tensor(a))
+    if problem is not None:
+        raise InputError(f"{what} {problem}")

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import AevbError
 from ..model import VAE
 from ..objectives import elbo
-from .columns import LIKELIHOODS, check_values, rescaled_mask
+from .columns import check_values, likelihoods, rescaled_mask
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
 from .inputs import InputError, as_matrix, feature_names
 from .scaling import SCALINGS, fit_scaler
@@ -210,10 +210,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             c == "auto" or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 0.5),
             f"contamination must be 'auto' or a fraction in (0, 0.5]; got {c!r}",
         )
-        need(
-            self.likelihood in LIKELIHOODS,
-            f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {self.likelihood!r}",
-        )
+        names = likelihoods()
+        need(self.likelihood in names, f"likelihood must be one of {', '.join(names)}; got {self.likelihood!r}")
         need(
             self.standardize is False or self.standardize in SCALINGS,
             f"standardize must be one of {', '.join(SCALINGS)} or False; got {self.standardize!r}",

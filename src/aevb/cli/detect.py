@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..anomaly.columns import LIKELIHOODS
+from ..anomaly.columns import likelihoods
 from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
 from ..anomaly.scores import SCORES
 from ..errors import AevbError, DataError
@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     f.add_argument(
         "--likelihood",
         default=None,
-        choices=LIKELIHOODS,
+        choices=likelihoods(),
         help="p(x|z); None = gaussian-robust (a learned Gaussian per feature mixed with a Cauchy(0, 1) "
         "background) for a .csv/.npy/.npz table, gaussian-learned for a built-in image dataset",
     )

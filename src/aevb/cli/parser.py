@@ -8,19 +8,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import config as C
+from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
 
 # Help for every config field; `aevb train` gets one flag per field, named after it.
 FIELD_HELP = {
     "latent_dim": "size of the latent z",
     "hidden": "hidden layer sizes of the encoder MLP (the decoder mirrors them)",
     "activation": "hidden activation",
-    "likelihood": "p(x|z): bernoulli (logits), gaussian (fixed --sigma), gaussian-learned (per-dim variance), "
-    "gaussian-learned-sigmoid (the same with the mean squashed by a sigmoid, the paper's Frey Face decoder), "
-    "student-t (heavy tails: mean and scale per dim, --df degrees of freedom), "
-    "gaussian-robust (gaussian-learned mixed with a Cauchy(0, 1) background of weight --outlier-weight, "
-    "for centred and scaled features), "
-    "poisson (counts; rate = softplus of the decoder output), categorical (class indices 0..C-1 in every "
-    "column, C = --categories), mixed (one of these per group of columns, named by --columns)",
+    "likelihood": f"p(x|z), a decoder head of aevb.likelihoods.LIKELIHOODS: {', '.join(LIKELIHOODS)} (each "
+    "head's docstring there says what it models and how the decoder parameterises it); categorical needs "
+    "--categories, mixed --columns",
     "sigma": "standard deviation of the fixed gaussian likelihood",
     "df": "degrees of freedom of --likelihood student-t (larger: closer to gaussian-learned)",
     "outlier_weight": "weight w of the Cauchy(0, 1) background of --likelihood gaussian-robust, in (0, 1)",
@@ -35,15 +32,15 @@ FIELD_HELP = {
     "(Tomczak & Welling 2018) on --prior-components learned pseudo-inputs; the KL is then a Monte Carlo estimate",
     "prior_components": "mixture components of --prior mog, pseudo-inputs of --prior vamp",
     "categories": "classes C of --likelihood categorical (every column holds a class index 0..C-1); 0 = not used",
-    "columns": "groups of consecutive columns of --likelihood mixed, KIND:N,... with KIND bernoulli, gaussian, "
-    "gaussian-learned, gaussian-robust, poisson or categoricalC (class indices 0..C-1), "
+    "columns": "groups of consecutive columns of --likelihood mixed, KIND:N,... with KIND one of "
+    f"{', '.join(column_kinds())}, categorical written categoricalC (class indices 0..C-1), "
     "e.g. gaussian-learned:3,categorical4:1,poisson:2",
     "condition_on": "labels = a conditional VAE: p(x|z, y) and q(z|x, y) see the one-hot class label y "
     "(the dataset's labels); `aevb sample --label Y` then draws from one class",
     "classes": "label classes 0..C-1 of --condition-on labels; 0 = from the data (largest label + 1)",
     "standardize": "tables: the networks see each feature minus its training mean over its training standard "
     "deviation (stored with the model); densities and samples stay in the data's own units. "
-    "For --likelihood gaussian or gaussian-learned",
+    f"For the location-scale likelihoods: {', '.join(standardizable(C.ModelConfig()))}",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
@@ -70,7 +67,7 @@ FIELD_HELP = {
 }
 CHOICES = {
     "activation": C.ACTIVATIONS,
-    "likelihood": C.LIKELIHOOD_NAMES,
+    "likelihood": tuple(LIKELIHOODS),
     "init": C.INITS,
     "objective": C.OBJECTIVES,
     "estimator": C.ESTIMATORS,

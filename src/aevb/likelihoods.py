@@ -4,7 +4,7 @@ Every head implements the whole `Likelihood` protocol below; `LIKELIHOODS` maps 
 taking the `ModelConfig`, and is the only list of names: the config's checks, the CLI's choices, the
 column kinds of `mixed` and the anomaly detector's likelihoods are read from it. Adding a likelihood is
 one class and one entry there. Heads share behaviour through the module-level helpers they call
-(`log_prob_via_distribution`, `check_real`, `rescale_normal`, ...), not through a base class.
+(`log_prob_via_distribution`, `sample_normal`, `check_real`, `rescale_normal`, ...), not through a base class.
 
 The members, for D features, h the decoder output (..., outputs(D)) and x data (..., D):
 - `outputs(d)`: the decoder's output size for d features (e.g. 2d for [mu, log sigma^2] per feature);
@@ -93,12 +93,15 @@ def sample_student_t(p: Independent, generator: torch.Generator | None) -> torch
 
 
 def rescale_normal(p: Independent, shift: torch.Tensor, scale: torch.Tensor) -> Independent:
-    """Independent(Normal or StudentT) of shift + scale * x for x ~ p: loc and scale move, df stays."""
+    """Independent(Normal) of shift + scale * x for x ~ p = Independent(Normal): loc and scale move."""
     base = p.base_dist
-    loc, s = shift + scale * base.loc, scale * base.scale
-    if isinstance(base, StudentT):
-        return Independent(StudentT(base.df, loc, s, validate_args=False), 1)
-    return Independent(Normal(loc, s, validate_args=False), 1)
+    return Independent(Normal(shift + scale * base.loc, scale * base.scale, validate_args=False), 1)
+
+
+def rescale_student_t(p: Independent, shift: torch.Tensor, scale: torch.Tensor) -> Independent:
+    """Independent(StudentT) of shift + scale * x for x ~ p = Independent(StudentT): loc and scale move, df stays."""
+    base = p.base_dist
+    return Independent(StudentT(base.df, shift + scale * base.loc, scale * base.scale, validate_args=False), 1)
 
 
 def not_location_scale(head: Likelihood) -> Distribution:
@@ -284,7 +287,7 @@ class StudentTLikelihood:
     check = staticmethod(check_real)
 
     def rescaled(self, h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> Distribution:
-        return rescale_normal(self(h), shift, scale)
+        return rescale_student_t(self(h), shift, scale)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,8 @@ from torch.distributions import (
     constraints,
 )
 
-from .config import ModelConfig, parse_columns
+if TYPE_CHECKING:  # config reads the registries of the modules that import this one: no config import at run time
+    from .config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,8 @@ def _column_head(kind: str, categories: int, c: ModelConfig):
 
 def make_mixed(c: ModelConfig) -> MixedLikelihood:
     """The `mixed` head of `c.columns`; ValueError when the groups do not cover the data's columns."""
+    from .config import parse_columns  # here, not above: config imports (through the model) this module
+
     groups = parse_columns(c.columns)
     n = sum(count for _, count, _ in groups)
     if n != c.data_dim:

@@ -8,6 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import config as C
+from ..nets import ARCHS
+from ..objectives import OBJECTIVES
+from ..optimizers import OPTIMIZERS
+from ..priors import PRIORS
 
 # Help for every config field; `aevb train` gets one flag per field, named after it.
 FIELD_HELP = {
@@ -68,20 +72,21 @@ FIELD_HELP = {
     "kl_warmup": "EPOCHS over which the KL weight ramps linearly from 0 to --beta (KL annealing); 0 = off",
     "free_bits": "NATS per latent dimension (per example) below which the KL is not penalised; 0 = off",
 }
+# Choices of the string fields; those that name a part are the keys of its dict (as config checks them).
 CHOICES = {
     "activation": C.ACTIVATIONS,
     "likelihood": C.LIKELIHOOD_NAMES,
     "init": C.INITS,
-    "objective": C.OBJECTIVES,
+    "objective": tuple(OBJECTIVES),
     "estimator": C.ESTIMATORS,
-    "optimizer": C.OPTIMIZERS,
+    "optimizer": tuple(OPTIMIZERS),
     "binarize": C.BINARIZE,
     "device": C.DEVICES,
     "nonfinite": C.NONFINITE,
     "compile": C.COMPILE,
     "precision": C.PRECISIONS,
-    "arch": C.ARCHS,
-    "prior": C.PRIORS,
+    "arch": tuple(ARCHS),
+    "prior": tuple(PRIORS),
     "condition_on": C.CONDITIONS,
 }
 MODEL_FIELDS = [

@@ -114,7 +114,7 @@ _positive = _at_least(1)
 at_least, positive = _at_least, _positive  # for command modules that register their own subcommands
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"aevb: error: {message}\n")
 
@@ -166,12 +166,12 @@ Register = Callable[[Any], None]
 
 def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = _Parser(
+    p = Parser(
         prog="aevb",
         description="Variational auto-encoders (Kingma & Welling, 2013). "
         "Numbers are per example, in nats; bounds and log-likelihoods: higher is better.",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a VAE; writes a run directory")
     t.add_argument("--out", help="run directory to create, a path (default: RUNS_DIR/NAME)")

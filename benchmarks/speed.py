@@ -44,8 +44,9 @@ from tqdm import tqdm
 import aevb
 from aevb import speed
 from aevb.evaluate import elbo_terms, log_likelihood
+from aevb.optimizers import OPTIMIZERS
 from aevb.preprocess import binarize_once
-from aevb.train import OPTIMIZERS, run_epoch
+from aevb.train import run_epoch
 
 NETS = {  # name: (hidden, latent, activation, batch)
     "examples 784-400-20 relu b128": (400, 20, "relu", 128),

@@ -80,7 +80,7 @@ with open("results.md", "w") as f:
                 f"| {s['elbo'][0]:.2f} ± {s['elbo'][1]:.2f} | {s['kl']:.2f} | {s['active_units']} / 20 |\n")
 print(open("results.md").read())
 
-plt = plots._plt()
+plt = plots.pyplot()
 # beta / warm-up / free bits: validation KL and ELBO per epoch
 f, ax = plt.subplots(1, 2, figsize=(9, 3.2))
 for r in ["mlp", "beta2", "warmup", "freebits"]:

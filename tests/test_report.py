@@ -21,7 +21,8 @@ import torch
 import aevb
 from aevb.evaluate import elbo_terms, log_likelihood
 from aevb.preprocess import run_data
-from aevb.report import DEFAULT_K, N_TABLE_SAMPLES, latent_projection, table_statistics, write_report
+from aevb.projection import latent_projection
+from aevb.report import DEFAULT_K, N_TABLE_SAMPLES, table_statistics, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -18,12 +18,12 @@ from torch.distributions import MultivariateNormal, Normal
 
 from aevb import VAE, ModelConfig, load_dataset
 from aevb.evaluate import elbo_terms
-from aevb.hmc import HMC
 from aevb.likelihoods import LIKELIHOODS
-from aevb.mcem import MCEM
 from aevb.preprocess import binarize_once
 from aevb.reproduce.common import Learner
-from aevb.wake_sleep import wake_sleep_loss
+from aevb.reproduce.hmc import HMC
+from aevb.reproduce.mcem import MCEM
+from aevb.reproduce.wake_sleep import wake_sleep_loss
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -332,3 +333,17 @@ def test_a_conditional_run_decodes_the_chosen_class(conditional):
 def test_an_unconditional_run_refuses_a_label(client):
     r = post(client, "/api/decode", {"z": [0.0, 0.0], "label": 1})
     assert r.status_code == 400 and "conditional" in r.get_json()["error"]
+
+
+def test_a_colour_run_is_shown_as_images(tmp_path):
+    """(C, H, W) data with C = 3 are pictures for the page as for the report (`plots.is_image`)."""
+    torch.set_num_threads(1)
+    x = np.random.default_rng(0).uniform(size=(60, 3, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "rgb.npy", x)
+    aevb.train(
+        aevb.ModelConfig(latent_dim=2, hidden=(8,), likelihood="gaussian", sigma=0.3),
+        aevb.TrainConfig(dataset=str(tmp_path / "rgb.npy"), epochs=1, batch_size=20),
+        tmp_path / "rgb",
+    )
+    info = Explorer(tmp_path / "rgb", k=2).info()
+    assert info["is_image"] is True and info["data_shape"] == [3, 4, 4]

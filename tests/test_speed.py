@@ -18,9 +18,8 @@ from aevb import objectives, speed
 from aevb.config import from_dict, to_dict
 from aevb.evaluate import elbo_terms
 from aevb.likelihoods import BernoulliLikelihood
-from aevb.objectives import decoder_log_prob, log_weights
+from aevb.objectives import OBJECTIVES, decoder_log_prob, log_weights
 from aevb.preprocess import split
-from aevb.train import OBJECTIVES
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

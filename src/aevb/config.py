@@ -1,32 +1,37 @@
 """Run configuration: flat frozen dataclasses, stored as JSON in every run directory.
 
 `ModelConfig` alone rebuilds the network (`VAE(ModelConfig)`); `TrainConfig` says how it was
-trained. Every field maps one-to-one onto an `aevb train` flag of the same name.
+trained. Every field maps one-to-one onto an `aevb train` flag of the same name. Fields that name a
+part are checked against that part's dict, the one list of its names: `arch` against
+`aevb.nets.ARCHS`, `prior` against `aevb.priors.PRIORS`, `objective` against
+`aevb.objectives.OBJECTIVES`, `optimizer` against `aevb.optimizers.OPTIMIZERS` (those modules, and
+the model they build, do not import this one when they run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CheckpointError
 from .likelihoods import LIKELIHOODS, make_likelihood, parse_columns, standardizable
+from .nets import ARCHS
+from .objectives import OBJECTIVES
+from .optimizers import OPTIMIZERS
+from .priors import PRIORS
 
 CONFIG_VERSION = 1
 
 ACTIVATIONS = ("tanh", "relu")
 INITS = ("default", "normal")
-OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
-OPTIMIZERS = ("adam", "adagrad", "sgd")
 BINARIZE = ("auto", "dynamic", "static", "none")
 DEVICES = ("auto", "cpu", "cuda")
 NONFINITE = ("stop", "skip")  # what a step with a NaN/inf loss or gradient does
 COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
-ARCHS = ("mlp", "conv", "resmlp")  # aevb.nets.ARCHS: the encoder/decoder networks
-PRIORS = ("normal", "mog", "vamp")  # aevb.priors.PRIORS: N(0, I), a mixture of Gaussians, the VampPrior
 CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
 # Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
 RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
@@ -198,7 +203,7 @@ def _check(ok: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
     _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 

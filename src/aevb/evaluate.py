@@ -1,7 +1,8 @@
-"""No-grad evaluation loops: mean ELBO, chunked importance-sampled log p(x), bits/dim.
+"""No-grad evaluation loops: mean ELBO, chunked importance-sampled log p(x), bits/dim, active units.
 
-Every function returns per-example values (N,) in nats; `summarize` reduces them to a mean and its
-standard error. The model's train/eval mode is restored on exit.
+Every loop returns per-example values (N,) in nats; `summarize` reduces them to a mean and its
+standard error, and `evaluation_record` gathers all of them into the one summary that `aevb eval`
+stores and the report shows. The model's train/eval mode is restored on exit.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -16,6 +18,8 @@ from .model import VAE
 from .objectives import ELBOTerms, elbo, log_weights
 
 NOISE_CHUNK = 500  # importance samples drawn per (example, chunk); fixed so results ignore batching
+# A latent unit is active when Var_x(E_q[z_j]) exceeds this (Burda et al. 2016, Section 5.2)
+ACTIVE_THRESHOLD = 0.01
 
 
 @contextlib.contextmanager
@@ -137,6 +141,40 @@ def posterior_mean_variance(
     return mu.var(dim=0, unbiased=True) if mu.shape[0] > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
 
 
-def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01, y: torch.Tensor | None = None) -> int:
+def active_units(
+    model: VAE, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD, y: torch.Tensor | None = None
+) -> int:
     """The number of active latent units: dimensions with Var_x(E_q[z_j]) > threshold (Burda et al. 2016)."""
     return int((posterior_mean_variance(model, x, y=y) > threshold).sum())
+
+
+# log_likelihood's signature: (model, x, k=, batch_size=, seed=, on_batch=, y=) -> (N,) nats
+LogLikelihood = Callable[..., torch.Tensor]
+
+
+def evaluation_record(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    seed: int = 0,
+    batch_size: int = 50,
+    y: torch.Tensor | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    estimate: LogLikelihood = log_likelihood,
+) -> dict[str, Any]:
+    """The evaluation summary of the rows x (N, ...), JSON-ready: examples, k, seed; the mean and standard
+    error (`_se`) of the ELBO, its terms log_px_z and kl, and the importance-sampled log_likelihood (k
+    samples, `batch_size` examples at a time), all nats per example; bits_per_dim of the mean log p(x);
+    active_units of latent_dim and each unit's posterior_mean_variance. A conditional model's, of
+    log p(x|y), with the labels y (N,). `estimate` replaces `log_likelihood` (e.g. the data-parallel one
+    of `aevb.distributed`, which every rank calls); `on_batch(examples)` follows its progress."""
+    terms = elbo_terms(model, x, seed=seed, y=y)  # one sample per example: cheap, computed whole
+    ll = estimate(model, x, k=k, batch_size=batch_size, seed=seed, on_batch=on_batch, y=y)
+    res: dict[str, Any] = {"examples": x.shape[0], "k": k, "seed": seed}
+    for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
+        res[name], res[name + "_se"] = summarize(v)
+    res["bits_per_dim"] = summarize(bits_per_dim(ll, model.config.data_dim))[0]
+    activity = posterior_mean_variance(model, x, y=y)
+    res["active_units"], res["latent_dim"] = int((activity > ACTIVE_THRESHOLD).sum()), model.config.latent_dim
+    res["posterior_mean_variance"] = [round(v, 6) for v in activity.tolist()]
+    return res

@@ -21,16 +21,7 @@ from . import distributed, speed
 from .config import TrainConfig
 from .errors import CheckpointError, DivergedError
 from .model import VAE
-from .objectives import elbo, iwae, regularised_elbo
-
-# objective(model, x, config, eps, y) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
-# trainer for the whole minibatch (so that data-parallel ranks can each keep their shard's part) and y
-# the minibatch's labels for a conditional model (else None)
-Objective = Callable[[VAE, torch.Tensor, TrainConfig, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-OBJECTIVES: dict[str, Objective] = {
-    "elbo": lambda m, x, c, eps, y=None: elbo(m, x, c.samples, c.estimator, eps=eps, y=y).elbo,
-    "iwae": lambda m, x, c, eps, y=None: iwae(m, x, c.k, eps=eps, y=y),
-}
+from .objectives import OBJECTIVES, Objective, regularised_elbo
 
 
 def training_objective(config: TrainConfig, kl_weight: torch.Tensor | None = None) -> Objective:
@@ -55,11 +46,6 @@ def kl_weight_at(config: TrainConfig, epoch: int, done: int, n: int) -> float:
 
 
 NOISE_SAMPLES: dict[str, Callable[[TrainConfig], int]] = {"elbo": lambda c: c.samples, "iwae": lambda c: c.k}
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adagrad": torch.optim.Adagrad,
-    "sgd": torch.optim.SGD,
-}
 
 
 class Step(NamedTuple):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from . import priors
-from .config import ModelConfig
 from .likelihoods import make_likelihood
 from .nets import ARCHS, init_normal_
 from .priors import PRIORS
+
+if TYPE_CHECKING:  # config reads the registries below this module: it must not import config when it runs
+    from .config import ModelConfig
 
 
 class VAE(nn.Module):
@@ -68,6 +72,12 @@ class VAE(nn.Module):
         """p(x|z) (p(x|z, y) when conditional): batch shape z.shape[:-1], event shape (D,) over the
         flattened data. y (B,) labels the last batch dimension of z."""
         return self.head(self.decoder_output(z, y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z = posterior mean], shaped like x (B, *data_shape) or (B, D), in the data's units;
+        a conditional model's with the labels y (B,)."""
+        return self.decode(self.encode(x, y).mean, y).mean.reshape(x.shape)
 
     def head(self, h: torch.Tensor) -> Distribution:
         """p(x|z) from the decoder's output h: the likelihood head's distribution, moved back to the

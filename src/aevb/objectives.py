@@ -10,12 +10,16 @@ here is computed in fp32: `VAE.encode` and the likelihood heads cast the network
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.distributions import Independent
 
 from .model import VAE, reparameterize
+
+if TYPE_CHECKING:  # config reads OBJECTIVES: this module must not import config when it runs
+    from .config import TrainConfig
 
 # (sample, example) rows the decoder scores at once in log_weights: with k=5000 importance samples
 # the (k, B, D) temporaries of the decoder and likelihood are tens of MB each, fresh allocations the
@@ -191,3 +195,14 @@ def regularised_elbo(
     else:
         kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
     return log_px_z - kl_weight * kl
+
+
+# The training objectives `--objective` names (`TrainConfig.objective` is checked against this dict):
+# objective(model, x, config, eps, y) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
+# trainer for the whole minibatch (so that data-parallel ranks can each keep their shard's part) and y
+# the minibatch's labels for a conditional model (else None)
+Objective = Callable[[VAE, torch.Tensor, "TrainConfig", torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+OBJECTIVES: dict[str, Objective] = {
+    "elbo": lambda m, x, c, eps, y=None: elbo(m, x, c.samples, c.estimator, eps=eps, y=y).elbo,
+    "iwae": lambda m, x, c, eps, y=None: iwae(m, x, c.k, eps=eps, y=y),
+}

@@ -18,7 +18,8 @@ from .files import atomic_write
 from .model import VAE
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +52,7 @@ def image_grid(images: np.ndarray | torch.Tensor, ncols: int | None = None, titl
     """A figure showing (N, H, W) grey or (N, 3, H, W) colour images in [0, 1] as a grid."""
     images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
     mosaic = tile(images, ncols)
-    plt = _plt()
+    plt = pyplot()
     scale = 6.0 / max(mosaic.shape)
     fig, ax = plt.subplots(figsize=(max(2.0, mosaic.shape[1] * scale * 1.3), max(2.0, mosaic.shape[0] * scale * 1.3)))
     if mosaic.ndim == 3:  # RGB
@@ -87,7 +88,7 @@ def manifold_images(model: VAE, n: int = 20, label: torch.Tensor | None = None) 
 
 def curves(records: Sequence[dict[str, Any]]):
     """Training and validation bounds (nats per example) against epochs."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in records]
     for key in sorted({k for r in records for k in r if k.startswith(("train_", "valid_elbo"))}):
@@ -102,7 +103,7 @@ def curves(records: Sequence[dict[str, Any]]):
 
 def latent_scatter(mu: np.ndarray, labels: np.ndarray | None = None):
     """Posterior means in 2-D, coloured by label when there are labels."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels if labels is not None else None, cmap="tab10", s=4, alpha=0.7)
     if labels is not None:
@@ -115,7 +116,7 @@ def latent_scatter(mu: np.ndarray, labels: np.ndarray | None = None):
 
 def save(fig, path: str | Path) -> Path:
     """Write a figure as PNG atomically and close it."""
-    plt = _plt()
+    plt = pyplot()
     try:
         return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     finally:

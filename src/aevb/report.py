@@ -26,42 +26,16 @@ import torch
 from . import plots
 from .checkpoint import MODEL, load, read_config
 from .config import TrainConfig
-from .evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
+from .evaluate import ACTIVE_THRESHOLD, evaluation_record
 from .files import atomic_write_text
 from .model import VAE
 from .preprocess import check_labels, run_data
+from .projection import latent_projection
 from .train import read_metrics
 
 DEFAULT_K = 100  # importance samples of the report's own log p(x): quick; `aevb eval` uses 5000
 N_SAMPLES, N_RECON, N_MANIFOLD = 64, 16, 20
 N_TABLE_SAMPLES = 2000  # draws x ~ p(x|z) behind the sample statistics of tabular runs
-
-
-@dataclasses.dataclass(frozen=True)
-class Projection:
-    """A 2-D view of latent vectors: z ~= center + p @ components, p = (z - center) @ components.T."""
-
-    center: np.ndarray  # (Dz,)
-    components: np.ndarray  # (2, Dz), orthonormal rows
-    axes: tuple[str, str]  # axis labels
-    kind: str  # "latent" (z itself), "pca" or "latent-1d"
-
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        return (z - self.center) @ self.components.T  # (N, 2)
-
-
-def latent_projection(mu: np.ndarray) -> Projection:
-    """The latent itself when it is 2-D (1-D: z1 and an unused axis), else PCA of the points `mu` (N, Dz)."""
-    n, d = mu.shape
-    if d <= 2:
-        eye = np.eye(2, d)
-        axes = ("z1 (posterior mean)", "z2 (posterior mean)" if d == 2 else "(unused: the latent is 1-D)")
-        return Projection(np.zeros(d), eye, axes, "latent" if d == 2 else "latent-1d")
-    center = mu.mean(axis=0)
-    _, s, vt = np.linalg.svd(mu - center, full_matrices=False)
-    share = s**2 / max(float((s**2).sum()), 1e-30)
-    axes = tuple(f"PC{i + 1} of the posterior means ({100 * share[i]:.0f}% of variance)" for i in range(2))
-    return Projection(center, vt[:2], axes, "pca")  # type: ignore[arg-type]
 
 
 def test_evaluation(
@@ -74,7 +48,8 @@ def test_evaluation(
     on_batch: Callable[[int], None] | None = None,
     y: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Test ELBO and log p(x) (nats per example, with standard errors), as `aevb eval` stores them.
+    """The test set's `aevb.evaluate.evaluation_record` (ELBO, log p(x), bits/dim, active units; nats per
+    example, with standard errors) and the binarisation, as `aevb eval` stores them.
 
     With k=None, RUN/eval_test.json is used when it is newer than the model; otherwise they are
     computed here with k (default DEFAULT_K) importance samples.
@@ -88,13 +63,8 @@ def test_evaluation(
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass  # an unreadable result is recomputed
     k = k or DEFAULT_K
-    terms = elbo_terms(model, x, seed=seed, y=y)
-    ll = log_likelihood(model, x, k=k, seed=seed, on_batch=on_batch, y=y)
-    res: dict[str, Any] = {"examples": x.shape[0], "binarize": train_cfg.binarize, "k": k, "seed": seed}
-    for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
-        res[name], res[name + "_se"] = summarize(v)
-    res["bits_per_dim"] = summarize(bits_per_dim(ll, model.config.data_dim))[0]
-    return {**res, "source": "computed for this report"}
+    res = evaluation_record(model, x, k, seed, y=y, on_batch=on_batch)
+    return {"binarize": train_cfg.binarize, **res, "source": "computed for this report"}
 
 
 def table_statistics(
@@ -105,8 +75,8 @@ def table_statistics(
     x = x.reshape(x.shape[0], -1)
     g = torch.Generator().manual_seed(seed)
     ys = None if y is None else y[torch.arange(n_samples) % y.shape[0]]
+    xr = model.reconstruct(x, y)
     with torch.no_grad():
-        xr = model.decode(model.encode(x, y).mean, y).mean
         s = model.draw(torch.randn(n_samples, model.config.latent_dim, generator=g), ys, g)
     return {
         "data_mean": x.mean(0).numpy(),
@@ -168,7 +138,7 @@ def _data_uri(fig) -> str:
     try:
         fig.savefig(buf, format="png", dpi=100)
     finally:
-        plots._plt().close(fig)
+        plots.pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -216,6 +186,12 @@ def _eval_section(ev: dict, source: str, model: VAE) -> str:
             f"{ev['log_likelihood']:.3f} ± {ev['log_likelihood_se']:.3f} (importance sampled, k = {ev['k']})",
         ),
         ("bits/dim", f"{ev['bits_per_dim']:.4f}" if "bits_per_dim" in ev else "-"),
+        (
+            "active units",
+            f"{ev['active_units']} of {ev['latent_dim']} (Var_x E_q[z_j] > {ACTIVE_THRESHOLD:g}, Burda et al. 2016)"
+            if "active_units" in ev
+            else "-",
+        ),
         ("source", ev["source"] + ("" if "read" in ev["source"] else f", evaluation seed {ev['seed']}")),
     ]
     return (
@@ -230,8 +206,7 @@ def _image_sections(model: VAE, x: torch.Tensor, seed: int, y: torch.Tensor | No
     ys = torch.arange(N_SAMPLES) % c.classes if c.conditional else None
     samples = model.sample(N_SAMPLES, torch.Generator().manual_seed(seed), y=ys).numpy()
     xs, yr = x[:N_RECON], (None if y is None else y[:N_RECON])
-    with torch.no_grad():
-        xr = model.decode(model.encode(xs, yr).mean, yr).mean.reshape(xs.shape)
+    xr = model.reconstruct(xs, yr)
     ncols = min(8, xs.shape[0])
     rows = [t for i in range(0, xs.shape[0], ncols) for t in (xs[i : i + ncols], xr[i : i + ncols])]
     rows = [torch.cat([r, torch.ones(ncols - r.shape[0], *r.shape[1:])]) for r in rows]
@@ -244,7 +219,7 @@ def _image_sections(model: VAE, x: torch.Tensor, seed: int, y: torch.Tensor | No
 
 
 def _table_section(st: dict) -> str:
-    plt = plots._plt()
+    plt = plots.pyplot()
     d = len(st["data_mean"])
     idx = np.arange(1, d + 1)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))

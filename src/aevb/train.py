@@ -28,8 +28,6 @@ from .evaluate import elbo_terms
 from .files import RunLock, atomic_write_text, remove_stale_temps
 from .loop import (  # noqa: F401  (the loop's names stay importable from aevb.train)
     NOISE_SAMPLES,
-    OBJECTIVES,
-    OPTIMIZERS,
     EpochHook,
     Position,
     Step,
@@ -39,6 +37,7 @@ from .loop import (  # noqa: F401  (the loop's names stay importable from aevb.t
     training_objective,
 )
 from .model import VAE
+from .optimizers import OPTIMIZERS
 from .preprocess import check_data, check_labels, resolve_binarize, resolve_classes, split
 
 

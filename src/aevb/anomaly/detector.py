@@ -21,6 +21,7 @@ from ..config import ModelConfig
 from ..errors import AevbError
 from ..model import VAE
 from ..objectives import elbo
+from . import persist
 from .columns import check_values, likelihoods, rescaled_mask
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
 from .inputs import InputError, as_matrix, feature_names
@@ -354,13 +355,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to the folder `path` (safetensors + JSON, no pickle); returns it."""
-        from .persist import save
-
-        return save(self, Path(path))
+        return persist.save(self, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> AnomalyDetector:
         """A detector saved by `save`, checked against its own record; CheckpointError if it does not hold."""
-        from .persist import load
+        return persist.load(Path(path), cls.from_params)
 
-        return load(Path(path))
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> AnomalyDetector:
+        """An unfitted detector with these parameters; InputError naming the first bad one."""
+        det = cls(**params)
+        det._check_params()
+        return det

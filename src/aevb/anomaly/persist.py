@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,10 @@ def save(det, folder: Path) -> Path:
     return folder
 
 
-def load(folder: Path):
-    """The detector saved in `folder`; CheckpointError naming the first thing that does not hold."""
-    from .detector import AnomalyDetector
-
+def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
+    """The detector saved in `folder`, rebuilt by `detector(params)` (the class's checked constructor,
+    `AnomalyDetector.from_params`: this module does not import the class); CheckpointError naming the
+    first thing that does not hold."""
     path = folder / JSON_NAME
     rec = read_json(folder, JSON_NAME, "a saved detector")
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
@@ -87,8 +88,7 @@ def load(folder: Path):
             params["refits"] = 0
         if params.get("hidden") is not None:
             params["hidden"] = tuple(params["hidden"])
-        det = AnomalyDetector(**params)
-        det._check_params()
+        det = detector(params)
         model_config, _ = from_dict(rec["model"])
         offset, d = float(fitted["offset_"]), int(fitted["n_features_in_"])
         score, names, standardized = fitted["score_"], fitted["feature_names_in_"], bool(fitted["standardized"])

@@ -13,7 +13,7 @@ from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
 from ..anomaly.scores import SCORES
 from ..errors import AevbError, DataError
 from ..files import save_table
-from .parser import _Parser, at_least, positive
+from .parser import Parser, at_least, positive
 
 _DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
 
@@ -52,7 +52,7 @@ _trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
 def register(subparsers) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     d = subparsers.add_parser("detect", help="anomaly detection: fit a detector, score rows")
-    sub = d.add_subparsers(dest="detect_command", required=True, parser_class=_Parser)
+    sub = d.add_subparsers(dest="detect_command", required=True, parser_class=Parser)
 
     f = sub.add_parser("fit", help="fit an AnomalyDetector on DATA (labels unused); writes DIR", formatter_class=fmt)
     f.add_argument("data", metavar="DATA", help=_DATA_HELP)

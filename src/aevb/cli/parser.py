@@ -9,6 +9,10 @@ from typing import Any
 
 from .. import config as C
 from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
+from ..nets import ARCHS
+from ..objectives import OBJECTIVES
+from ..optimizers import OPTIMIZERS
+from ..priors import PRIORS
 
 # Help for every config field; `aevb train` gets one flag per field, named after it.
 FIELD_HELP = {
@@ -65,20 +69,21 @@ FIELD_HELP = {
     "kl_warmup": "EPOCHS over which the KL weight ramps linearly from 0 to --beta (KL annealing); 0 = off",
     "free_bits": "NATS per latent dimension (per example) below which the KL is not penalised; 0 = off",
 }
+# Choices of the string fields; those that name a part are the keys of its dict (as config checks them).
 CHOICES = {
     "activation": C.ACTIVATIONS,
     "likelihood": tuple(LIKELIHOODS),
     "init": C.INITS,
-    "objective": C.OBJECTIVES,
+    "objective": tuple(OBJECTIVES),
     "estimator": C.ESTIMATORS,
-    "optimizer": C.OPTIMIZERS,
+    "optimizer": tuple(OPTIMIZERS),
     "binarize": C.BINARIZE,
     "device": C.DEVICES,
     "nonfinite": C.NONFINITE,
     "compile": C.COMPILE,
     "precision": C.PRECISIONS,
-    "arch": C.ARCHS,
-    "prior": C.PRIORS,
+    "arch": tuple(ARCHS),
+    "prior": tuple(PRIORS),
     "condition_on": C.CONDITIONS,
 }
 MODEL_FIELDS = [
@@ -106,7 +111,7 @@ _positive = _at_least(1)
 at_least, positive = _at_least, _positive  # for command modules that register their own subcommands
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"aevb: error: {message}\n")
 
@@ -158,12 +163,12 @@ Register = Callable[[Any], None]
 
 def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = _Parser(
+    p = Parser(
         prog="aevb",
         description="Variational auto-encoders (Kingma & Welling, 2013). "
         "Numbers are per example, in nats; bounds and log-likelihoods: higher is better.",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a VAE; writes a run directory")
     t.add_argument("--out", help="run directory to create, a path (default: RUNS_DIR/NAME)")

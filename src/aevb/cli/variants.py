@@ -12,8 +12,8 @@ import torch
 from .. import plots
 from ..errors import AevbError
 from ..sampling import interpolate, posterior_means, traverse
+from .common import condition, labels_for, load_run, out_path, read_data, write_images_or_table
 from .parser import at_least
-from .runs import _condition, _load_run, _out, _run_data, _write_images_or_table, labels_for
 
 
 def register(sub) -> None:
@@ -53,31 +53,31 @@ def register(sub) -> None:
 
 def _inputs(args: argparse.Namespace, model, train_cfg, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows of the split or --data file, and their labels when the run is conditional (else None)."""
-    x, y, source = _run_data(args, model, train_cfg)
+    x, y, source = read_data(args, model, train_cfg)
     for r in rows:
         if r >= x.shape[0]:
             raise AevbError(f"row {r} is out of range: {source} has {x.shape[0]} rows")
-    y = _condition(model, y)
+    y = condition(model, y)
     return x[rows], (None if y is None else y[rows])
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     """Decoded means along the line between the posterior means of rows --from and --to."""
-    model, train_cfg = _load_run(args)
+    model, train_cfg = load_run(args)
     is_image = plots.is_image(model.config.data_shape)
-    out = _out(args, "interpolation.png" if is_image else "interpolation.csv", [args.data])
+    out = out_path(args, "interpolation.png" if is_image else "interpolation.csv", [args.data])
     x, y = _inputs(args, model, train_cfg, [args.index_from, args.index_to])
     _, xs = interpolate(model, x[0], x[1], args.steps, y=y)
     if is_image and out.suffix.lower() == ".png":  # the two inputs framing the decoded path
-        _write_images_or_table(out, torch.cat([x[:1], xs, x[1:]]), True, args.steps + 2)
+        write_images_or_table(out, torch.cat([x[:1], xs, x[1:]]), True, args.steps + 2)
     else:
-        _write_images_or_table(out, xs, is_image)
+        write_images_or_table(out, xs, is_image)
     print(f"{args.steps}-step interpolation between rows {args.index_from} and {args.index_to} written to {out}")
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:
     """One row per latent dimension: the base code with that dimension set to -RANGE .. +RANGE."""
-    model, train_cfg = _load_run(args)
+    model, train_cfg = load_run(args)
     dz = model.config.latent_dim
     dims = list(range(dz)) if args.dims is None else args.dims
     bad = [d for d in dims if not 0 <= d < dz]
@@ -86,7 +86,7 @@ def cmd_traverse(args: argparse.Namespace) -> None:
     if not args.span > 0 or args.span != args.span or args.span == float("inf"):
         raise AevbError("--range must be a positive number")
     is_image = plots.is_image(model.config.data_shape)
-    out = _out(args, "traversals.png" if is_image else "traversals.csv", [args.data])
+    out = out_path(args, "traversals.png" if is_image else "traversals.csv", [args.data])
     label = labels_for(model, args.label, 1)  # (1,) a conditional run's class, None otherwise
     if args.index >= 0:
         x, y = _inputs(args, model, train_cfg, [args.index])
@@ -100,7 +100,7 @@ def cmd_traverse(args: argparse.Namespace) -> None:
     if is_image and out.suffix.lower() == ".png":
         plots.save(plots.image_grid(flat.numpy(), args.n), out)
     else:
-        _write_images_or_table(out, flat, is_image)
+        write_images_or_table(out, flat, is_image)
     print(
         f"traversals of {len(dims)} latent dimension(s), {args.n} values in "
         f"[-{args.span:g}, {args.span:g}], written to {out}"

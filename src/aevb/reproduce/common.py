@@ -23,11 +23,11 @@ from ..data import load_dataset
 from ..errors import AevbError
 from ..evaluate import elbo_terms, log_likelihood
 from ..files import atomic_write_text
-from ..mcem import MCEM
 from ..model import VAE
 from ..objectives import elbo
 from ..preprocess import binarize_once, check_data, resolve_binarize, split
-from ..wake_sleep import wake_sleep_loss
+from .mcem import MCEM
+from .wake_sleep import wake_sleep_loss
 
 LRS = (0.01, 0.02, 0.1)  # Adagrad step sizes the paper chose from on the first iterations
 BATCH = 100  # M
@@ -272,9 +272,9 @@ def out_dir(out: str) -> Path:
 
 def plots():
     """matplotlib.pyplot with the Agg backend (imported only when a figure is drawn)."""
-    from ..plots import _plt
+    from ..plots import pyplot
 
-    return _plt()
+    return pyplot()
 
 
 def draw_curves(ax, rows: list[dict], methods: Sequence[str], metric: str, show_lr: bool, legend_size: int) -> None:

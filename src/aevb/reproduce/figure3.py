@@ -1,7 +1,7 @@
 """Figure 3: importance-sampled marginal log-likelihood against training samples evaluated, for
 training sets of 1000 and 50000 MNIST points: AEVB, wake-sleep and Monte Carlo EM (Nz = 3, 100
 hidden units). log p(x) is `aevb.evaluate.log_likelihood` with k samples from each model's encoder
-(for MCEM, the encoder fitted alongside as a proposal; see aevb.mcem)."""
+(for MCEM, the encoder fitted alongside as a proposal; see aevb.reproduce.mcem)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ import torch
 from ..checkpoint import load, read_config
 from ..config import TrainConfig
 from ..evaluate import log_likelihood
+from ..plots import is_image
 from ..preprocess import check_labels, run_data
-from ..report import latent_projection
+from ..projection import latent_projection
 
 Z_LIMIT = 1e4  # |z_i| beyond this is refused: the prior puts no mass there and outputs can overflow
 MAX_STEPS = 64  # interpolation steps
@@ -85,7 +86,7 @@ class Explorer:
             "data": self.source,
             "latent_dim": self.config.latent_dim,
             "data_shape": list(self.config.data_shape),
-            "is_image": len(self.config.data_shape) == 2,
+            "is_image": is_image(self.config.data_shape),  # grey (H, W), or (C, H, W) with C = 1 or 3
             "likelihood": self.config.likelihood,
             "binarize": self.train_cfg.binarize,
             "items": self.n_items,

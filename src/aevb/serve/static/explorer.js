@@ -25,15 +25,18 @@ function showError(e) {
 
 function grey(v) { return Math.round(255 * Math.min(1, Math.max(0, v))); }
 
-// Draw E[x|z] of an image model into `raw` at its own resolution, then scaled into `shown`.
+// Draw E[x|z] of an image model into `raw` at its own resolution, then scaled into `shown`. The values
+// are grey (H, W) or channels first (C, H, W), C = 1 (grey) or 3 (red, green and blue planes).
 function drawImage(x, raw, shown) {
-  const [h, w] = state.info.data_shape;
+  const shape = state.info.data_shape;
+  const [h, w] = shape.slice(-2);
+  const planes = shape.length === 3 && shape[0] === 3 ? [0, h * w, 2 * h * w] : [0, 0, 0];
   raw.width = w; raw.height = h;
   const ctx = raw.getContext("2d");
   const img = ctx.createImageData(w, h);
   for (let i = 0; i < h * w; i++) {
-    const g = grey(x[i]);
-    img.data[4 * i] = g; img.data[4 * i + 1] = g; img.data[4 * i + 2] = g; img.data[4 * i + 3] = 255;
+    for (let c = 0; c < 3; c++) img.data[4 * i + c] = grey(x[planes[c] + i]);
+    img.data[4 * i + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
   if (shown) {
@@ -65,7 +68,7 @@ function drawFeatures(x, canvas, table) {
 function thumbnail(x, size) {
   const c = document.createElement("canvas");
   if (state.info.is_image) {
-    const [h, w] = state.info.data_shape;
+    const [h, w] = state.info.data_shape.slice(-2);
     const raw = document.createElement("canvas");
     const scale = Math.max(1, Math.floor(size / Math.max(h, w)));
     c.width = w * scale; c.height = h * scale;

@@ -1,6 +1,6 @@
 """Hybrid (Hamiltonian) Monte Carlo for a batch of independent chains (Duane et al., 1987; Neal, 2011).
 
-The sampler is the E-step of Monte Carlo EM (`aevb.mcem`): each row of z is one chain targeting its
+The sampler is the E-step of Monte Carlo EM (`aevb.reproduce.mcem`): each row of z is one chain targeting its
 own density exp(log_prob(z)[b]). The leapfrog step size is adapted between transitions so that the
 mean acceptance probability approaches `target_accept` (90% in Kingma & Welling, 2013, Section 5).
 Each chain's step size is jittered uniformly by ±`jitter` on every transition (Neal, 2011, Section

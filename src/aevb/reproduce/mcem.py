@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from ..model import VAE
+from ..objectives import elbo
 from .hmc import HMC
-from .model import VAE
-from .objectives import elbo
 
 
 def log_joint(model: VAE, x: torch.Tensor):

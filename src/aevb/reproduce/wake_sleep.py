@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import VAE
+from ..model import VAE
 
 
 def wake_terms(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,0 +1,71 @@
+"""What the commands that read a trained run share: the run's model, its data and labels, output paths."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .. import config as C
+from .. import plots
+from ..checkpoint import load, read_config
+from ..errors import AevbError
+from ..files import save_table
+from ..preprocess import check_labels, run_data
+
+
+def load_run(args: argparse.Namespace):
+    """The run's model (eval mode, CPU) and its training config."""
+    model_cfg, train_cfg = read_config(args.run)
+    train_cfg = train_cfg or C.TrainConfig()
+    return load(args.run), train_cfg
+
+
+def read_data(args: argparse.Namespace, model, train_cfg: C.TrainConfig):
+    """(x, labels, description) of the split or --data file the command works on; a conditional
+    run's labels are checked (present, in its classes)."""
+    x, y, source = run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
+    if model.config.conditional:
+        y = check_labels(y, x.shape[0], model.config, source)
+    return x, y, source
+
+
+def condition(model, y: torch.Tensor | None) -> torch.Tensor | None:
+    """The labels a conditional model's densities take (None for an unconditional model)."""
+    return y if model.config.conditional else None
+
+
+def labels_for(model, label: int | None, n: int) -> torch.Tensor | None:
+    """The labels y (n,) that n codes are decoded with: `--label` for all of them, or the classes in
+    turn (0, 1, .., C-1, 0, ..) when none is given; None for an unconditional model."""
+    c = model.config
+    if not c.conditional:
+        if label is not None:
+            raise AevbError("--label needs a conditional run (one trained with --condition-on labels)")
+        return None
+    if label is not None and label >= c.classes:
+        raise AevbError(f"--label {label} is out of range: the run knows the classes 0..{c.classes - 1}")
+    return torch.full((n,), label, dtype=torch.int64) if label is not None else torch.arange(n) % c.classes
+
+
+def out_path(args: argparse.Namespace, default: str, inputs: Sequence[str | None] = ()) -> Path:
+    """`--out`, or RUN/`default`; refused when it is one of the `inputs` files or its folder is missing."""
+    out = Path(args.out) if args.out else Path(args.run) / default
+    for i in inputs:  # never overwrite what the user handed in
+        if i is not None and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
+            raise AevbError(f"--out {out} is the input file; choose another path")
+    if not out.parent.is_dir():
+        raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
+    return out
+
+
+def write_images_or_table(out: Path, x: torch.Tensor, is_image: bool, ncols: int | None = None) -> None:
+    """x (N, ...) as a PNG grid of images (`out` ending in .png) or as a table of flattened rows."""
+    if out.suffix.lower() == ".png":
+        if not is_image:
+            raise AevbError("a PNG grid needs image data; use a .npy or .csv --out for tables")
+        plots.save(plots.image_grid(x.cpu().numpy(), ncols), out)
+    else:
+        save_table(out, {"x": x.reshape(x.shape[0], -1).cpu().numpy()})

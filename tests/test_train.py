@@ -13,7 +13,7 @@ import aevb
 from aevb.checkpoint import load_checkpoint
 from aevb.evaluate import elbo_terms
 from aevb.preprocess import split
-from aevb.train import read_metrics
+from aevb.rundir import read_metrics
 
 SMALL = aevb.ModelConfig(hidden=(32,), latent_dim=2)
 
@@ -100,7 +100,7 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
 
 def test_a_nonfinite_gradient_under_a_finite_loss_stops_or_is_skipped_before_the_parameters_move():
     from aevb.errors import DivergedError
-    from aevb.loop import _nonfinite, run_epoch
+    from aevb.loop import Fitting, _nonfinite, run_epoch
 
     loss, big = torch.tensor(3.0), torch.full((4, 4), 1e30)  # finite, though its L2 norm overflows
     grads = [torch.zeros(3), big]
@@ -126,9 +126,9 @@ def test_a_nonfinite_gradient_under_a_finite_loss_stops_or_is_skipped_before_the
         config = aevb.TrainConfig(batch_size=32, binarize="none", nonfinite=nonfinite)
         if nonfinite == "stop":
             with pytest.raises(DivergedError, match="at step 1 of epoch 1: the gradient is NaN or inf"):
-                run_epoch(model, opt, x, config, torch.Generator().manual_seed(0))
+                run_epoch(Fitting.of(model, opt, torch.Generator().manual_seed(0), config), x, config)
         else:
-            pos = run_epoch(model, opt, x, config, torch.Generator().manual_seed(0))
+            pos = run_epoch(Fitting.of(model, opt, torch.Generator().manual_seed(0), config), x, config)
             assert (pos.skipped, pos.counted, pos.steps) == (2, 0, 2)
         assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 

@@ -30,7 +30,7 @@ from .evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
 from .files import atomic_write_text
 from .model import VAE, draw
 from .preprocess import check_labels, run_data
-from .train import read_metrics
+from .rundir import read_metrics
 
 DEFAULT_K = 100  # importance samples of the report's own log p(x): quick; `aevb eval` uses 5000
 N_SAMPLES, N_RECON, N_MANIFOLD = 64, 16, 20

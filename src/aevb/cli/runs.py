@@ -18,7 +18,7 @@ from ..errors import AevbError
 from ..evaluate import bits_per_dim, elbo_terms, posterior_mean_variance, summarize
 from ..files import atomic_write_text, save_table
 from ..preprocess import check_labels, run_data
-from ..train import read_metrics
+from ..rundir import read_metrics
 
 
 def _load_run(args: argparse.Namespace):

@@ -88,7 +88,8 @@ def detector(name: str, data_dir: str) -> str:
 def main() -> None:
     sys.path.insert(0, str(SRC))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default="../shared/data", help="folder holding mnist/ and adbench/ (default: %(default)s)")
+    where = "folder holding mnist/ and adbench/ (default: %(default)s)"
+    p.add_argument("--data-dir", default="../shared/data", help=where)
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these variants (default: all)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@
 Every figure is a ratio measured in this one run (the reference and aevb interleaved), because the
 machines are shared and noisy:
 1. peak: torch's matrix-multiply GFLOP/s (fp32, bf16) at the model's own shapes;
-2. training images/s on MNIST: aevb's trainer (`aevb.train.run_epoch`, with the optimiser that
+2. training images/s on MNIST: aevb's trainer (`aevb.loop.run_epoch`, with the optimiser that
    `aevb.train` builds) against a reference loop written the way the PyTorch examples VAE is
    (DataLoader over a TensorDataset, sigmoid then BCE summed, loss.item() every step), for the
    examples' network (784-400-20 ReLU, batch 128), the paper's (784-500-20 tanh, batch 100) and a
@@ -44,9 +44,9 @@ from tqdm import tqdm
 import aevb
 from aevb import speed
 from aevb.evaluate import elbo_terms, log_likelihood
+from aevb.loop import Fitting, run_epoch
 from aevb.optimizers import OPTIMIZERS
 from aevb.preprocess import binarize_once
-from aevb.train import run_epoch
 
 NETS = {  # name: (hidden, latent, activation, batch)
     "examples 784-400-20 relu b128": (400, 20, "relu", 128),
@@ -170,10 +170,11 @@ class Aevb:
         opt = OPTIMIZERS[self.tc.optimizer]
         self.opt = opt(self.model.parameters(), lr=self.tc.lr, **speed.optimizer_options(opt, torch.device("cpu")))
         self.gen = torch.Generator().manual_seed(seed)
+        self.fitting = Fitting.of(self.model, self.opt, self.gen, self.tc)
 
     def epoch(self, x: torch.Tensor) -> float:
         t = time.perf_counter()
-        run_epoch(self.model, self.opt, x, self.tc, self.gen)
+        run_epoch(self.fitting, x, self.tc)
         return time.perf_counter() - t
 
     def test_elbo(self, x: torch.Tensor) -> float:

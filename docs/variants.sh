@@ -52,7 +52,7 @@ import aevb
 from aevb.checkpoint import read_config
 from aevb.evaluate import active_units, elbo_terms, log_likelihood, summarize
 from aevb.preprocess import run_data
-from aevb.train import read_metrics
+from aevb.rundir import read_metrics
 from aevb import plots
 
 fig = Path(sys.argv[1])

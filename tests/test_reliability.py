@@ -368,7 +368,7 @@ def _plant(path: Path, payload: str, marker: Path) -> Path:
 def test_a_malicious_file_in_each_place_the_library_reads_runs_nothing(tmp_path, good_run, payload):
     from aevb.checkpoint import load_checkpoint, read_config
     from aevb.cli.train import read_config_file
-    from aevb.train import read_metrics
+    from aevb.rundir import read_metrics
 
     marker = tmp_path / "PWNED"
     for fname in RUN_FILES:

@@ -1,10 +1,13 @@
-"""One epoch of minibatch steps: the objectives the trainer can maximise, where an epoch stands
-(`Position`, checkpointed), and `run_epoch`, which only reduces what the objectives return.
+"""Minibatch steps: the objectives the trainer can maximise, the one wrapped objective module the
+steps call (`Fitting`), where an epoch stands (`Position`, checkpointed), and `epoch_steps`, a
+generator that takes the steps of an epoch and only reduces what the objectives return.
 
 The training set lives on the device as one tensor and is indexed with a fresh permutation each
 epoch (no per-item Dataset or collate). All randomness of a step (the permutation, dynamic
 binarisation, reparameterisation noise) comes from one torch.Generator, so a run resumed from any
-position ends with exactly the parameters of an uninterrupted one. `aevb.train` runs the epochs.
+position ends with exactly the parameters of an uninterrupted one. `epoch_steps` never saves: it
+yields a `Tick` after each step, saying whether a checkpoint is due, and its caller saves
+(`aevb.train` runs the epochs, `aevb.rundir` keeps the files, `AnomalyDetector` fits with it too).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 from . import distributed, speed
 from .config import TrainConfig
@@ -26,8 +30,8 @@ from .objectives import OBJECTIVES, Objective, regularised_elbo
 
 def training_objective(config: TrainConfig, kl_weight: torch.Tensor | None = None) -> Objective:
     """OBJECTIVES[config.objective]; with beta, KL warm-up or free bits (`config.regularised`), the
-    regularised ELBO whose KL weight is the 0-dim tensor `kl_weight`, which the trainer sets before
-    each step (`kl_weight_at`): a tensor, so that a compiled objective reads the new value each step."""
+    regularised ELBO whose KL weight is the 0-dim tensor `kl_weight`, which the steps set before
+    each one (`kl_weight_at`): a tensor, so that a compiled objective reads the new value each step."""
     if not config.regularised:
         return OBJECTIVES[config.objective]
     if kl_weight is None:
@@ -48,6 +52,43 @@ def kl_weight_at(config: TrainConfig, epoch: int, done: int, n: int) -> float:
 NOISE_SAMPLES: dict[str, Callable[[TrainConfig], int]] = {"elbo": lambda c: c.samples, "iwae": lambda c: c.k}
 
 
+def objective_module(
+    model: VAE, config: TrainConfig, ctx: distributed.Context, kl_weight: torch.Tensor | None = None
+) -> nn.Module:
+    """The training objective as one module, forward(x, eps, y) -> (B,) nats: `training_objective`
+    with config.precision and config.compile applied (`speed.objective`), then, under torch.distributed,
+    wrapped in DistributedDataParallel (`distributed.wrap`). The only place the objective is wrapped."""
+    return distributed.wrap(model, speed.objective(training_objective(config, kl_weight), config), config, ctx)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fitting:
+    """What the steps update and draw from: the model, its optimiser and generator, the wrapped
+    objective `module` (whose `model` is the one saved) and the KL weight it reads."""
+
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    module: nn.Module  # objective_module(model, ...)
+    kl_weight: torch.Tensor | None  # 0-dim, set before every step (regularised objectives), else None
+    ctx: distributed.Context
+
+    @classmethod
+    def of(
+        cls,
+        model: VAE,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        config: TrainConfig,
+        ctx: distributed.Context | None = None,
+    ) -> Fitting:
+        """The fitting of `model` by `optimizer` on config's objective (one process when `ctx` is None)."""
+        ctx = ctx or distributed.Context()
+        device = next(model.parameters()).device
+        kl_weight = torch.zeros((), device=device) if config.regularised else None
+        return cls(model, optimizer, generator, objective_module(model, config, ctx, kl_weight), kl_weight, ctx)
+
+
 class Step(NamedTuple):
     """What the step hook sees after each optimiser step."""
 
@@ -60,6 +101,14 @@ class Step(NamedTuple):
 
 StepHook = Callable[[Step], None]
 EpochHook = Callable[[dict[str, Any]], None]  # the epoch's metrics record
+
+
+class Tick(NamedTuple):
+    """What `epoch_steps` yields after each minibatch step."""
+
+    done: int  # examples of the epoch processed so far (taken or skipped)
+    batch_sum: torch.Tensor | None  # sum over the global batch of the per-example objective (nats); None: skipped
+    checkpoint: bool  # a checkpoint inside the epoch is due now (the epoch's end has its own)
 
 
 @dataclasses.dataclass
@@ -75,6 +124,11 @@ class Position:
     seconds: float = 0.0  # training time spent in this epoch
 
     COUNTERS = ("done", "steps", "counted", "skipped", "seconds")  # stored as JSON in a checkpoint
+
+    @classmethod
+    def start(cls, n: int, generator: torch.Generator, device: torch.device) -> Position:
+        """A new epoch of n examples: a permutation drawn from `generator` (its first draw), nothing summed."""
+        return cls(perm=torch.randperm(n, generator=generator, device=device), total=torch.zeros((), device=device))
 
     def counters(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.COUNTERS}
@@ -99,6 +153,13 @@ class Position:
         return pos
 
 
+def clock_deadline(config: TrainConfig) -> float | None:
+    """The time.monotonic() at which the clock asks for the next checkpoint: config.checkpoint_minutes
+    from now; None when that is 0 (off)."""
+    minutes = config.checkpoint_minutes
+    return time.monotonic() + 60 * minutes if minutes else None
+
+
 def _nonfinite(loss: torch.Tensor, params: list[torch.Tensor]) -> str | None:
     """ "loss" or "gradient" when that is NaN/inf, else None (one host sync per step).
     `params`: the model's parameters, listed once per epoch (module.parameters() walks the modules).
@@ -112,99 +173,122 @@ def _nonfinite(loss: torch.Tensor, params: list[torch.Tensor]) -> str | None:
     return "loss" if not math.isfinite(loss.item()) else "gradient"
 
 
-def run_epoch(
-    model: VAE,
-    optimizer: torch.optim.Optimizer,
+def _minibatch(
+    fit: Fitting, x: torch.Tensor, y: torch.Tensor | None, rows: torch.Tensor, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The rows' examples (binarised afresh under config.binarize "dynamic"), their labels, and the
+    whole minibatch's noise eps (S, B, Dz), drawn in this order from the fitting's generator."""
+    xb = x.index_select(0, rows)  # a row gather, not advanced indexing
+    yb = None if y is None else y.index_select(0, rows)
+    if config.binarize == "dynamic":
+        xb = speed.bernoulli(xb, fit.generator)
+    shape = (NOISE_SAMPLES[config.objective](config), xb.shape[0], fit.model.config.latent_dim)
+    return xb, yb, torch.randn(shape, generator=fit.generator, device=x.device)
+
+
+def _loss(
+    fit: Fitting, xb: torch.Tensor, eps: torch.Tensor, yb: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The negative objective, per example of the global minibatch (the loss), and the per-example
+    objective (B,) nats of this process: under torch.distributed, of its shard of the minibatch."""
+    ctx = fit.ctx
+    if not ctx.distributed:
+        per_example = fit.module(xb, eps, yb)  # (B,)
+        return -per_example.mean(), per_example
+    mine = distributed.shard(xb.shape[0], ctx)
+    per_example = fit.module(xb[mine], eps[:, mine], None if yb is None else yb[mine])  # (B / world,)
+    # DDP averages over ranks: this makes it the mean over the global batch
+    return -per_example.sum() * (ctx.world_size / xb.shape[0]), per_example
+
+
+def _agree(
+    batch_sum: torch.Tensor, bad: str | None, due: bool, ctx: distributed.Context
+) -> tuple[torch.Tensor, str | None, bool]:
+    """The global batch sum, and whether any rank saw a non-finite step or a due checkpoint clock:
+    one small all-reduce, so that every rank takes the same decisions."""
+    if not ctx.distributed:
+        return batch_sum, bad, due
+    stats = distributed.all_sum(
+        torch.stack([batch_sum.double(), torch.tensor(float(bad is not None)), torch.tensor(float(due))])
+    )
+    if bad is None and stats[1] > 0:
+        bad = "loss or gradient (on another rank)"
+    return stats[0].to(batch_sum.dtype), bad, bool(stats[2] > 0)
+
+
+def _check_skip(fit: Fitting, config: TrainConfig, bad: str, step: int, epoch: int) -> None:
+    """Drop a non-finite step before the parameters move (config.nonfinite "skip"), or raise DivergedError."""
+    params_bad = not all(torch.isfinite(p).all() for p in fit.model.parameters())
+    if config.nonfinite == "stop" or params_bad:  # NaN parameters: skipping cannot help
+        what = "parameters" if params_bad else bad
+        raise DivergedError(f"training diverged at step {step} of epoch {epoch}: the {what} is NaN or inf", step, what)
+    fit.optimizer.zero_grad(set_to_none=True)
+
+
+def epoch_steps(
+    fit: Fitting,
     x: torch.Tensor,
     config: TrainConfig,
-    generator: torch.Generator,
-    position: Position | None = None,
+    position: Position,
     *,
     epoch: int = 1,
-    on_step: StepHook | None = None,
-    step0: int = 0,
-    clock_due: Callable[[], bool] | None = None,
-    on_checkpoint: Callable[[Position], None] | None = None,
-    module: torch.nn.Module | None = None,
-    ctx: distributed.Context | None = None,
-    kl_weight: torch.Tensor | None = None,
     y: torch.Tensor | None = None,
-) -> Position:
-    """Minibatch steps of config.batch_size from `position` (a new epoch when None) to the epoch's end.
+    step0: int = 0,
+    deadline: float | None = None,
+) -> Iterator[Tick]:
+    """Minibatch steps of config.batch_size from `position` (updated in place) to the end of epoch
+    `epoch`, yielding a `Tick` after each one. x (N, ...) the training rows, y (N,) their labels or None.
 
     A step whose loss or gradient is NaN/inf raises DivergedError before the parameters move, or,
-    with config.nonfinite == "skip", is dropped and counted in `skipped`. Between steps,
-    `on_checkpoint(position)` runs every config.checkpoint_every steps of the run (counted from
-    `step0`) and when `clock_due()` says so. Under torch.distributed (`ctx`, and `module` the
-    DDP-wrapped objective), each rank computes its shard of every minibatch. `kl_weight`: the 0-dim
-    tensor a given `module` reads its KL weight from (beta, warm-up), set here before every step.
-    `y` (N,): the labels of x, for a conditional model (each minibatch takes its rows' labels).
+    with config.nonfinite "skip", is dropped and counted in position.skipped. A tick inside the epoch
+    says a checkpoint is due every config.checkpoint_every steps of the run (`step0`: its steps before
+    this epoch) and once time.monotonic() passes `deadline`, after which the clock restarts
+    (`clock_deadline`): the consumer saves before it asks for the next step. Under torch.distributed,
+    each rank computes its shard of every minibatch and all agree on every decision.
     """
-    model.train()
-    ctx = ctx or distributed.Context()
-    if config.regularised and kl_weight is None:
-        if module is not None:
-            raise ValueError("a module with a regularised objective needs its kl_weight tensor")
-        kl_weight = torch.zeros((), device=x.device)
-    # speed.objective: config.precision (bf16 autocast) and config.compile (torch.compile) applied
-    module = module or distributed.wrap(
-        model, speed.objective(training_objective(config, kl_weight), config), config, ctx
-    )
-    noise = NOISE_SAMPLES[config.objective](config)
-    n, dz = x.shape[0], model.config.latent_dim
-    if position is None:
-        perm = torch.randperm(n, generator=generator, device=x.device)
-        position = Position(perm=perm, total=torch.zeros((), device=x.device))
-    params = list(model.parameters())
+    fit.model.train()
+    n = x.shape[0]
+    params = list(fit.model.parameters())
     start = time.perf_counter() - position.seconds
     for i in range(position.done, n, config.batch_size):
-        rows = position.perm[i : i + config.batch_size]
-        xb = x.index_select(0, rows)  # a row gather, not advanced indexing
-        yb = None if y is None else y.index_select(0, rows)
-        if config.binarize == "dynamic":
-            xb = speed.bernoulli(xb, generator)
-        eps = torch.randn((noise, xb.shape[0], dz), generator=generator, device=x.device)  # the whole minibatch's
-        if kl_weight is not None:
-            kl_weight.fill_(kl_weight_at(config, epoch, i, n))
-        if ctx.distributed:  # this rank's shard of the minibatch
-            mine = distributed.shard(xb.shape[0], ctx)
-            per_example = module(xb[mine], eps[:, mine], None if yb is None else yb[mine])  # (B / world,)
-            # DDP averages over ranks: this makes it the mean over the global batch
-            loss = -per_example.sum() * (ctx.world_size / xb.shape[0])
-        else:
-            per_example = module(xb, eps, yb)  # (B,)
-            loss = -per_example.mean()  # the negative bound, per example
-        optimizer.zero_grad(set_to_none=True)
+        xb, yb, eps = _minibatch(fit, x, y, position.perm[i : i + config.batch_size], config)
+        if fit.kl_weight is not None:
+            fit.kl_weight.fill_(kl_weight_at(config, epoch, i, n))
+        loss, per_example = _loss(fit, xb, eps, yb)
+        fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        bad = _nonfinite(loss, params)
-        batch_sum = per_example.detach().sum()
-        due = clock_due is not None and clock_due()
-        if ctx.distributed:  # one small all-reduce: every rank takes the same decisions
-            stats = distributed.all_sum(
-                torch.stack([batch_sum.double(), torch.tensor(float(bad is not None)), torch.tensor(float(due))])
-            )
-            batch_sum, due = stats[0].to(batch_sum.dtype), bool(stats[2] > 0)
-            if bad is None and stats[1] > 0:
-                bad = "loss or gradient (on another rank)"
+        due = deadline is not None and time.monotonic() >= deadline
+        batch_sum, bad, due = _agree(per_example.detach().sum(), _nonfinite(loss, params), due, fit.ctx)
         step = position.steps + 1
         if bad is not None:
-            params_bad = not all(torch.isfinite(p).all() for p in model.parameters())
-            if config.nonfinite == "stop" or params_bad:  # NaN parameters: skipping cannot help
-                what = "parameters" if params_bad else bad
-                raise DivergedError(
-                    f"training diverged at step {step} of epoch {epoch}: the {what} is NaN or inf", step, what
-                )
-            optimizer.zero_grad(set_to_none=True)
+            _check_skip(fit, config, bad, step, epoch)
             position.skipped += 1
         else:
-            optimizer.step()
+            fit.optimizer.step()
             position.total += batch_sum
             position.counted += xb.shape[0]
         position.done, position.steps = min(i + config.batch_size, n), step
         position.seconds = time.perf_counter() - start
-        if on_step is not None and bad is None:
-            on_step(Step(epoch, config.epochs, position.done, n, batch_sum))
         every = config.checkpoint_every
-        if on_checkpoint is not None and position.done < n and (due or (every and (step0 + step) % every == 0)):
-            on_checkpoint(position)  # the epoch's end has its own checkpoint
+        checkpoint = position.done < n and (due or bool(every and (step0 + step) % every == 0))
+        yield Tick(position.done, None if bad is not None else batch_sum, checkpoint)
+        if checkpoint and deadline is not None:
+            deadline = clock_deadline(config)  # the consumer has just saved
+
+
+def run_epoch(
+    fit: Fitting,
+    x: torch.Tensor,
+    config: TrainConfig,
+    position: Position | None = None,
+    *,
+    epoch: int = 1,
+    y: torch.Tensor | None = None,
+) -> Position:
+    """All the steps of epoch `epoch` from `position` (None: a new epoch), with no checkpoints; returns
+    where the epoch ends (its `total` over the `counted` examples, nats)."""
+    if position is None:
+        position = Position.start(x.shape[0], fit.generator, x.device)
+    for _ in epoch_steps(fit, x, config, position, epoch=epoch, y=y):
+        pass
     return position

@@ -40,15 +40,6 @@ def _noise(q: Independent, n: int, generator: torch.Generator | None) -> torch.T
     return torch.randn((n, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
 
 
-def noise(model: VAE, batch: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """The (n, batch, Dz) standard normal draw that elbo/log_weights would make: the same numbers
-    from the same generator, but drawn before the encoder runs (so that a compiled objective can
-    take it as an input)."""
-    p = next(model.parameters())
-    shape = (n, batch, model.config.latent_dim)
-    return torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
-
-
 def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x|z) (log p(x|z, y) for a conditional model), shape z.shape[:-1], nats:
     `model.decode(z, y).log_prob(x)`, through the head's `log_prob(h, x)` (fused where the head has a

@@ -31,7 +31,7 @@ from .files import atomic_write_text
 from .model import VAE
 from .preprocess import check_labels, run_data
 from .projection import latent_projection
-from .train import read_metrics
+from .rundir import read_metrics
 
 DEFAULT_K = 100  # importance samples of the report's own log p(x): quick; `aevb eval` uses 5000
 N_SAMPLES, N_RECON, N_MANIFOLD = 64, 16, 20

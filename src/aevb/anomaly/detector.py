@@ -17,10 +17,10 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from tqdm import tqdm
 
-from ..config import ModelConfig
-from ..errors import AevbError
+from ..config import ModelConfig, TrainConfig
+from ..errors import AevbError, DivergedError
+from ..loop import Fitting, run_epoch
 from ..model import VAE
-from ..objectives import elbo
 from . import persist
 from .columns import check_values, likelihoods, rescaled_mask
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
@@ -275,27 +275,29 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _train(self, x: torch.Tensor, size: dict[str, Any], desc: str = "fit") -> VAE:
         """Adam on the negative ELBO (SGVB estimator B, one draw per row), minibatches of a fresh
-        permutation each epoch; every draw comes from one generator seeded with `seed`."""
+        permutation each epoch (`aevb.loop`); every draw comes from one generator seeded with `seed`."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = VAE(self._model_config(x.shape[1], size))
+        # plain Adam, not the trainer's fused update: the scores stay those the detector always gave
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         generator = torch.Generator().manual_seed(self.seed)
-        batch = size["batch_size"]
+        config = TrainConfig(
+            objective="elbo",
+            estimator="analytic",
+            samples=1,
+            batch_size=size["batch_size"],
+            epochs=size["epochs"],
+            binarize="none",
+        )
+        fitting = Fitting.of(model, optimizer, generator, config)
         bar = tqdm(range(1, size["epochs"] + 1), desc=desc, unit="epoch", disable=not self.verbose, leave=False)
-        model.train()
         for epoch in bar:
-            total = torch.zeros(())
-            perm = torch.randperm(x.shape[0], generator=generator)
-            for i in range(0, x.shape[0], batch):
-                per_example = elbo(model, x[perm[i : i + batch]], 1, "analytic", generator).elbo  # (B,)
-                optimizer.zero_grad(set_to_none=True)
-                (-per_example.mean()).backward()
-                optimizer.step()
-                total += per_example.detach().sum()
-            if not torch.isfinite(total):
-                raise AevbError(f"training diverged in epoch {epoch}; try a smaller lr")
-            bar.set_postfix(elbo=f"{total.item() / x.shape[0]:.3f}")
+            try:
+                position = run_epoch(fitting, x, config, epoch=epoch)
+            except DivergedError:
+                raise AevbError(f"training diverged in epoch {epoch}; try a smaller lr") from None
+            bar.set_postfix(elbo=f"{position.total.item() / x.shape[0]:.3f}")
         return model.eval()
 
     def _offset(self, train_scores: np.ndarray) -> float:

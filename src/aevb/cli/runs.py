@@ -15,7 +15,7 @@ from .. import distributed, plots
 from ..errors import AevbError
 from ..evaluate import ACTIVE_THRESHOLD, evaluation_record
 from ..files import atomic_write_text, save_table
-from ..train import read_metrics
+from ..rundir import read_metrics
 from .common import condition, labels_for, load_run, out_path, read_data, write_images_or_table
 
 

@@ -18,7 +18,8 @@ from .. import distributed, plots
 from ..checkpoint import read_config
 from ..errors import AevbError
 from ..files import inside
-from ..train import Step, read_metrics, train
+from ..rundir import read_metrics
+from ..train import Step, train
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 
 

@@ -1,0 +1,174 @@
+"""The run directory around the training loop: `opened` checks and locks it, `RunDir` writes its
+config, resumes it, checkpoints (at an epoch's end or inside one, with the epoch's position) and
+logs the per-epoch metrics; `read_metrics` reads them back. The files are those of `aevb.checkpoint`.
+
+Under torchrun only rank 0 (the writer) checks, locks and writes; every rank reads a resumed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import RESUMABLE_FIELDS, ModelConfig, TrainConfig
+from .errors import AevbError, CheckpointError
+from .files import RunLock, atomic_write_text, remove_stale_temps
+from .loop import Fitting, Position
+from .model import VAE
+
+# The trainer's counters before its first epoch; a checkpoint stores them (as JSON) at the epoch it holds.
+START_STATE: dict[str, Any] = {"epoch": 0, "step": 0, "examples": 0, "seconds": 0.0, "skipped_steps": 0}
+
+
+class RunDir:
+    """One run's files as a trainer keeps them; only the `writer` writes, every rank reads."""
+
+    def __init__(self, path: Path, writer: bool = True):
+        self.path, self.writer = path, writer
+        self.records: list[dict[str, Any]] = []  # the metrics of the epochs trained so far
+        self.saved_at: str | None = None  # where the last good checkpoint stands, for messages
+
+    def resumed_configs(self, train_config: TrainConfig | None) -> tuple[ModelConfig, TrainConfig]:
+        """The stored configs, with `train_config`'s RESUMABLE_FIELDS (epochs, checkpoint cadence) when given."""
+        if self.writer:
+            remove_stale_temps(self.path, [ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS])
+        model_config, stored = ckpt.read_config(self.path)
+        if stored is None:
+            raise CheckpointError(f"{self.path}/config.json has no training config to resume from")
+        changes = {} if train_config is None else {f: getattr(train_config, f) for f in RESUMABLE_FIELDS}
+        return model_config, dataclasses.replace(stored, **changes)
+
+    def restore(
+        self,
+        model: VAE,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        n: int,
+        device: torch.device,
+    ) -> tuple[dict[str, Any], Position | None]:
+        """Weights, optimiser and generator from the last checkpoint; returns the trainer's counters and,
+        for a checkpoint inside an epoch, its position (checked against the n training rows), else None.
+        Without a checkpoint (a run killed before its first) START_STATE: same seed, same result."""
+        path = self.path / ckpt.CHECKPOINT
+        if not path.exists():
+            return dict(START_STATE), None
+        state = {**START_STATE, **ckpt.load_checkpoint(self.path, model, optimizer, generator)}
+        saved = state.pop("position", None)
+        position = None if saved is None else Position.restore(saved, n, device, str(path))
+        self.records = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= state["epoch"]]
+        if self.writer:
+            write_metrics(self.path, self.records)  # epochs logged after the checkpoint are trained again
+        self.saved_at = _where(state, position)
+        return state, position
+
+    def start(self, model_config: ModelConfig, train_config: TrainConfig, model: VAE) -> None:
+        """Write the configs and the weights (a resumed run's: its checkpoint's, even if the last run died before)."""
+        if self.writer:
+            ckpt.save_config(self.path, model_config, train_config)
+            ckpt.save_model(self.path, model)
+
+    def save(self, fit: Fitting, state: dict[str, Any], position: Position | None = None) -> None:
+        """Checkpoint the fitting with the trainer's counters `state` and, inside an epoch, its `position`."""
+        if self.writer and position is None:
+            ckpt.save_checkpoint(self.path, fit.model, fit.optimizer, fit.generator, state)
+        elif self.writer:
+            saved = {**state, "position": position.counters()}
+            tensors = {"perm": position.perm, "total": position.total}
+            ckpt.save_checkpoint(self.path, fit.model, fit.optimizer, fit.generator, saved, tensors)
+        self.saved_at = _where(state, position)
+
+    def end_epoch(self, fit: Fitting, state: dict[str, Any], record: dict[str, Any]) -> None:
+        """Log the epoch's metrics `record`, checkpoint, and write the weights `load` reads."""
+        if self.writer:  # metrics first: a record whose checkpoint never landed is dropped on resume
+            self.records.append(record)
+            write_metrics(self.path, self.records)
+        self.save(fit, state)
+        if self.writer:
+            ckpt.save_model(self.path, fit.model)
+
+
+def _where(state: dict[str, Any], pos: Position | None) -> str:
+    if pos is None:
+        return f"step {state['step']}, end of epoch {state['epoch']}"
+    return f"step {state['step'] + pos.steps}, inside epoch {state['epoch'] + 1}"
+
+
+@contextlib.contextmanager
+def opened(run_dir: str | Path | None, resume: bool, writer: bool = True) -> Iterator[RunDir | None]:
+    """The run directory for the duration of the block (None without `run_dir`).
+
+    The writer checks it (a resumed run's must exist; a new run's must be absent or empty, and is
+    created) and holds its lock throughout: a second trainer gets an AevbError. A new run that fails
+    before writing its config leaves no trace.
+    """
+    if run_dir is None:
+        yield None
+        return
+    run = RunDir(Path(run_dir), writer)
+    if not writer:
+        yield run
+        return
+    created = _make(run.path, resume)
+    with RunLock(run.path) as lock:
+        if not resume:
+            _check_new(run.path)  # again, now that no one else can be writing it
+        try:
+            yield run
+        except BaseException:
+            if not resume and not (run.path / ckpt.CONFIG).exists():  # failed before writing anything:
+                lock.path.unlink(missing_ok=True)  # leave no trace of the run (bad data, say)
+                if created:
+                    with contextlib.suppress(OSError):
+                        run.path.rmdir()
+            raise
+
+
+def _make(run_dir: Path, resume: bool) -> bool:
+    """Check run_dir for a resumed or a new run, creating a new run's; returns whether it was created."""
+    if resume:
+        if not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+        return False
+    _check_new(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+    return created
+
+
+def _check_new(run_dir: Path) -> None:
+    if (run_dir / ckpt.CONFIG).exists():
+        raise AevbError(f"{run_dir} already holds a run; resume it with --resume or choose another --out")
+    if run_dir.exists() and (not run_dir.is_dir() or any(p.name != RunLock.NAME for p in run_dir.iterdir())):
+        raise AevbError(f"{run_dir} exists and is not an empty directory; choose another --out")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run's metrics.jsonl (a torn last line is ignored)."""
+    path = Path(run_dir) / ckpt.METRICS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict):
+            out.append(r)
+    return out
+
+
+def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Replace metrics.jsonl with `records`, one JSON line each."""
+    # rewritten whole and atomically: a crash or a full disk never leaves a torn or mixed file
+    atomic_write_text(run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in records))

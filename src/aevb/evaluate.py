@@ -91,7 +91,7 @@ def log_likelihood(
     A conditional model's estimate is of log p(x|y), with the labels y (N,).
     """
     device = next(model.parameters()).device
-    dz = model.config.latent_dim
+    dz = model.noise_dim
     out = []
     with evaluating(model):
         for s in _batches(x.shape[0], batch_size):

@@ -182,7 +182,7 @@ def _minibatch(
     yb = None if y is None else y.index_select(0, rows)
     if config.binarize == "dynamic":
         xb = speed.bernoulli(xb, fit.generator)
-    shape = (NOISE_SAMPLES[config.objective](config), xb.shape[0], fit.model.config.latent_dim)
+    shape = (NOISE_SAMPLES[config.objective](config), xb.shape[0], fit.model.noise_dim)
     return xb, yb, torch.randn(shape, generator=fit.generator, device=x.device)
 
 

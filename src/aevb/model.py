@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from . import priors
+from .latent import DiagonalGaussian
 from .likelihoods import make_likelihood
 from .nets import ARCHS, init_normal_
 from .priors import PRIORS
@@ -46,14 +47,38 @@ class VAE(nn.Module):
 
     @property
     def analytic_kl(self) -> bool:
-        """Whether KL(q(z|x) || p(z)) has the closed form of `aevb.objectives.gaussian_kl` (p = N(0, I))."""
+        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q against N(0, I)."""
         return self.prior_net.analytic_kl
+
+    # --- the latent structure (aevb.latent): all that objectives, evaluation and the detector ask of z ---
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard normal numbers per draw of z from q(z|x) (`encode(x).rsample_from(eps)`): latent_dim."""
+        return self.config.latent_dim
 
     def prior(self) -> Distribution:
         """p(z), event shape (latent_dim,): N(0, I), or the mixture `config.prior` names."""
         return self.prior_net(self._device(), self.encode)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Independent:
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z), z.shape[:-1] in nats."""
+        return self.prior().log_prob(z)
+
+    def kl(self, q: DiagonalGaussian) -> torch.Tensor | None:
+        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior)."""
+        return q.kl_standard_normal() if self.analytic_kl else None
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z), (n, latent_dim), reproducible through `generator`: the model's own prior (for
+        N(0, I) exactly torch.randn(n, latent_dim, generator=generator))."""
+        return priors.draw(self.prior(), n, generator, self._device())
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z) + log p(z) (log p(x, z | y) when conditional), z.shape[:-1] in nats; x (B, ...)."""
+        return self.decode(z, y).log_prob(x.reshape(x.shape[0], -1)) + self.log_prior(z)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
         """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
         is the posterior mean. Its parameters are fp32 even when the encoder ran in bf16 (autocast).
         The likelihood head's `encoder_input(x)` is what the encoder sees (poisson: log(1 + x))."""
@@ -62,7 +87,7 @@ class VAE(nn.Module):
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
         mu, logvar = out.chunk(2, dim=-1)
-        return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
+        return DiagonalGaussian(mu, torch.exp(0.5 * logvar))
 
     def decoder_output(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The likelihood head's parameters at z (and y), shape (*z.shape[:-1], head outputs)."""
@@ -113,7 +138,7 @@ class VAE(nn.Module):
     ) -> torch.Tensor:
         """n new data points, shape (n, *data_shape): E[x|z] for z ~ p(z), or a draw x ~ p(x|z);
         a conditional model draws from p(x|z, y) with the labels y, (n,)."""
-        z = priors.draw(self.prior(), n, generator, self._device())  # (n, Dz)
+        z = self.sample_prior(n, generator)  # (n, Dz)
         x = self.decode(z, y).mean if mean else self.draw(z, y, generator)
         return x.reshape(n, *self.config.data_shape)
 
@@ -131,6 +156,3 @@ class VAE(nn.Module):
         return next(self.parameters()).device
 
 
-def reparameterize(q: Independent, eps: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps, differentiable in q's parameters (SGVB). eps: (..., B, latent_dim)."""
-    return q.base_dist.loc + q.base_dist.scale * eps

@@ -1,5 +1,9 @@
 """Objectives as pure functions of (model, x): per-example terms in nats, shape (B,).
 
+They see the model's latent structure only through `aevb.latent`'s interface: `model.noise_dim`,
+`q = model.encode(x)` with `q.rsample_from(eps)` and `q.log_prob(z)`, `model.log_prior(z)` and
+`model.kl(q)`, so another posterior or prior changes nothing here.
+
 Training minimises the negative mean of what these return; evaluation averages them. Nothing here
 reduces over the batch.
 
@@ -14,9 +18,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from torch.distributions import Independent
 
-from .model import VAE, reparameterize
+from .latent import DiagonalGaussian, gaussian_kl
+from .model import VAE
+
+__all__ = ["ELBOTerms", "decoder_log_prob", "elbo", "gaussian_kl", "iwae", "kl_per_dim", "log_weights"]
 
 if TYPE_CHECKING:  # config reads OBJECTIVES: this module must not import config when it runs
     from .config import TrainConfig
@@ -35,9 +41,11 @@ class ELBOTerms(NamedTuple):
     elbo: torch.Tensor  # the variational lower bound on log p(x)
 
 
-def _noise(q: Independent, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    loc = q.base_dist.loc  # (B, Dz)
-    return torch.randn((n, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
+def _noise(model: VAE, q: DiagonalGaussian, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(n, B, noise_dim) standard normal numbers for n draws of z per example."""
+    mean = q.mean  # (B, Dz)
+    shape = (n, mean.shape[0], model.noise_dim)
+    return torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
 
 
 def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,26 +59,16 @@ def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tens
 
 
 def _draws(
-    model: VAE, q: Independent, eps: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
+    model: VAE, q: DiagonalGaussian, eps: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """z = mu + sigma * eps, (L, B, Dz), and E_q[log p(x|z)] averaged over those L draws, (B,) nats.
     One draw (L = 1, the default) is made and scored as a (B, Dz) batch: the same numbers as the mean
     over one row, with fewer ops (and none of the broadcasts' reductions in the backward pass)."""
     if eps.shape[0] == 1:
-        z1 = reparameterize(q, eps[0])
+        z1 = q.rsample_from(eps[0])
         return z1.unsqueeze(0), decoder_log_prob(model, z1, x, y)
-    z = reparameterize(q, eps)
+    z = q.rsample_from(eps)
     return z, decoder_log_prob(model, z, x, y).mean(0)
-
-
-def gaussian_kl(q: Independent) -> torch.Tensor:
-    """KL(N(mu, diag sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2), (B,).
-
-    Kingma & Welling (2013), Appendix B; the closed form behind SGVB estimator B (eq. 10).
-    """
-    mu, sigma = q.base_dist.loc, q.base_dist.scale
-    # a - 2 log(sigma) as one sub(alpha=2): 2x is exact, so these are the numbers of the formula above
-    return 0.5 * torch.sub(mu.square() + sigma.square() - 1.0, torch.log(sigma), alpha=2).sum(-1)
 
 
 def elbo(
@@ -84,22 +82,21 @@ def elbo(
 ) -> ELBOTerms:
     """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
 
-    estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form (when p(z) is N(0, I);
-    a mixture prior, `model.analytic_kl` False, has none and always takes the Monte Carlo KL).
+    estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form (`model.kl(q)`; a
+    mixture prior has none and always takes the Monte Carlo KL).
     estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
     `eps` (L, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     `y` (B,): the labels of a conditional model (then every density is conditioned on them).
     """
+    if estimator not in ("analytic", "mc"):
+        raise ValueError(f"unknown estimator {estimator!r}")
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y)
-    eps = _noise(q, samples, generator) if eps is None else eps
+    eps = _noise(model, q, samples, generator) if eps is None else eps
     z, log_px_z = _draws(model, q, eps, x, y)  # (L, B, Dz), (B,)
-    if estimator == "analytic" and getattr(model, "analytic_kl", True):
-        kl = gaussian_kl(q)
-    elif estimator in ("analytic", "mc"):
-        kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
-    else:
-        raise ValueError(f"unknown estimator {estimator!r}")
+    kl = model.kl(q) if estimator == "analytic" else None
+    if kl is None:  # estimator A, or a prior without a closed-form KL
+        kl = (q.log_prob(z) - model.log_prior(z)).mean(0)
     return ELBOTerms(log_px_z, kl, log_px_z - kl)
 
 
@@ -108,7 +105,7 @@ def log_weights(
     x: torch.Tensor,
     k: int = 1,
     generator: torch.Generator | None = None,
-    q: Independent | None = None,
+    q: DiagonalGaussian | None = None,
     eps: torch.Tensor | None = None,
     y: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -121,11 +118,11 @@ def log_weights(
     """
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y) if q is None else q
-    eps = _noise(q, k, generator) if eps is None else eps
-    z = reparameterize(q, eps)  # (k, B, Dz)
+    eps = _noise(model, q, k, generator) if eps is None else eps
+    z = q.rsample_from(eps)  # (k, B, Dz)
     per = max(1, LOG_WEIGHT_ROWS // max(1, z.shape[1]))  # samples per piece: the same numbers as in one go
     log_px_z = torch.cat([decoder_log_prob(model, zi, x, y) for zi in z.split(per)])  # (k, B)
-    return log_px_z + model.prior().log_prob(z) - q.log_prob(z)
+    return log_px_z + model.log_prior(z) - q.log_prob(z)
 
 
 def iwae(
@@ -144,14 +141,11 @@ def iwae(
     return torch.logsumexp(log_weights(model, x, k, generator, eps=eps, y=y), dim=0) - math.log(k)
 
 
-def kl_per_dim(q: Independent, z: torch.Tensor, estimator: str = "analytic") -> torch.Tensor:
+def kl_per_dim(q: DiagonalGaussian, z: torch.Tensor, estimator: str = "analytic") -> torch.Tensor:
     """KL(q(z_j|x) || N(0, 1)) of each latent dimension j, (B, Dz) nats, for the prior N(0, I):
     in closed form (estimator B), or log q(z_j|x) - log N(z_j; 0, 1) averaged over the draws z (L, B, Dz).
     The sum over j is `gaussian_kl(q)` (or estimator A's KL)."""
-    if estimator == "analytic":
-        mu, sigma = q.base_dist.loc, q.base_dist.scale
-        return 0.5 * (mu.square() + sigma.square() - 1.0 - 2.0 * torch.log(sigma))
-    return (q.base_dist.log_prob(z) + 0.5 * z.square() + 0.5 * math.log(2 * math.pi)).mean(0)
+    return q.kl_per_dim(z, estimator)
 
 
 def regularised_elbo(
@@ -175,16 +169,16 @@ def regularised_elbo(
     """
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y)
-    eps = _noise(q, samples, generator) if eps is None else eps
+    eps = _noise(model, q, samples, generator) if eps is None else eps
     z, log_px_z = _draws(model, q, eps, x, y)  # (L, B, Dz), (B,)
     if free_bits > 0:
-        if not getattr(model, "analytic_kl", True):
+        if not model.analytic_kl:
             raise ValueError("free bits need the prior N(0, I), whose KL splits over the latent dimensions")
         kl = kl_per_dim(q, z, estimator).clamp(min=free_bits).sum(-1)
-    elif estimator == "analytic" and getattr(model, "analytic_kl", True):
-        kl = gaussian_kl(q)
     else:
-        kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
+        kl = model.kl(q) if estimator == "analytic" else None
+        if kl is None:
+            kl = (q.log_prob(z) - model.log_prior(z)).mean(0)
     return log_px_z - kl_weight * kl
 
 

@@ -70,14 +70,15 @@ def test_evaluation(
 def table_statistics(
     model: VAE, x: torch.Tensor, n_samples: int = N_TABLE_SAMPLES, seed: int = 0, y: torch.Tensor | None = None
 ) -> dict:
-    """Per feature (D,): test mean/std, mean/std of draws x ~ p(x|z), z ~ p(z), and the RMSE of E[x|z=mu(x)].
+    """Per feature (D,): test mean/std, mean/std of draws x ~ p(x|z), z ~ p(z) (the model's own prior), and
+    the RMSE of E[x|z=mu(x)].
     A conditional model's (labels y of x): reconstructions with x's labels, draws with the test labels in turn."""
     x = x.reshape(x.shape[0], -1)
     g = torch.Generator().manual_seed(seed)
     ys = None if y is None else y[torch.arange(n_samples) % y.shape[0]]
     xr = model.reconstruct(x, y)
     with torch.no_grad():
-        s = model.draw(torch.randn(n_samples, model.config.latent_dim, generator=g), ys, g)
+        s = model.draw(model.sample_prior(n_samples, g), ys, g)  # z ~ p(z), the run's own prior
     return {
         "data_mean": x.mean(0).numpy(),
         "data_std": x.std(0).numpy(),

@@ -2,7 +2,8 @@
 
 Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
 draws depend only on (seed, j), so the numbers do not depend on the batch size and repeated calls
-give identical results.
+give identical results. The scores are the objectives' own estimators (`aevb.objectives`), evaluated
+with that noise: nothing here re-derives a density.
 """
 
 from __future__ import annotations
@@ -12,35 +13,31 @@ from collections.abc import Callable
 import torch
 
 from ..evaluate import evaluating, example_noise, log_likelihood
-from ..model import VAE, reparameterize
-from ..objectives import gaussian_kl
+from ..model import VAE
+from ..objectives import ELBOTerms, elbo
 
 
-def _posterior_terms(model: VAE, x: torch.Tensor, samples: int, seed: int, batch_size: int, with_kl: bool):
-    """(B,) mean over `samples` draws z ~ q(z|x) of log p(x|z), minus KL(q || p) when with_kl."""
-    dz = model.config.latent_dim
-    out = []
+def _elbo_terms(model: VAE, x: torch.Tensor, samples: int, seed: int, batch_size: int) -> ELBOTerms:
+    """The ELBO's terms with L = `samples` draws z ~ q(z|x) and the closed-form KL, each (N,) nats."""
+    parts = []
     with evaluating(model):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
-            q = model.encode(xb)
             eps = torch.stack(
-                [example_noise(seed, start + j, 0, (samples, dz)) for j in range(xb.shape[0])], dim=1
-            )  # (L, B, Dz), the first chunk of the noise log_likelihood uses
-            z = reparameterize(q, eps)
-            value = model.decode(z).log_prob(xb.reshape(xb.shape[0], -1)).mean(0)  # (B,)
-            out.append(value - gaussian_kl(q) if with_kl else value)
-    return torch.cat(out)
+                [example_noise(seed, start + j, 0, (samples, model.noise_dim)) for j in range(xb.shape[0])], dim=1
+            )  # (L, B, noise_dim), the first chunk of the noise log_likelihood uses
+            parts.append(elbo(model, xb, samples, "analytic", eps=eps))
+    return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ELBOTerms._fields))
 
 
 def reconstruction_probability(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500):
     """An & Cho (2015): (1/L) sum_l log p(x | z_l), z_l ~ q(z|x); (N,) nats. No KL term."""
-    return _posterior_terms(model, x, samples, seed, batch_size, with_kl=False)
+    return _elbo_terms(model, x, samples, seed, batch_size).log_px_z
 
 
 def elbo_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500):
     """The ELBO with L = `samples` draws and the analytic KL (SGVB estimator B); (N,) nats."""
-    return _posterior_terms(model, x, samples, seed, batch_size, with_kl=True)
+    return _elbo_terms(model, x, samples, seed, batch_size).elbo
 
 
 def log_likelihood_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500):

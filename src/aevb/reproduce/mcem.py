@@ -23,8 +23,7 @@ from .hmc import HMC
 
 def log_joint(model: VAE, x: torch.Tensor):
     """z -> log p(x|z) + log p(z), (B,) nats: the unnormalised posterior of each row of x."""
-    x = x.reshape(x.shape[0], -1)
-    return lambda z: model.decode(z).log_prob(x) + model.prior().log_prob(z)
+    return lambda z: model.log_joint(x, z)
 
 
 class MCEM:
@@ -45,9 +44,9 @@ class MCEM:
         self.generator = generator
         self.updates = updates
         self.hmc = hmc or HMC(n_leapfrog=10, step_size=0.05, target_accept=0.9)
-        device = next(model.parameters()).device
         # one chain per training point, started from the prior
-        self.chains = torch.randn(n_train, model.config.latent_dim, generator=generator, device=device)
+        with torch.no_grad():
+            self.chains = model.sample_prior(n_train, generator)
         self.decoder_opt = torch.optim.Adagrad(model.decoder.parameters(), lr=lr, weight_decay=weight_decay)
         self.encoder_opt = (
             torch.optim.Adagrad(model.encoder.parameters(), lr=lr, weight_decay=weight_decay) if fit_encoder else None

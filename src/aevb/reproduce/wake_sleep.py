@@ -23,17 +23,14 @@ def wake_terms(model: VAE, x: torch.Tensor, generator: torch.Generator | None = 
     x = x.reshape(x.shape[0], -1)
     with torch.no_grad():
         q = model.encode(x)
-        z = q.base_dist.loc + q.base_dist.scale * torch.randn(
-            q.base_dist.loc.shape, generator=generator, device=x.device
-        )
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z)
+        z = q.rsample_from(torch.randn(q.mean.shape, generator=generator, device=x.device))
+    return model.log_joint(x, z)
 
 
 def sleep_terms(model: VAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """log q(z|x) on n dreams (z, x) ~ p(z) p(x|z), (n,) nats; differentiable in the encoder only."""
-    device = next(model.parameters()).device
     with torch.no_grad():
-        z = torch.randn(n, model.config.latent_dim, generator=generator, device=device)
+        z = model.sample_prior(n, generator)
         x = model.draw(z, generator=generator)
     return model.encode(x).log_prob(z)
 

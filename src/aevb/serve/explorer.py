@@ -181,7 +181,8 @@ class Explorer:
         n = _integer(body.get("n", 1), "n", 1, MAX_SAMPLES)
         seed = _integer(body.get("seed", 0), "seed", 0, 2**53)
         label = self.parse_label(body.get("label"))
-        z = torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():  # the run's own prior: N(0, I), or its learned mixture (mog, vamp)
+            z = self.model.sample_prior(n, torch.Generator().manual_seed(seed))
         return {"seed": seed, "z": z.tolist(), "x": self.decode(z, label)}
 
     def ranking(self, n: Any) -> dict[str, Any]:

@@ -5,14 +5,16 @@ An objective, the evaluation, DDP or the anomaly detector never reads q's parame
 - `model.noise_dim`: standard normal numbers per draw of z (the trainer and `evaluate` draw them, so
   that data-parallel ranks and re-batched evaluations see the same noise);
 - `q = model.encode(x, y)`, a posterior with `q.mean` (the code for plots), `q.rsample_from(eps)`
-  (z from noise eps (..., B, noise_dim), differentiable: the reparameterisation trick) and
-  `q.log_prob(z)` (log q(z|x), (..., B));
+  (z from noise eps (..., B, noise_dim), differentiable: the reparameterisation trick),
+  `q.rsample_with_log_prob(eps)` (z and log q(z|x) (..., B) of those same draws: a flow posterior
+  computes its log-density along the draw, where scoring a given z would need the flow's inverse) and
+  `q.log_prob(z)` (log q(z|x) of any z, where the posterior can score one);
 - `model.log_prior(z)` (log p(z)), `model.kl(q)` (KL(q || p) in closed form, or None where there is
   none) and `model.sample_prior(n, generator)` (z ~ p(z): every prior draw goes through the model's
   prior, N(0, I) or the learned mixtures of `aevb.priors`).
 
 `DiagonalGaussian` is the one-layer posterior of Kingma & Welling (2013). A stack of latent layers or a
-flow posterior is another posterior object with the same three members (and the model's `log_prior`
+flow posterior is another posterior object with the same members (and the model's `log_prior`
 summing its layers' conditionals), with z the layers' values side by side.
 """
 
@@ -59,6 +61,11 @@ class DiagonalGaussian(Independent):
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
         """z = mu + sigma * eps, (..., B, Dz), differentiable in q's parameters (SGVB). eps: (..., B, Dz)."""
         return self.base_dist.loc + self.base_dist.scale * eps
+
+    def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, log q(z|x)) for z = `rsample_from(eps)`: (..., B, Dz) and (..., B) nats."""
+        z = self.rsample_from(eps)
+        return z, self.log_prob(z)
 
     def kl_standard_normal(self) -> torch.Tensor:
         """KL(q || N(0, I)) in closed form, (B,) nats (`gaussian_kl`)."""

@@ -1,7 +1,8 @@
 """Objectives as pure functions of (model, x): per-example terms in nats, shape (B,).
 
 They see the model's latent structure only through `aevb.latent`'s interface: `model.noise_dim`,
-`q = model.encode(x)` with `q.rsample_from(eps)` and `q.log_prob(z)`, `model.log_prior(z)` and
+`q = model.encode(x)` with `q.rsample_from(eps)` and `q.rsample_with_log_prob(eps)` (log q(z|x) of
+its own draws), `model.log_prior(z)` and
 `model.kl(q)`, so another posterior or prior changes nothing here.
 
 Training minimises the negative mean of what these return; evaluation averages them. Nothing here
@@ -59,16 +60,18 @@ def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tens
 
 
 def _draws(
-    model: VAE, q: DiagonalGaussian, eps: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """z = mu + sigma * eps, (L, B, Dz), and E_q[log p(x|z)] averaged over those L draws, (B,) nats.
-    One draw (L = 1, the default) is made and scored as a (B, Dz) batch: the same numbers as the mean
-    over one row, with fewer ops (and none of the broadcasts' reductions in the backward pass)."""
-    if eps.shape[0] == 1:
-        z1 = q.rsample_from(eps[0])
-        return z1.unsqueeze(0), decoder_log_prob(model, z1, x, y)
-    z = q.rsample_from(eps)
-    return z, decoder_log_prob(model, z, x, y).mean(0)
+    model: VAE, q: DiagonalGaussian, eps: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, log_q: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """z from the noise eps, (L, B, Dz); log q(z|x) of those draws (L, B) when `log_q` (else None);
+    and E_q[log p(x|z)] averaged over the L draws, (B,) nats. One draw (L = 1, the default) is made
+    and scored as a (B, Dz) batch: the same numbers as the mean over one row, with fewer ops (and none
+    of the broadcasts' reductions in the backward pass)."""
+    one = eps.shape[0] == 1
+    e = eps[0] if one else eps
+    z, lq = q.rsample_with_log_prob(e) if log_q else (q.rsample_from(e), None)
+    if one:
+        return z.unsqueeze(0), None if lq is None else lq.unsqueeze(0), decoder_log_prob(model, z, x, y)
+    return z, lq, decoder_log_prob(model, z, x, y).mean(0)
 
 
 def elbo(
@@ -93,10 +96,10 @@ def elbo(
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y)
     eps = _noise(model, q, samples, generator) if eps is None else eps
-    z, log_px_z = _draws(model, q, eps, x, y)  # (L, B, Dz), (B,)
     kl = model.kl(q) if estimator == "analytic" else None
+    z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None)  # (L, B, Dz), (L, B) or None, (B,)
     if kl is None:  # estimator A, or a prior without a closed-form KL
-        kl = (q.log_prob(z) - model.log_prior(z)).mean(0)
+        kl = (log_q - model.log_prior(z)).mean(0)
     return ELBOTerms(log_px_z, kl, log_px_z - kl)
 
 
@@ -119,10 +122,10 @@ def log_weights(
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y) if q is None else q
     eps = _noise(model, q, k, generator) if eps is None else eps
-    z = q.rsample_from(eps)  # (k, B, Dz)
+    z, log_q = q.rsample_with_log_prob(eps)  # (k, B, Dz), (k, B)
     per = max(1, LOG_WEIGHT_ROWS // max(1, z.shape[1]))  # samples per piece: the same numbers as in one go
     log_px_z = torch.cat([decoder_log_prob(model, zi, x, y) for zi in z.split(per)])  # (k, B)
-    return log_px_z + model.log_prior(z) - q.log_prob(z)
+    return log_px_z + model.log_prior(z) - log_q
 
 
 def iwae(
@@ -170,15 +173,16 @@ def regularised_elbo(
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y)
     eps = _noise(model, q, samples, generator) if eps is None else eps
-    z, log_px_z = _draws(model, q, eps, x, y)  # (L, B, Dz), (B,)
     if free_bits > 0:
         if not model.analytic_kl:
             raise ValueError("free bits need the prior N(0, I), whose KL splits over the latent dimensions")
+        z, _, log_px_z = _draws(model, q, eps, x, y, False)  # (L, B, Dz), (B,)
         kl = kl_per_dim(q, z, estimator).clamp(min=free_bits).sum(-1)
     else:
         kl = model.kl(q) if estimator == "analytic" else None
+        z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None)
         if kl is None:
-            kl = (q.log_prob(z) - model.log_prior(z)).mean(0)
+            kl = (log_q - model.log_prior(z)).mean(0)
     return log_px_z - kl_weight * kl
 
 

@@ -116,8 +116,10 @@ def test_one_draw_and_the_kl_are_the_numbers_of_their_textbook_forms():
     def textbook():
         q = m.encode(x)
         mu, sigma = q.base_dist.loc, q.base_dist.scale
-        z = mu + sigma * eps  # (1, B, Dz)
+        # the KL first, as elbo() asks model.kl(q) before drawing: the order in which autograd sums the
+        # KL's and the draw's gradients into sigma is part of the bits
         kl = 0.5 * (mu.square() + sigma.square() - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+        z = mu + sigma * eps  # (1, B, Dz)
         return decoder_log_prob(m, z, x).mean(0) - kl
 
     out = []

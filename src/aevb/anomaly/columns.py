@@ -2,9 +2,9 @@
 
 A detector's `likelihood` is one of `likelihoods()`: one head for every column, or "mixed" with a
 `columns` spec (`aevb.likelihoods.parse_columns`, e.g. "gaussian-learned:3,poisson:2,categorical4:1")
-that names a head per group of consecutive columns. Only the columns of location-scale heads (the
-Gaussians, student-t) are rescaled (and clipped): counts (poisson), class indices (categorical) and
-values in [0, 1] (bernoulli) go to the model as they are. Everything here is read from the heads of
+that names a head per group of consecutive columns. Only the columns of location-scale heads (their
+`location_scale`, e.g. the Gaussians and student-t) are rescaled (and clipped): counts (poisson), class
+indices (categorical) and values in [0, 1] (bernoulli) go to the model as they are. Everything here is read from the heads of
 `aevb.likelihoods.LIKELIHOODS`.
 """
 

@@ -4,6 +4,7 @@
 """
 
 from .columns import likelihoods
+from .fitting import default_size
 from .inputs import InputError
 from .scores import SCORES
 
@@ -11,8 +12,8 @@ __all__ = ["AnomalyDetector", "default_size", "InputError", "likelihoods", "SCOR
 
 
 def __getattr__(name: str):
-    if name in ("AnomalyDetector", "default_size"):
-        from . import detector
+    if name == "AnomalyDetector":
+        from .detector import AnomalyDetector
 
-        return getattr(detector, name)
+        return AnomalyDetector
     raise AttributeError(f"module 'aevb.anomaly' has no attribute {name!r}")

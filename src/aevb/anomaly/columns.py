@@ -2,10 +2,10 @@
 
 A detector's `likelihood` is one of `likelihoods()`: one head for every column, or "mixed" with a
 `columns` spec (`aevb.likelihoods.parse_columns`, e.g. "gaussian-learned:3,poisson:2,categorical4:1")
-that names a head per group of consecutive columns. Only the columns of location-scale heads (the
-Gaussians, student-t) are rescaled (and clipped): counts (poisson), class indices (categorical) and
-values in [0, 1] (bernoulli) go to the model as they are. Everything here is read from the heads of
-`aevb.likelihoods.LIKELIHOODS`.
+that names a head per group of consecutive columns. Only the columns of location-scale heads (their
+`location_scale`, e.g. the Gaussians and student-t) are rescaled (and clipped): counts (poisson), class
+indices (categorical) and values in [0, 1] (bernoulli) go to the model as they are. Everything here is
+read from the heads of `aevb.likelihoods.LIKELIHOODS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..likelihoods import LIKELIHOODS, Likelihood, group_heads, make_likelihood, parse_columns
+from ..likelihoods import LIKELIHOODS, Likelihood, group_heads, make_likelihood, parse_columns, standardizable
 from .inputs import InputError
 
 
@@ -22,6 +22,12 @@ def likelihoods() -> tuple[str, ...]:
     """A detector's likelihoods: the registered ones but categorical, whose classes a detector takes per
     column group only (likelihood='mixed', columns='categoricalC:N')."""
     return tuple(name for name in LIKELIHOODS if name != "categorical")
+
+
+def rescaled_kinds() -> tuple[str, ...]:
+    """The column kinds whose columns a detector centres, scales and clips: the location-scale ones (the
+    heads are built with the default parameters, as `rescaled_mask` builds them)."""
+    return standardizable(ModelConfig())
 
 
 def _config(likelihood: str, columns: str | None, d: int) -> ModelConfig:

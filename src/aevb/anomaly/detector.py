@@ -8,54 +8,20 @@ more normal rows, `decision_function = score_samples - offset_` is negative for 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
-from tqdm import tqdm
 
-from ..config import ModelConfig, TrainConfig
-from ..errors import AevbError, DivergedError
-from ..loop import Fitting, run_epoch
-from ..model import VAE
 from . import persist
 from .columns import check_values, likelihoods, rescaled_mask
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
+from .fitting import chosen_size, fit_vae, model_config
 from .inputs import InputError, as_matrix, feature_names
-from .scaling import SCALINGS, fit_scaler
+from .scaling import SCALINGS, fit_scaler, transform
 from .scores import SCORES
-
-# Rescaled values are clipped to +-CLIP: a value 50 scale units out marks an outlier whatever the
-# model says, and unbounded inputs can overflow the encoder's variance in float32 (NaN scores).
-CLIP = 50.0
-
-# The data-size rule's most passes over the training rows (see default_size).
-MAX_EPOCHS = 50
-
-
-def default_size(n: int, d: int) -> dict[str, Any]:
-    """The architecture and schedule used when `latent_dim`, `hidden`, `batch_size`, `epochs` are None.
-
-    For n training rows of d features:
-      hidden      two ReLU layers of h units, h = 2^ceil(log2(2d)) clipped to [32, 256]
-      latent_dim  ceil(d / 4) clipped to [2, 16]
-      batch_size  n // 50 clipped to [32, 256]
-      epochs      ceil(2000 * batch_size / n) clipped to [10, 50]: about 2000 gradient steps,
-                  at least 10 passes over the data, and at most 50: below about 1,300 rows fewer
-                  steps, since more passes over a small table over-fit it (ADBench's Ionosphere,
-                  Pima and the held-out ODDS arrhythmia in docs/benchmarks/anomaly.md)
-    """
-    h = int(min(256, max(32, 2 ** math.ceil(math.log2(max(2 * d, 1))))))
-    batch = int(min(256, max(32, n // 50)))
-    return {
-        "hidden": (h, h),
-        "latent_dim": int(min(16, max(2, math.ceil(d / 4)))),
-        "batch_size": batch,
-        "epochs": int(min(MAX_EPOCHS, max(10, math.ceil(2000 * batch / n)))),
-    }
 
 
 class AnomalyDetector(OutlierMixin, BaseEstimator):
@@ -79,33 +45,35 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         the fitted attribute `size_`.
     lr : float, default 1e-3
         Adam's learning rate.
-    likelihood : "gaussian-robust" (default), "gaussian-learned", "gaussian", "student-t", "bernoulli", "poisson",
-        or "mixed"
-        p(x|z). "gaussian-learned" is a Gaussian per feature with a learned mean and variance;
-        "gaussian-robust" mixes it with a fixed Cauchy(0, 1) background of weight `outlier_weight`
-        (on the rescaled features), so that the anomalies among the training rows are explained by
-        the background instead of teaching the decoder a large variance, while at scoring time a value
-        the Gaussian cannot explain still costs -log(w / pi) + log(1 + x^2) nats (measured on ADBench
-        in docs/benchmarks/anomaly.md). "student-t" is a heavy-tailed decoder (df 5).
-        "bernoulli" needs data in [0, 1] (images), "poisson" counts (whole numbers >= 0; the encoder
-        sees log(1 + x)); neither is rescaled. "mixed" takes one kind per group of columns from
-        `columns`.
+    likelihood : str, default "gaussian-robust"
+        p(x|z), one of `aevb.anomaly.likelihoods()`: every name of `aevb.likelihoods.LIKELIHOODS` but
+        categorical, whose classes are given per group of columns (`columns`). "gaussian-learned" is a
+        Gaussian per feature with a learned mean and variance; "gaussian-robust" mixes it with a fixed
+        Cauchy(0, 1) background of weight `outlier_weight` (on the rescaled features), so that the
+        anomalies among the training rows are explained by the background instead of teaching the decoder
+        a large variance, while at scoring time a value the Gaussian cannot explain still costs
+        -log(w / pi) + log(1 + x^2) nats (measured on ADBench in docs/benchmarks/anomaly.md). Each head's
+        docstring (`aevb.likelihoods`) says what it models; `fit` refuses values outside its support
+        (e.g. "bernoulli" needs [0, 1], "poisson" whole numbers >= 0). "mixed" takes one kind per group
+        of columns from `columns`.
     outlier_weight : float in (0, 1), default 0.2
         For likelihood="gaussian-robust" (also as a "mixed" column kind): the background's weight w,
         the prior probability that a feature value is an outlier.
     columns : None or str
         For likelihood="mixed" only: "KIND:N,..." groups of N consecutive columns, KIND one of
-        gaussian-robust, gaussian-learned, gaussian, bernoulli, poisson or categoricalC (class indices 0..C-1), e.g.
-        "gaussian-learned:3,poisson:2,categorical4:1". Only the Gaussian groups are rescaled.
+        `aevb.likelihoods.column_kinds()`, categorical written categoricalC (class indices 0..C-1), e.g.
+        "gaussian-learned:3,poisson:2,categorical4:1".
     logvar_min : float, default -4.0
         Lower clamp of the learned log-variance on the rescaled data (sigma >= 0.135 units of the
         scale, the IQR by default), so that discrete or near-constant features cannot dominate the score.
     standardize : "robust" (default), "standard" or False
-        How the Gaussian columns are centred and scaled, with statistics of the training rows only:
+        How the columns of location-scale likelihoods (their head's `location_scale`) are centred and
+        scaled, with statistics of the training rows only:
         "robust" subtracts the median and divides by the interquartile range (a column whose IQR
         is 0 is only centred), so that the anomalies among the training rows cannot inflate the
         scale; "standard" uses the mean and standard deviation; False leaves them.
-        Rescaled values are clipped to +-50. Count, class and [0, 1] columns are never rescaled.
+        Rescaled values are clipped to +-50. The other columns (counts, classes, [0, 1] values) are
+        never rescaled.
     trim : float in [0, 0.5), default 0.05
         The fraction of the training rows left out of each refit: the rows with the lowest `score` under
         the model fitted before (see `refits`).
@@ -185,17 +153,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             del self.feature_names_in_
         self.scaler_ = self._make_scaler(a)
         x = self._tensor(a)
-        size = default_size(n, d)
-        for key in size:
-            if getattr(self, key) is not None:
-                size[key] = tuple(self.hidden) if key == "hidden" else int(getattr(self, key))
-        self.size_ = size
+        self.size_ = size = chosen_size(n, d, self.get_params())
+        config = model_config(d, size, self.likelihood, self.columns, self.logvar_min, self.outlier_weight)
         self.score_ = self.score
         self.support_ = np.ones(n, dtype=bool)
         for step in range(self.refits + 1 if self.trim > 0 else 1):
             if step:  # a concentration step: refit afresh on the rows the last model scores highest
                 self.support_ = support(self.train_scores_, self.trim)
-            self.model_ = self._train(x[torch.from_numpy(self.support_)], size, f"fit {step + 1}")
+            rows = x[torch.from_numpy(self.support_)]
+            self.model_ = fit_vae(rows, config, size, self.lr, self.seed, f"fit {step + 1}", self.verbose)
             self.train_scores_ = self._scores(x, self.score_)
         self.offset_ = self._offset(self.train_scores_)
         return self
@@ -256,49 +222,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         if self.scaler_ is not None:
-            mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])
-            a = self.scaler_.transform(a)
-            a[:, mask] = np.clip(a[:, mask], -CLIP, CLIP)
+            a = transform(self.scaler_, a, rescaled_mask(self.likelihood, self.columns, a.shape[1]))
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-    def _model_config(self, d: int, size: dict[str, Any]) -> ModelConfig:
-        return ModelConfig(
-            data_shape=(d,),
-            latent_dim=size["latent_dim"],
-            hidden=tuple(int(h) for h in size["hidden"]),
-            activation="relu",
-            likelihood=self.likelihood,
-            columns=self.columns or "",
-            logvar_min=self.logvar_min,
-            outlier_weight=float(self.outlier_weight),
-        )
-
-    def _train(self, x: torch.Tensor, size: dict[str, Any], desc: str = "fit") -> VAE:
-        """Adam on the negative ELBO (SGVB estimator B, one draw per row), minibatches of a fresh
-        permutation each epoch (`aevb.loop`); every draw comes from one generator seeded with `seed`."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = VAE(self._model_config(x.shape[1], size))
-        # plain Adam, not the trainer's fused update: the scores stay those the detector always gave
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        generator = torch.Generator().manual_seed(self.seed)
-        config = TrainConfig(
-            objective="elbo",
-            estimator="analytic",
-            samples=1,
-            batch_size=size["batch_size"],
-            epochs=size["epochs"],
-            binarize="none",
-        )
-        fitting = Fitting.of(model, optimizer, generator, config)
-        bar = tqdm(range(1, size["epochs"] + 1), desc=desc, unit="epoch", disable=not self.verbose, leave=False)
-        for epoch in bar:
-            try:
-                position = run_epoch(fitting, x, config, epoch=epoch)
-            except DivergedError:
-                raise AevbError(f"training diverged in epoch {epoch}; try a smaller lr") from None
-            bar.set_postfix(elbo=f"{position.total.item() / x.shape[0]:.3f}")
-        return model.eval()
 
     def _offset(self, train_scores: np.ndarray) -> float:
         if self.contamination == "auto":

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..anomaly.columns import likelihoods
+from ..anomaly.columns import likelihoods, rescaled_kinds
 from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
 from ..anomaly.scores import SCORES
 from ..errors import AevbError, DataError
 from ..files import save_table
+from ..likelihoods import column_kinds
 from .parser import Parser, at_least, positive
 
 _DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
@@ -82,7 +83,10 @@ def register(subparsers) -> None:
         "--columns",
         default=None,
         metavar="SPEC",
-        help="with --likelihood mixed: KIND:N groups of columns, e.g. gaussian-learned:3,poisson:2,categorical4:1",
+        help="with --likelihood mixed: KIND:N,... groups of N consecutive columns, KIND one of "
+        f"{', '.join(column_kinds())}, categorical written categoricalC (class indices 0..C-1), "
+        "e.g. gaussian-learned:3,poisson:2,categorical4:1; the columns of the location-scale kinds "
+        f"({', '.join(rescaled_kinds())}) are centred, scaled and clipped",
     )
     f.add_argument("--latent-dim", type=positive, default=None, help="latent size; None = the data-size rule")
     f.add_argument(

@@ -31,7 +31,7 @@ def test_every_recipe_is_a_valid_config_that_names_itself():
 
 def test_burda_one_layer_setups_are_the_papers():
     # Burda et al. (2016), Section 5: 784-200-200-50 tanh, batch 20, Adam(0.9, 0.999, 1e-4), 3,280 epochs
-    # of 3^i at 1e-3 * 10^(-i/7), dynamically binarised MNIST; k = 1 (VAE), 5 and 50 (IWAE)
+    # of 3^i at 1e-3 * 10^(-i/7), Glorot's initialisation, dynamically binarised MNIST; k = 1 (VAE), 5, 50 (IWAE)
     ks = {}
     for name in ("burda-vae-1l", "burda-iwae-1l-k5", "burda-iwae-1l-k50"):
         model_kw, train_kw = recipe_fields(name)
@@ -45,6 +45,7 @@ def test_burda_one_layer_setups_are_the_papers():
         assert (train.dataset, train.binarize, train.batch_size, train.epochs) == ("mnist", "dynamic", 20, 3280)
         assert (train.optimizer, train.adam_beta1, train.adam_beta2, train.adam_eps) == ("adam", 0.9, 0.999, 1e-4)
         assert train.epochs == sum(3**i for i in range(8))
+        assert model.init == "glorot"
         assert lr_at(train, 3280, 0, 1) == pytest.approx(1e-4) and lr_at(train, 1, 0, 1) == 1e-3
         ks[name] = 1 if train.objective == "elbo" and train.estimator == "mc" and train.samples == 1 else train.k
         assert train.objective == ("elbo" if name == "burda-vae-1l" else "iwae")

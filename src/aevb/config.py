@@ -29,7 +29,7 @@ from .schedules import LR_SCHEDULES
 CONFIG_VERSION = 1
 
 ACTIVATIONS = ("tanh", "relu")
-INITS = ("default", "normal")
+INITS = ("default", "normal", "glorot")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
 BINARIZE = ("auto", "dynamic", "static", "none")
 DEVICES = ("auto", "cpu", "cuda")

@@ -21,10 +21,10 @@ BURDA = (
 
 # Burda et al.'s one-stochastic-layer architecture and optimisation, Section 5: 784-200-200-50 with tanh
 # (the decoder mirrors it), Bernoulli pixels, minibatches of 20, Adam with beta1 0.9, beta2 0.999 and
-# epsilon 1e-4, 3^i epochs at 0.001 * 10^(-i/7) for i = 0..7 (3,280 passes). Their weights started
-# from the Glorot & Bengio heuristic; aevb keeps torch's default uniform initialisation (also scaled by
-# the fan-in).
+# epsilon 1e-4, 3^i epochs at 0.001 * 10^(-i/7) for i = 0..7 (3,280 passes), weights initialised by the
+# heuristic of Glorot & Bengio (2010).
 _BURDA_1L_MODEL: dict[str, Any] = {
+    "init": "glorot",
     "hidden": (200, 200),
     "latent_dim": 50,
     "activation": "tanh",

@@ -30,7 +30,8 @@ FIELD_HELP = {
     "outlier_weight": "weight w of the Cauchy(0, 1) background of --likelihood gaussian-robust, in (0, 1)",
     "logvar_min": "lower clamp of the gaussian-learned log-variance",
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
-    "init": "weight init: torch's default, or normal = N(0, init-std^2) for all weights as in the paper",
+    "init": "weight init: torch's default, normal = N(0, init-std^2) for all weights as in the paper, or glorot = "
+    "U(+-sqrt(6 / (fan-in + fan-out))) weights and zero biases (Glorot & Bengio 2010; Burda et al. 2016)",
     "init_std": "standard deviation of --init normal",
     "arch": "encoder/decoder networks: mlp (--hidden), conv (stride-2 convolutions with --channels, then --hidden; "
     "images), resmlp (residual MLP: one block per --hidden entry, all equal; tables)",

@@ -4,8 +4,9 @@
 trained. Every field maps one-to-one onto an `aevb train` flag of the same name. Fields that name a
 part are checked against that part's dict, the one list of its names: `arch` against
 `aevb.nets.ARCHS`, `prior` against `aevb.priors.PRIORS`, `objective` against
-`aevb.objectives.OBJECTIVES`, `optimizer` against `aevb.optimizers.OPTIMIZERS` (those modules, and
-the model they build, do not import this one when they run).
+`aevb.objectives.OBJECTIVES`, `optimizer` against `aevb.optimizers.OPTIMIZERS`, `gradient` against
+`aevb.gradients.GRADIENTS`, `lr_schedule` against `aevb.schedules.LR_SCHEDULES`, `recipe` against
+`aevb.recipes.RECIPES` (those modules, and the model they build, do not import this one when they run).
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CheckpointError
+from .gradients import GRADIENTS
 from .likelihoods import LIKELIHOODS, make_likelihood, parse_columns, standardizable
 from .nets import ARCHS
 from .objectives import OBJECTIVES
 from .optimizers import OPTIMIZERS
 from .priors import PRIORS
+from .recipes import RECIPES
+from .schedules import LR_SCHEDULES
 
 CONFIG_VERSION = 1
 
 ACTIVATIONS = ("tanh", "relu")
-INITS = ("default", "normal")
+INITS = ("default", "normal", "glorot")
 ESTIMATORS = ("analytic", "mc")  # SGVB estimator B (analytic KL) and A (Monte Carlo KL)
 BINARIZE = ("auto", "dynamic", "static", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -147,10 +151,20 @@ class TrainConfig:
     beta: float = 1.0  # weight of the KL term in the training objective (beta-VAE); 1 = the ELBO
     kl_warmup: float = 0.0  # epochs over which the KL weight ramps linearly from 0 to beta (0: off)
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised (0: off)
+    gradient: str = "standard"  # the encoder's gradient estimator: "stl" or "dreg" (aevb.gradients)
+    lr_schedule: str = "constant"  # the learning rate per step (aevb.schedules): burda, cosine, linear
+    lr_final: float = 0.0  # the learning rate that the cosine and linear schedules reach at `epochs`
+    adam_beta1: float = 0.9  # Adam's decay of the mean of the gradients
+    adam_beta2: float = 0.999  # Adam's decay of the mean of their squares
+    adam_eps: float = 1e-8  # Adam's epsilon (Burda et al. 2016: 1e-4)
+    recipe: str = ""  # the published setup (aevb.recipes) this run's fields started from ("": none)
 
     def __post_init__(self) -> None:
         _check_types(self)
         _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("gradient", self.gradient, GRADIENTS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check(self.recipe == "" or self.recipe in RECIPES, f"recipe must be '' or one of {', '.join(RECIPES)}")
         _check_choice("estimator", self.estimator, ESTIMATORS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("binarize", self.binarize, BINARIZE)
@@ -169,6 +183,26 @@ class TrainConfig:
         _check(
             self.objective == "elbo" or (self.beta == 1 and self.kl_warmup == 0 and self.free_bits == 0),
             "beta, kl_warmup and free_bits apply to --objective elbo",
+        )
+        _check(self.lr_final >= 0, "lr_final must be >= 0")
+        _check(
+            self.lr_final == 0 or self.lr_schedule in ("cosine", "linear"),
+            "lr_final is the end of --lr-schedule cosine or linear",
+        )
+        _check(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)")
+        _check(self.adam_eps > 0, "adam_eps must be > 0")
+        _check(
+            self.optimizer == "adam" or (self.adam_beta1, self.adam_beta2, self.adam_eps) == (0.9, 0.999, 1e-8),
+            "adam_beta1, adam_beta2 and adam_eps apply to --optimizer adam",
+        )
+        _check(
+            self.gradient != "dreg" or self.objective == "iwae",
+            "--gradient dreg is for --objective iwae (at k = 1, the ELBO, it is stl: use --gradient stl)",
+        )
+        _check(
+            self.gradient != "stl" or self.objective == "iwae" or (self.estimator == "mc" and not self.regularised),
+            "--gradient stl with --objective elbo needs --estimator mc (the analytic KL has no score term) "
+            "and no beta, warm-up or free bits",
         )
 
     @property

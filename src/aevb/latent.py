@@ -8,7 +8,11 @@ An objective, the evaluation, DDP or the anomaly detector never reads q's parame
   (z from noise eps (..., B, noise_dim), differentiable: the reparameterisation trick),
   `q.rsample_with_log_prob(eps)` (z and log q(z|x) (..., B) of those same draws: a flow posterior
   computes its log-density along the draw, where scoring a given z would need the flow's inverse) and
-  `q.log_prob(z)` (log q(z|x) of any z, where the posterior can score one);
+  `q.log_prob(z)` (log q(z|x) of any z, where the posterior can score one) and, optionally,
+  `q.detached()` (the same posterior with its parameters cut from the graph: `q.detached().log_prob(z)`
+  has the numbers of `q.log_prob(z)` and a gradient only along z's own path, none to the encoder
+  through q's parameters; what the stl and dreg gradient estimators of `aevb.gradients` need; a
+  posterior without it cannot use them, and `--gradient stl|dreg` is then a one-line error);
 - `model.log_prior(z)` (log p(z)), `model.kl(q)` (KL(q || p) in closed form, or None where there is
   none) and `model.sample_prior(n, generator)` (z ~ p(z): every prior draw goes through the model's
   prior, N(0, I) or the learned mixtures of `aevb.priors`).
@@ -66,6 +70,11 @@ class DiagonalGaussian(Independent):
         """(z, log q(z|x)) for z = `rsample_from(eps)`: (..., B, Dz) and (..., B) nats."""
         z = self.rsample_from(eps)
         return z, self.log_prob(z)
+
+    def detached(self) -> DiagonalGaussian:
+        """N(mu, diag sigma^2) with mu and sigma cut from the graph: log_prob(z) has the same numbers,
+        and a gradient only along z's path (the stl and dreg estimators of `aevb.gradients`)."""
+        return DiagonalGaussian(self.base_dist.loc.detach(), self.base_dist.scale.detach())
 
     def kl_standard_normal(self) -> torch.Tensor:
         """KL(q || N(0, I)) in closed form, (B,) nats (`gaussian_kl`)."""

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from . import distributed, speed
+from . import distributed, schedules, speed
 from .config import TrainConfig
 from .errors import CheckpointError, DivergedError
 from .model import VAE
@@ -239,6 +239,7 @@ def epoch_steps(
     """Minibatch steps of config.batch_size from `position` (updated in place) to the end of epoch
     `epoch`, yielding a `Tick` after each one. x (N, ...) the training rows, y (N,) their labels or None.
 
+    Each step's learning rate is `aevb.schedules.lr_at` (config.lr_schedule) of where it starts.
     A step whose loss or gradient is NaN/inf raises DivergedError before the parameters move, or,
     with config.nonfinite "skip", is dropped and counted in position.skipped. A tick inside the epoch
     says a checkpoint is due every config.checkpoint_every steps of the run (`step0`: its steps before
@@ -249,11 +250,14 @@ def epoch_steps(
     fit.model.train()
     n = x.shape[0]
     params = list(fit.model.parameters())
+    scheduled = config.lr_schedule != "constant"  # constant: the optimiser's own learning rate, untouched
     start = time.perf_counter() - position.seconds
     for i in range(position.done, n, config.batch_size):
         xb, yb, eps = _minibatch(fit, x, y, position.perm[i : i + config.batch_size], config)
         if fit.kl_weight is not None:
             fit.kl_weight.fill_(kl_weight_at(config, epoch, i, n))
+        if scheduled:  # a function of the position alone: a resumed run steps with the same rates
+            schedules.set_lr(fit.optimizer, schedules.lr_at(config, epoch, i, n))
         loss, per_example = _loss(fit, xb, eps, yb)
         fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 from . import priors
 from .latent import DiagonalGaussian
 from .likelihoods import make_likelihood
-from .nets import ARCHS, init_normal_
+from .nets import ARCHS, init_glorot_, init_normal_
 from .priors import PRIORS
 
 if TYPE_CHECKING:  # config reads the registries below this module: it must not import config when it runs
@@ -43,6 +43,8 @@ class VAE(nn.Module):
         self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, out, out // config.data_dim)
         if config.init == "normal":
             init_normal_(self, config.init_std)
+        elif config.init == "glorot":
+            init_glorot_(self)
         self.prior_net = PRIORS[config.prior](config)  # created last: N(0, I) has no parameters
 
     @property
@@ -154,5 +156,3 @@ class VAE(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-

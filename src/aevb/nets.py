@@ -140,6 +140,17 @@ ARCHS: dict[str, Builder] = {
 }
 
 
+def init_glorot_(module: nn.Module) -> None:
+    """Every weight matrix ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), and every bias 0: the heuristic of
+    Glorot & Bengio (2010) that Burda et al. (2016) initialised with."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() >= 2:
+                nn.init.xavier_uniform_(p)
+            else:
+                p.zero_()
+
+
 def init_normal_(module: nn.Module, std: float, generator: torch.Generator | None = None) -> None:
     """Every weight and bias ~ N(0, std^2), the paper's initialisation (Section 5, std 0.01)."""
     with torch.no_grad():

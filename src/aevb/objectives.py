@@ -6,7 +6,8 @@ its own draws), `model.log_prior(z)` and
 `model.kl(q)`, so another posterior or prior changes nothing here.
 
 Training minimises the negative mean of what these return; evaluation averages them. Nothing here
-reduces over the batch.
+reduces over the batch. `gradient` ("standard", "stl", "dreg"; aevb.gradients) picks the encoder's
+gradient estimator of the IWAE bound and the Monte Carlo ELBO: the value returned is the same bound.
 
 Under bf16 autocast (aevb.speed) the networks run in bf16 while every density, KL and noise draw
 here is computed in fp32: `VAE.encode` and the likelihood heads cast the network outputs up.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from .gradients import GRADIENTS, doubly_reparameterise, draw
 from .latent import DiagonalGaussian, gaussian_kl
 from .model import VAE
 
@@ -60,15 +62,21 @@ def decoder_log_prob(model: VAE, z: torch.Tensor, x: torch.Tensor, y: torch.Tens
 
 
 def _draws(
-    model: VAE, q: DiagonalGaussian, eps: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, log_q: bool
+    model: VAE,
+    q: DiagonalGaussian,
+    eps: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    log_q: bool,
+    gradient: str = "standard",
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """z from the noise eps, (L, B, Dz); log q(z|x) of those draws (L, B) when `log_q` (else None);
     and E_q[log p(x|z)] averaged over the L draws, (B,) nats. One draw (L = 1, the default) is made
     and scored as a (B, Dz) batch: the same numbers as the mean over one row, with fewer ops (and none
-    of the broadcasts' reductions in the backward pass)."""
+    of the broadcasts' reductions in the backward pass). `gradient`: how log q's gradient is taken (`draw`)."""
     one = eps.shape[0] == 1
     e = eps[0] if one else eps
-    z, lq = q.rsample_with_log_prob(e) if log_q else (q.rsample_from(e), None)
+    z, lq = draw(q, e, gradient) if log_q else (q.rsample_from(e), None)
     if one:
         return z.unsqueeze(0), None if lq is None else lq.unsqueeze(0), decoder_log_prob(model, z, x, y)
     return z, lq, decoder_log_prob(model, z, x, y).mean(0)
@@ -82,6 +90,7 @@ def elbo(
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
     y: torch.Tensor | None = None,
+    gradient: str = "standard",
 ) -> ELBOTerms:
     """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
 
@@ -90,14 +99,17 @@ def elbo(
     estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
     `eps` (L, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     `y` (B,): the labels of a conditional model (then every density is conditioned on them).
+    `gradient` "stl" (estimator "mc" only): log q without its score-function term (aevb.gradients).
     """
     if estimator not in ("analytic", "mc"):
         raise ValueError(f"unknown estimator {estimator!r}")
+    if gradient not in ("standard", "stl") or (gradient == "stl" and estimator != "mc"):
+        raise ValueError(f"the ELBO's gradient is standard, or stl with estimator mc; got {gradient!r}")
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y)
     eps = _noise(model, q, samples, generator) if eps is None else eps
     kl = model.kl(q) if estimator == "analytic" else None
-    z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None)  # (L, B, Dz), (L, B) or None, (B,)
+    z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None, gradient)  # (L, B, Dz), (L, B) or None, (B,)
     if kl is None:  # estimator A, or a prior without a closed-form KL
         kl = (log_q - model.log_prior(z)).mean(0)
     return ELBOTerms(log_px_z, kl, log_px_z - kl)
@@ -119,13 +131,27 @@ def log_weights(
     to reuse them; then k = eps.shape[0]. A conditional model's log-weights are those of
     log p(x | y) with q(z|x, y): `y` (B,) the labels.
     """
+    return _weighted_draws(model, x, k, generator, q, eps, y)[0]
+
+
+def _weighted_draws(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None,
+    q: DiagonalGaussian | None,
+    eps: torch.Tensor | None,
+    y: torch.Tensor | None,
+    gradient: str = "standard",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`log_weights` (k, B) and the draws z (k, B, Dz) they score; log q's gradient as `gradient` says."""
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y) if q is None else q
     eps = _noise(model, q, k, generator) if eps is None else eps
-    z, log_q = q.rsample_with_log_prob(eps)  # (k, B, Dz), (k, B)
+    z, log_q = draw(q, eps, gradient)  # (k, B, Dz), (k, B)
     per = max(1, LOG_WEIGHT_ROWS // max(1, z.shape[1]))  # samples per piece: the same numbers as in one go
     log_px_z = torch.cat([decoder_log_prob(model, zi, x, y) for zi in z.split(per)])  # (k, B)
-    return log_px_z + model.log_prior(z) - log_q
+    return log_px_z + model.log_prior(z) - log_q, z
 
 
 def iwae(
@@ -135,13 +161,21 @@ def iwae(
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
     y: torch.Tensor | None = None,
+    gradient: str = "standard",
 ) -> torch.Tensor:
     """The importance-weighted bound L_k = log (1/k) sum_i w_i (Burda et al., 2016), (B,) in nats.
 
     L_1 is the ELBO (estimator A with L = 1); L_k increases with k towards log p(x).
     `eps` (k, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
+    `gradient`: the encoder's gradient estimator, "standard", "stl" or "dreg" (aevb.gradients); the
+    value is L_k in every case.
     """
-    return torch.logsumexp(log_weights(model, x, k, generator, eps=eps, y=y), dim=0) - math.log(k)
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
+    log_w, z = _weighted_draws(model, x, k, generator, None, eps, y, gradient)  # (k, B), (k, B, Dz)
+    if gradient == "dreg":
+        doubly_reparameterise(z, log_w)
+    return torch.logsumexp(log_w, dim=0) - math.log(k)
 
 
 def kl_per_dim(q: DiagonalGaussian, z: torch.Tensor, estimator: str = "analytic") -> torch.Tensor:
@@ -189,9 +223,9 @@ def regularised_elbo(
 # The training objectives `--objective` names (`TrainConfig.objective` is checked against this dict):
 # objective(model, x, config, eps, y) -> (B,) nats, with eps (S, B, Dz) standard normal noise drawn by the
 # trainer for the whole minibatch (so that data-parallel ranks can each keep their shard's part) and y
-# the minibatch's labels for a conditional model (else None)
+# the minibatch's labels for a conditional model (else None); config.gradient picks the encoder's gradient
 Objective = Callable[[VAE, torch.Tensor, "TrainConfig", torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 OBJECTIVES: dict[str, Objective] = {
-    "elbo": lambda m, x, c, eps, y=None: elbo(m, x, c.samples, c.estimator, eps=eps, y=y).elbo,
-    "iwae": lambda m, x, c, eps, y=None: iwae(m, x, c.k, eps=eps, y=y),
+    "elbo": lambda m, x, c, eps, y=None: elbo(m, x, c.samples, c.estimator, eps=eps, y=y, gradient=c.gradient).elbo,
+    "iwae": lambda m, x, c, eps, y=None: iwae(m, x, c.k, eps=eps, y=y, gradient=c.gradient),
 }

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import distributed, rundir, speed
+from . import distributed, gradients, rundir, speed
 from .config import ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import AevbError, DivergedError
@@ -118,6 +118,13 @@ def _setup(
     model_config, train_config = model_config or ModelConfig(), train_config or TrainConfig()
     model_config, train_config, data = _load(model_config, train_config, dataset, data_dir, ctx)
     model, optimizer, generator = _build(model_config, train_config, data)
+    if train_config.gradient != "standard":  # stl and dreg need q.detached(): say so before the first step
+        with torch.no_grad():
+            y = None if data.y_train is None else data.y_train[:1]
+            try:
+                gradients.require_detached(model.encode(data.x_train[:1], y))
+            except ValueError as e:
+                raise AevbError(str(e)) from None
     state, position = dict(rundir.START_STATE), None
     if run is not None:
         if resume:
@@ -170,10 +177,12 @@ def _build(
     if model_config.standardize:  # the training split's mean and std (a resumed run reads them back)
         model.set_standardization(data.x_train)
     optimizer_class = OPTIMIZERS[train_config.optimizer]
+    adam = {"betas": (train_config.adam_beta1, train_config.adam_beta2), "eps": train_config.adam_eps}
     optimizer = optimizer_class(
         model.parameters(),
         lr=train_config.lr,
         weight_decay=train_config.weight_decay,
+        **(adam if train_config.optimizer == "adam" else {}),
         **speed.optimizer_options(optimizer_class, data.device),  # fused update where supported
     )
     return model, optimizer, torch.Generator(device=data.device).manual_seed(train_config.seed)
@@ -255,4 +264,5 @@ def _end_epoch(training: Training, epoch: int, pos: Position) -> dict[str, Any]:
         "valid_log_px_z": valid.log_px_z.mean().item(),
         "valid_kl": valid.kl.mean().item(),
         "epoch_skipped_steps": pos.skipped,
+        "lr": training.fitting.optimizer.param_groups[0]["lr"],  # of the epoch's last step
     }

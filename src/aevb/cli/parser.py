@@ -8,11 +8,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import config as C
+from ..gradients import GRADIENTS
 from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
 from ..nets import ARCHS
 from ..objectives import OBJECTIVES
 from ..optimizers import OPTIMIZERS
 from ..priors import PRIORS
+from ..recipes import RECIPES
+from ..schedules import LR_SCHEDULES
 
 # Help for every config field; `aevb train` gets one flag per field, named after it.
 FIELD_HELP = {
@@ -27,7 +30,8 @@ FIELD_HELP = {
     "outlier_weight": "weight w of the Cauchy(0, 1) background of --likelihood gaussian-robust, in (0, 1)",
     "logvar_min": "lower clamp of the gaussian-learned log-variance",
     "logvar_max": "upper clamp of the gaussian-learned log-variance",
-    "init": "weight init: torch's default, or normal = N(0, init-std^2) for all weights as in the paper",
+    "init": "weight init: torch's default, normal = N(0, init-std^2) for all weights as in the paper, or glorot = "
+    "U(+-sqrt(6 / (fan-in + fan-out))) weights and zero biases (Glorot & Bengio 2010; Burda et al. 2016)",
     "init_std": "standard deviation of --init normal",
     "arch": "encoder/decoder networks: mlp (--hidden), conv (stride-2 convolutions with --channels, then --hidden; "
     "images), resmlp (residual MLP: one block per --hidden entry, all equal; tables)",
@@ -68,6 +72,16 @@ FIELD_HELP = {
     "beta": "weight of the KL term in the training objective (beta-VAE); 1 = the ELBO",
     "kl_warmup": "EPOCHS over which the KL weight ramps linearly from 0 to --beta (KL annealing); 0 = off",
     "free_bits": "NATS per latent dimension (per example) below which the KL is not penalised; 0 = off",
+    "gradient": "the encoder's gradient estimator of the same bound: standard; dreg = doubly reparameterised "
+    "(Tucker et al. 2019; --objective iwae); stl = sticking the landing (Roeder et al. 2017; biased for k > 1)",
+    "lr_schedule": "learning rate per step: constant; burda = 3^i epochs at --lr * 10^(-i/7), i = 0..7 (Burda et "
+    "al. 2016, 3,280 epochs); cosine or linear = decay from --lr to --lr-final over --epochs",
+    "lr_final": "learning rate that --lr-schedule cosine or linear reaches at the last epoch",
+    "adam_beta1": "Adam's beta1 (decay of the gradients' mean)",
+    "adam_beta2": "Adam's beta2 (decay of their squares' mean)",
+    "adam_eps": "Adam's epsilon (Burda et al. 2016: 1e-4)",
+    "recipe": f"start from a published setup, {', '.join(RECIPES)}; a --config file and flags override its "
+    "fields; `list` prints them (stored as the run's recipe)",
 }
 # Choices of the string fields; those that name a part are the keys of its dict (as config checks them).
 CHOICES = {
@@ -85,6 +99,8 @@ CHOICES = {
     "arch": tuple(ARCHS),
     "prior": tuple(PRIORS),
     "condition_on": C.CONDITIONS,
+    "gradient": GRADIENTS,
+    "lr_schedule": tuple(LR_SCHEDULES),
 }
 MODEL_FIELDS = [
     f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"
@@ -119,6 +135,7 @@ class Parser(argparse.ArgumentParser):
 def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
     flag = "--" + f.name.replace("_", "-")
     shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    shown = "none" if shown == "" else shown
     kw: dict[str, Any] = {"default": None, "help": f"{FIELD_HELP[f.name]} (default: {shown})"}
     if isinstance(f.default, bool):  # --standardize / --no-standardize
         kw["action"] = argparse.BooleanOptionalAction

@@ -18,6 +18,7 @@ from .. import distributed, plots
 from ..checkpoint import read_config
 from ..errors import AevbError
 from ..files import inside
+from ..recipes import RECIPES, recipe_fields
 from ..rundir import read_metrics
 from ..train import Step, train
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
@@ -25,6 +26,9 @@ from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a new run, or resume one; then write its samples.png and curves.png."""
+    if args.recipe == "list":
+        print(recipe_list())
+        return
     model_kw, train_kw = given(args, MODEL_FIELDS), given(args, TRAIN_FIELDS)
     if args.resume:
         extra = sorted(set(model_kw) | (set(train_kw) - set(C.RESUMABLE_FIELDS)))
@@ -42,6 +46,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.config:
             file_model, file_train, name = read_config_file(args.config)
             model_kw, train_kw = {**file_model, **model_kw}, {**file_train, **train_kw}
+        if train_kw.get("recipe"):  # the recipe's fields first: the config file and the flags override them
+            if train_kw["recipe"] not in RECIPES:
+                raise AevbError(f"unknown recipe {train_kw['recipe']!r}; the recipes are {', '.join(RECIPES)}")
+            recipe_model, recipe_train = recipe_fields(train_kw["recipe"])
+            model_kw, train_kw = {**recipe_model, **model_kw}, {**recipe_train, **train_kw}
         try:
             model_cfg, train_cfg = C.ModelConfig(**model_kw), C.TrainConfig(**train_kw)
         except ValueError as e:
@@ -74,6 +83,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     if records:
         plots.save(plots.curves(records), run_dir / "curves.png")
     print(f"run saved in {run_dir}")
+
+
+def recipe_list() -> str:
+    """What `aevb train --recipe list` prints: each recipe's name, description, source and fields."""
+    lines = []
+    for name, r in RECIPES.items():
+        fields = {**r["model"], **r["train"]}
+        shown = " ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in fields.items())
+        published = "" if r["published_nll"] is None else f" (published: {r['published_nll']} nats)"
+        lines += [f"{name}: {r['description']}{published}", f"    {shown}", f"    source: {r['source']}"]
+    return "\n".join(lines)
+
+
+def _shown(v: Any) -> str:
+    return " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context):

@@ -1,0 +1,108 @@
+"""Recipes (aevb.recipes): `aevb train --recipe NAME` applies a published setup's fields, a config file
+and flags override them, the run stores them and the recipe's name, and `--recipe list` shows them."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import aevb
+from aevb.cli import main
+from aevb.config import ModelConfig, TrainConfig
+from aevb.recipes import RECIPES, recipe_fields
+from aevb.schedules import lr_at
+
+TINY = ["--dataset", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--batch-size", "100"]
+
+
+def test_every_recipe_is_a_valid_config_that_names_itself():
+    for name in RECIPES:
+        model_kw, train_kw = recipe_fields(name)
+        model, train = ModelConfig(**model_kw), TrainConfig(**train_kw)
+        assert train.recipe == name
+        assert {k: getattr(model, k) for k in model_kw} == model_kw
+        assert {k: getattr(train, k) for k in train_kw} == train_kw
+        assert RECIPES[name]["description"] and "Burda" in RECIPES[name]["source"]
+
+
+def test_burda_one_layer_setups_are_the_papers():
+    # Burda et al. (2016), Section 5: 784-200-200-50 tanh, batch 20, Adam(0.9, 0.999, 1e-4), 3,280 epochs
+    # of 3^i at 1e-3 * 10^(-i/7), Glorot's initialisation, dynamically binarised MNIST; k = 1 (VAE), 5, 50 (IWAE)
+    ks = {}
+    for name in ("burda-vae-1l", "burda-iwae-1l-k5", "burda-iwae-1l-k50"):
+        model_kw, train_kw = recipe_fields(name)
+        model, train = ModelConfig(**model_kw), TrainConfig(**train_kw)
+        assert (model.hidden, model.latent_dim, model.activation, model.likelihood) == (
+            (200, 200),
+            50,
+            "tanh",
+            "bernoulli",
+        )
+        assert (train.dataset, train.binarize, train.batch_size, train.epochs) == ("mnist", "dynamic", 20, 3280)
+        assert (train.optimizer, train.adam_beta1, train.adam_beta2, train.adam_eps) == ("adam", 0.9, 0.999, 1e-4)
+        assert train.epochs == sum(3**i for i in range(8))
+        assert model.init == "glorot"
+        assert lr_at(train, 3280, 0, 1) == pytest.approx(1e-4) and lr_at(train, 1, 0, 1) == 1e-3
+        ks[name] = 1 if train.objective == "elbo" and train.estimator == "mc" and train.samples == 1 else train.k
+        assert train.objective == ("elbo" if name == "burda-vae-1l" else "iwae")
+    assert ks == {"burda-vae-1l": 1, "burda-iwae-1l-k5": 5, "burda-iwae-1l-k50": 50}
+
+
+def test_recipe_list_prints_every_recipe(capsys):
+    assert main(["train", "--recipe", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, r in RECIPES.items():
+        line = next(x for x in out.splitlines() if x.startswith(f"{name}: "))
+        assert r["description"] in line
+    assert "--adam-eps 0.0001" in out and "--lr-schedule burda" in out
+
+
+def test_an_unknown_recipe_is_a_one_line_error_naming_the_recipes(capsys, tmp_path):
+    assert main(["train", "--recipe", "burda-vae-9l", "--out", str(tmp_path / "r"), *TINY]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aevb: error: unknown recipe 'burda-vae-9l'")
+    assert all(name in err[0] for name in RECIPES)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_overrides_the_recipe_and_flags_override_both(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"train": {"k": 7, "batch_size": 60}, "model": {"latent_dim": 3}}))
+    argv = ["train", "--recipe", "burda-iwae-1l-k50", "--config", str(cfg), *TINY, "--latent-dim", "4"]
+    assert main([*argv, "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["train"]["k"] == 7  # the file over the recipe's 50
+    assert stored["train"]["batch_size"] == 100  # the flag over the file's 60 and the recipe's 20
+    assert stored["model"]["latent_dim"] == 4
+    assert stored["train"]["recipe"] == "burda-iwae-1l-k50" and stored["train"]["lr_schedule"] == "burda"
+
+
+def test_train_with_a_recipe_end_to_end(tmp_path, shared_data):
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "AEVB_DATA_DIR": str(shared_data), "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
+    argv = ["train", "--recipe", "burda-iwae-1l-k5", *TINY, "--gradient", "dreg", "--out", "r", "--no-progress"]
+    r = subprocess.run([sys.executable, "-m", "aevb", *argv], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    model_kw, train_kw = recipe_fields("burda-iwae-1l-k5")
+    flags = {"dataset": "digits", "epochs": 1, "batch_size": 100, "gradient": "dreg"}
+    expected_train = dataclasses.asdict(TrainConfig(**{**train_kw, **flags}))
+    assert stored["train"] == expected_train  # the recipe's fields, the flags over them, the rest defaults
+    expected_model = {**dataclasses.asdict(ModelConfig(**model_kw)), "hidden": [8], "latent_dim": 2}
+    assert {k: v for k, v in stored["model"].items() if k != "data_shape"} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in expected_model.items() if k != "data_shape"
+    }
+    assert aevb.load(tmp_path / "r").config.activation == "tanh"
+    # a resumed run keeps its recipe: giving it again is a change, refused in one line
+    r = subprocess.run(
+        [sys.executable, "-m", "aevb", "train", "--resume", "r", "--recipe", "burda-vae-1l"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot change recipe" in r.stderr

@@ -36,7 +36,7 @@ class RunDir:
         self.saved_at: str | None = None  # where the last good checkpoint stands, for messages
 
     def resumed_configs(self, train_config: TrainConfig | None) -> tuple[ModelConfig, TrainConfig]:
-        """The stored configs, with `train_config`'s RESUMABLE_FIELDS (epochs, time limit, checkpoint cadence) when given."""
+        """The stored configs, with `train_config`'s RESUMABLE_FIELDS (epochs, time limit, checkpointing) if given."""
         if self.writer:
             remove_stale_temps(self.path, [ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS])
         model_config, stored = ckpt.read_config(self.path)

@@ -136,6 +136,25 @@ def save_checkpoint(
     atomic_write(run_dir / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
+def read_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The trainer's counters of the run's last checkpoint (as `load_checkpoint` returns them, without
+    loading any tensor), None when it has none yet; a checkpoint inside an epoch adds "position" (its
+    counters) and "rows" (the training rows of an epoch)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["trainer"])
+            if isinstance(state, dict) and state.get("position") is not None:
+                state["rows"] = f.get_slice("epoch.perm").get_shape()[0]
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is corrupt or has no trainer state ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no valid trainer state")
+    return state
+
+
 def load_checkpoint(
     run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> dict[str, Any]:

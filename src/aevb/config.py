@@ -12,6 +12,7 @@ part are checked against that part's dict, the one list of its names: `arch` aga
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,8 @@ NONFINITE = ("stop", "skip")  # what a step with a NaN/inf loss or gradient does
 COMPILE = ("off", "on")  # torch.compile of the training objective
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the networks; densities, KL and noise stay fp32
 CONDITIONS = ("none", "labels")  # labels: a conditional VAE, p(x|z, y) and q(z|x, y) (Sohn et al. 2015)
-# Fields that only say how often the run is saved: `--resume` may change them (and `epochs`).
-RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes")
+# Fields that say how long the run trains and how often it is saved: `--resume` may change them.
+RESUMABLE_FIELDS = ("epochs", "checkpoint_every", "checkpoint_minutes", "time_limit")
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class TrainConfig:
     nonfinite: str = "stop"  # "skip": drop steps with a NaN/inf loss or gradient, counted in the metrics
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only by time and at epoch ends)
     checkpoint_minutes: float = 5.0  # also checkpoint when this much time passed since the last one (0: off)
+    time_limit: float = 0.0  # minutes of training (all resumes together) after which the run stops, saved (0: off)
     compile: str = "off"  # "on": torch.compile the objective (forward and backward); see aevb.speed
     precision: str = "fp32"  # "bf16": the networks run under bfloat16 autocast; densities stay fp32
     beta: float = 1.0  # weight of the KL term in the training objective (beta-VAE); 1 = the ELBO
@@ -174,6 +176,7 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
         _check(self.checkpoint_minutes >= 0, "checkpoint_minutes must be >= 0")
+        _check(0 <= self.time_limit < math.inf, "time_limit must be a number of minutes >= 0 (0: no limit)")
         for name in ("samples", "k", "batch_size", "eval_k"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1")
         _check(self.epochs >= 0, "epochs must be >= 0")

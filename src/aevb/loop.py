@@ -109,6 +109,7 @@ class Tick(NamedTuple):
     done: int  # examples of the epoch processed so far (taken or skipped)
     batch_sum: torch.Tensor | None  # sum over the global batch of the per-example objective (nats); None: skipped
     checkpoint: bool  # a checkpoint inside the epoch is due now (the epoch's end has its own)
+    stop: bool = False  # the run's time is up: save (inside the epoch `checkpoint` says so too) and stop
 
 
 @dataclasses.dataclass
@@ -160,6 +161,12 @@ def clock_deadline(config: TrainConfig) -> float | None:
     return time.monotonic() + 60 * minutes if minutes else None
 
 
+def stop_seconds(config: TrainConfig, seconds: float) -> float | None:
+    """The training seconds left to a run that has trained `seconds` before its time limit
+    (config.time_limit minutes, over all its resumes; <= 0: the limit is reached); None without a limit."""
+    return 60 * config.time_limit - seconds if config.time_limit else None
+
+
 def _nonfinite(loss: torch.Tensor, params: list[torch.Tensor]) -> str | None:
     """ "loss" or "gradient" when that is NaN/inf, else None (one host sync per step).
     `params`: the model's parameters, listed once per epoch (module.parameters() walks the modules).
@@ -202,18 +209,17 @@ def _loss(
 
 
 def _agree(
-    batch_sum: torch.Tensor, bad: str | None, due: bool, ctx: distributed.Context
-) -> tuple[torch.Tensor, str | None, bool]:
-    """The global batch sum, and whether any rank saw a non-finite step or a due checkpoint clock:
-    one small all-reduce, so that every rank takes the same decisions."""
+    batch_sum: torch.Tensor, bad: str | None, due: bool, over: bool, ctx: distributed.Context
+) -> tuple[torch.Tensor, str | None, bool, bool]:
+    """The global batch sum, and whether any rank saw a non-finite step, a due checkpoint clock or its
+    time limit passed: one small all-reduce, so that every rank takes the same decisions."""
     if not ctx.distributed:
-        return batch_sum, bad, due
-    stats = distributed.all_sum(
-        torch.stack([batch_sum.double(), torch.tensor(float(bad is not None)), torch.tensor(float(due))])
-    )
+        return batch_sum, bad, due, over
+    flags = [float(bad is not None), float(due), float(over)]
+    stats = distributed.all_sum(torch.stack([batch_sum.double(), *map(torch.tensor, flags)]))
     if bad is None and stats[1] > 0:
         bad = "loss or gradient (on another rank)"
-    return stats[0].to(batch_sum.dtype), bad, bool(stats[2] > 0)
+    return stats[0].to(batch_sum.dtype), bad, bool(stats[2] > 0), bool(stats[3] > 0)
 
 
 def _check_skip(fit: Fitting, config: TrainConfig, bad: str, step: int, epoch: int) -> None:
@@ -235,6 +241,7 @@ def epoch_steps(
     y: torch.Tensor | None = None,
     step0: int = 0,
     deadline: float | None = None,
+    stop_after: float | None = None,
 ) -> Iterator[Tick]:
     """Minibatch steps of config.batch_size from `position` (updated in place) to the end of epoch
     `epoch`, yielding a `Tick` after each one. x (N, ...) the training rows, y (N,) their labels or None.
@@ -244,8 +251,11 @@ def epoch_steps(
     with config.nonfinite "skip", is dropped and counted in position.skipped. A tick inside the epoch
     says a checkpoint is due every config.checkpoint_every steps of the run (`step0`: its steps before
     this epoch) and once time.monotonic() passes `deadline`, after which the clock restarts
-    (`clock_deadline`): the consumer saves before it asks for the next step. Under torch.distributed,
-    each rank computes its shard of every minibatch and all agree on every decision.
+    (`clock_deadline`): the consumer saves before it asks for the next step. Once the epoch's training
+    time (position.seconds, read once per step with time.perf_counter) reaches `stop_after` seconds,
+    the tick says `stop` (the run's time limit, `stop_seconds`): the consumer saves and asks for no
+    more. Under torch.distributed, each rank computes its shard of every minibatch and all agree on
+    every decision.
     """
     fit.model.train()
     n = x.shape[0]
@@ -261,8 +271,10 @@ def epoch_steps(
         loss, per_example = _loss(fit, xb, eps, yb)
         fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        position.seconds = time.perf_counter() - start  # read once a step: the time limit and the metrics agree
         due = deadline is not None and time.monotonic() >= deadline
-        batch_sum, bad, due = _agree(per_example.detach().sum(), _nonfinite(loss, params), due, fit.ctx)
+        over = stop_after is not None and position.seconds >= stop_after
+        batch_sum, bad, due, over = _agree(per_example.detach().sum(), _nonfinite(loss, params), due, over, fit.ctx)
         step = position.steps + 1
         if bad is not None:
             _check_skip(fit, config, bad, step, epoch)
@@ -272,10 +284,11 @@ def epoch_steps(
             position.total += batch_sum
             position.counted += xb.shape[0]
         position.done, position.steps = min(i + config.batch_size, n), step
-        position.seconds = time.perf_counter() - start
         every = config.checkpoint_every
-        checkpoint = position.done < n and (due or bool(every and (step0 + step) % every == 0))
-        yield Tick(position.done, None if bad is not None else batch_sum, checkpoint)
+        checkpoint = position.done < n and (due or over or bool(every and (step0 + step) % every == 0))
+        yield Tick(position.done, None if bad is not None else batch_sum, checkpoint, over)
+        if over:
+            return
         if checkpoint and deadline is not None:
             deadline = clock_deadline(config)  # the consumer has just saved
 

@@ -36,7 +36,7 @@ class RunDir:
         self.saved_at: str | None = None  # where the last good checkpoint stands, for messages
 
     def resumed_configs(self, train_config: TrainConfig | None) -> tuple[ModelConfig, TrainConfig]:
-        """The stored configs, with `train_config`'s RESUMABLE_FIELDS (epochs, checkpoint cadence) when given."""
+        """The stored configs, with `train_config`'s RESUMABLE_FIELDS (epochs, time limit, checkpointing) if given."""
         if self.writer:
             remove_stale_temps(self.path, [ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS])
         model_config, stored = ckpt.read_config(self.path)
@@ -65,7 +65,7 @@ class RunDir:
         self.records = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= state["epoch"]]
         if self.writer:
             write_metrics(self.path, self.records)  # epochs logged after the checkpoint are trained again
-        self.saved_at = _where(state, position)
+        self.saved_at = _where(state, None if position is None else position.steps)
         return state, position
 
     def start(self, model_config: ModelConfig, train_config: TrainConfig, model: VAE) -> None:
@@ -82,7 +82,14 @@ class RunDir:
             saved = {**state, "position": position.counters()}
             tensors = {"perm": position.perm, "total": position.total}
             ckpt.save_checkpoint(self.path, fit.model, fit.optimizer, fit.generator, saved, tensors)
-        self.saved_at = _where(state, position)
+        self.saved_at = _where(state, None if position is None else position.steps)
+
+    def pause(self, fit: Fitting, state: dict[str, Any], position: Position) -> None:
+        """Checkpoint inside an epoch where the run stops (its time limit), and write the weights `load`
+        reads there too: the run's model is the one it stopped with, until it resumes."""
+        self.save(fit, state, position)
+        if self.writer:
+            ckpt.save_model(self.path, fit.model)
 
     def end_epoch(self, fit: Fitting, state: dict[str, Any], record: dict[str, Any]) -> None:
         """Log the epoch's metrics `record`, checkpoint, and write the weights `load` reads."""
@@ -94,10 +101,31 @@ class RunDir:
             ckpt.save_model(self.path, fit.model)
 
 
-def _where(state: dict[str, Any], pos: Position | None) -> str:
-    if pos is None:
+def progress(run_dir: str | Path) -> dict[str, Any]:
+    """How far a run's training got, from its last checkpoint: `epoch` (epochs finished), `epochs` (with
+    the fraction of an unfinished one), `step` (optimiser steps, skipped ones included), `seconds` and
+    `minutes` (training time over all its resumes: the steps only), `inside_epoch` (whether it stopped
+    inside one) and `where` (in words). A run without a checkpoint has done nothing yet."""
+    state = {**START_STATE, **(ckpt.read_state(run_dir) or {})}
+    pos = state.get("position") or {}
+    done, rows = pos.get("done", 0), state.get("rows", 0)
+    seconds = state["seconds"] + pos.get("seconds", 0.0)
+    return {
+        "epoch": state["epoch"],
+        "epochs": state["epoch"] + (done / rows if rows else 0.0),
+        "step": state["step"] + pos.get("steps", 0),
+        "seconds": seconds,
+        "minutes": seconds / 60,
+        "inside_epoch": bool(pos),
+        "where": _where(state, pos["steps"] if pos else None),
+    }
+
+
+def _where(state: dict[str, Any], steps_inside: int | None) -> str:
+    """Where a checkpoint stands, in words: at an epoch's end, or `steps_inside` steps into the next epoch."""
+    if steps_inside is None:
         return f"step {state['step']}, end of epoch {state['epoch']}"
-    return f"step {state['step'] + pos.steps}, inside epoch {state['epoch'] + 1}"
+    return f"step {state['step'] + steps_inside}, inside epoch {state['epoch'] + 1}"
 
 
 @contextlib.contextmanager

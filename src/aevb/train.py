@@ -30,6 +30,7 @@ from .loop import (  # noqa: F401  (kl_weight_at stays importable from aevb.trai
     clock_deadline,
     epoch_steps,
     kl_weight_at,
+    stop_seconds,
 )
 from .model import VAE
 from .optimizers import OPTIMIZERS
@@ -59,8 +60,10 @@ def train(
     """Fit a VAE and return it. With `run_dir`, keep config, metrics and checkpoints there.
 
     resume=True continues the run in `run_dir` from its last checkpoint with its stored config;
-    only `epochs` and the checkpoint cadence are taken from `train_config`, when given.
-    A run directory is locked while training writes it: a second trainer gets an AevbError.
+    only its RESUMABLE_FIELDS (epochs, time limit, checkpoint cadence) are taken from `train_config`, when given.
+    With a time limit (train_config.time_limit minutes of training, over all resumes) the run may stop
+    before its last epoch, inside one: it is then saved there (`rundir.progress` says where) and resumes
+    from there. A run directory is locked while training writes it: a second trainer gets an AevbError.
     """
     ctx = distributed.current()
     agreed = False
@@ -189,11 +192,18 @@ def _build(
 
 
 def _epochs(training: Training, run: rundir.RunDir | None, on_step: StepHook | None, on_epoch: EpochHook | None) -> VAE:
-    """The remaining epochs; after each, its metrics record, a checkpoint and the weights. Returns the model."""
+    """The remaining epochs; after each, its metrics record, a checkpoint and the weights. Returns the
+    model, when its epochs are done or its time limit is reached (where the run was saved)."""
     config = training.config
     deadline = None if run is None else clock_deadline(config)
+    trained = training.state["seconds"] + (training.position.seconds if training.position else 0.0)
+    left = stop_seconds(config, trained)
+    if left is not None and left <= 0:  # resumed at or past its limit (the checkpoint says so: every rank agrees)
+        return training.fitting.model.eval()
     for epoch in range(training.state["epoch"] + 1, config.epochs + 1):
-        position = _steps(training, run, epoch, on_step, deadline)
+        position, stop = _steps(training, run, epoch, on_step, deadline)
+        if stop and position.done < position.perm.shape[0]:  # saved inside the epoch
+            return training.fitting.model.eval()
         if position.counted == 0:
             step = training.state["step"]
             raise DivergedError(f"every step of epoch {epoch} was non-finite and skipped", step, "loss")
@@ -203,28 +213,43 @@ def _epochs(training: Training, run: rundir.RunDir | None, on_step: StepHook | N
             deadline = clock_deadline(config)
         if on_epoch is not None:
             on_epoch(record)
+        if stop:
+            break
     return training.fitting.model.eval()
 
 
 def _steps(
     training: Training, run: rundir.RunDir | None, epoch: int, on_step: StepHook | None, deadline: float | None
-) -> Position:
-    """The steps of epoch `epoch` from where the run stands, saving when the loop says a checkpoint is due."""
+) -> tuple[Position, bool]:
+    """The steps of epoch `epoch` from where the run stands, saving when the loop says a checkpoint is due;
+    returns where the epoch stands and whether the time limit stopped it (inside the epoch: saved with
+    the weights `load` reads; at its last step: the epoch's end saves)."""
     fitting, config = training.fitting, training.config
     x, y, n = training.data.x_train, training.data.y_train, training.data.x_train.shape[0]
     position = training.position or Position.start(n, fitting.generator, x.device)
     training.position = None  # the next epoch starts afresh
+    stop_after = stop_seconds(config, training.state["seconds"])
+    stop = False
     try:
         for tick in epoch_steps(
-            fitting, x, config, position, epoch=epoch, y=y, step0=training.state["step"], deadline=deadline
+            fitting,
+            x,
+            config,
+            position,
+            epoch=epoch,
+            y=y,
+            step0=training.state["step"],
+            deadline=deadline,
+            stop_after=stop_after,
         ):
             if on_step is not None and tick.batch_sum is not None:
                 on_step(Step(epoch, config.epochs, tick.done, n, tick.batch_sum))
+            stop = tick.stop
             if tick.checkpoint and run is not None:
-                run.save(fitting, training.state, position)
+                (run.pause if stop else run.save)(fitting, training.state, position)
     except DivergedError as e:
         raise _diverged(e, epoch, training, run) from None
-    return position
+    return position, stop
 
 
 def _diverged(e: DivergedError, epoch: int, training: Training, run: rundir.RunDir | None) -> DivergedError:

@@ -66,6 +66,9 @@ FIELD_HELP = {
     "nonfinite": "a step whose loss or gradient is NaN/inf: stop (keep the last checkpoint) or skip it (counted)",
     "checkpoint_every": "also checkpoint every this many steps; 0 = only by time and at the end of each epoch",
     "checkpoint_minutes": "also checkpoint when this many minutes passed since the last checkpoint; 0 = off",
+    "time_limit": "MINUTES of training after which the run stops with a checkpoint (exit 0), counted over all "
+    "its resumes (optimiser steps only: validation, evaluation and start-up do not count); "
+    "`--resume RUN --time-limit LONGER` continues it; 0 = no limit",
     "compile": "on = torch.compile the objective (forward and backward) into fused kernels; off = eager",
     "precision": "bf16 = the networks' matrix products in bfloat16 (autocast), densities and KL in fp32; "
     "see docs/benchmarks/speed.md for speed and quality",
@@ -202,7 +205,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     t.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue RUN from its last checkpoint (only --epochs and --checkpoint-* may change)",
+        help="continue RUN from its last checkpoint (only --epochs, --time-limit and --checkpoint-* may change)",
     )
     t.add_argument("--data-dir", help="folder of the built-in datasets (default: $AEVB_DATA_DIR or ~/.cache/aevb)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

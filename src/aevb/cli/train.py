@@ -19,7 +19,7 @@ from ..checkpoint import read_config
 from ..errors import AevbError
 from ..files import inside
 from ..recipes import RECIPES, recipe_fields
-from ..rundir import read_metrics
+from ..rundir import progress, read_metrics
 from ..train import Step, train
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 
@@ -40,7 +40,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         run_dir = Path(args.resume)
         model_cfg, train_cfg = read_config(run_dir)
-        train_cfg = dataclasses.replace(train_cfg or C.TrainConfig(), **train_kw)
+        try:
+            train_cfg = dataclasses.replace(train_cfg or C.TrainConfig(), **train_kw)
+        except ValueError as e:
+            raise AevbError(str(e)) from None
     else:
         name = None
         if args.config:
@@ -82,6 +85,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     records = read_metrics(run_dir)
     if records:
         plots.save(plots.curves(records), run_dir / "curves.png")
+    done = progress(run_dir)
+    if done["epoch"] < train_cfg.epochs:  # only a time limit ends a run early without an error
+        limit = train_cfg.time_limit
+        print(
+            f"stopped by --time-limit {limit:g}: {done['minutes']:.3g} minutes of training, at {done['where']} "
+            f"of {train_cfg.epochs}; saved in {run_dir}: `aevb train --resume {run_dir} --time-limit "
+            f"{2 * limit:g}` (any limit above {limit:g}) continues it"
+        )
+        return
     print(f"run saved in {run_dir}")
 
 

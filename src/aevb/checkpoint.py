@@ -136,6 +136,22 @@ def save_checkpoint(
     atomic_write(run_dir / CHECKPOINT, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
+def read_counters(run_dir: Path) -> dict[str, Any] | None:
+    """The trainer's counters stored in checkpoint.safetensors (epoch, step, ... and, for a checkpoint
+    inside an epoch, "position" with its counters), read from the metadata alone; None without a checkpoint."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["trainer"])
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path} has no valid trainer metadata")
+    return state
+
+
 def load_checkpoint(
     run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from .errors import OutOfMemory
 
 _BYTES = re.compile(r"allocate (\d+) bytes")
-_SIZED = re.compile(r"[Aa]llocate (\d+(?:\.\d+)? [KMGTP]?i?B)")
+_SIZED = re.compile(r"[Aa]llocate (\d+(?:\.\d*)? [KMGTP]?i?B)")
 _MARKERS = ("can't allocate memory", "out of memory", "cannot allocate memory")
 
 
@@ -33,7 +33,7 @@ def size(n: float) -> str:
 def failed_allocation(e: BaseException) -> str | None:
     """How much the failed allocation asked for ("23.8 GiB (25600000000 bytes)", or "an unknown amount")
     when `e` is an allocation failure; None for any other exception."""
-    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), MemoryError) if t is not None)
+    oom_types = (torch.cuda.OutOfMemoryError, MemoryError)  # torch.OutOfMemoryError is the CUDA one
     text = str(e)
     if not isinstance(e, oom_types) and not (isinstance(e, RuntimeError) and any(m in text.lower() for m in _MARKERS)):
         return None

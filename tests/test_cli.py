@@ -643,4 +643,6 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
     done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert done[:2] == [1, 2] and done == list(range(1, len(done) + 1))
     r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress")
-    assert ok(r).splitlines()[0].startswith(f"epoch {done[-1] + 1:4d}")
+    lines = ok(r).splitlines()
+    assert lines[0].startswith("resuming r from r/checkpoint.safetensors (step ")  # what --resume continues
+    assert lines[1].startswith(f"epoch {done[-1] + 1:4d}")

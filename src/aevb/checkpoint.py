@@ -150,7 +150,7 @@ def read_state(run_dir: str | Path) -> dict[str, Any] | None:
                 state["rows"] = f.get_slice("epoch.perm").get_shape()[0]
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path} is corrupt or has no trainer state ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"{path} has no valid trainer state")
     return state
 

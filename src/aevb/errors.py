@@ -19,3 +19,7 @@ class DivergedError(AevbError):
     def __init__(self, message: str, step: int, what: str):
         super().__init__(message)
         self.step, self.what = step, what
+
+
+class OutOfMemory(AevbError):
+    """An allocation failed (CPU or GPU memory); the message says what was being allocated and how much."""

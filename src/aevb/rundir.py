@@ -68,6 +68,12 @@ class RunDir:
         self.saved_at = _where(state, None if position is None else position.steps)
         return state, position
 
+    def begin(self, model_config: ModelConfig, train_config: TrainConfig) -> None:
+        """A new run's configs as asked, written before its data is read: a run stopped during its setup
+        is then resumed (its setup redone from them) rather than left as a folder no command accepts."""
+        if self.writer:
+            ckpt.save_config(self.path, model_config, train_config)
+
     def start(self, model_config: ModelConfig, train_config: TrainConfig, model: VAE) -> None:
         """Write the configs and the weights (a resumed run's: its checkpoint's, even if the last run died before)."""
         if self.writer:
@@ -134,7 +140,7 @@ def opened(run_dir: str | Path | None, resume: bool, writer: bool = True) -> Ite
 
     The writer checks it (a resumed run's must exist; a new run's must be absent or empty, and is
     created) and holds its lock throughout: a second trainer gets an AevbError. A new run that fails
-    before writing its config leaves no trace.
+    before writing its first weights (bad data, say) leaves no trace.
     """
     if run_dir is None:
         yield None
@@ -150,8 +156,9 @@ def opened(run_dir: str | Path | None, resume: bool, writer: bool = True) -> Ite
         try:
             yield run
         except BaseException:
-            if not resume and not (run.path / ckpt.CONFIG).exists():  # failed before writing anything:
-                lock.path.unlink(missing_ok=True)  # leave no trace of the run (bad data, say)
+            if not resume and not (run.path / ckpt.MODEL).exists():  # failed during its setup:
+                (run.path / ckpt.CONFIG).unlink(missing_ok=True)  # leave no trace of the run (bad data, say)
+                lock.path.unlink(missing_ok=True)
                 if created:
                     with contextlib.suppress(OSError):
                         run.path.rmdir()
@@ -161,8 +168,7 @@ def opened(run_dir: str | Path | None, resume: bool, writer: bool = True) -> Ite
 def _make(run_dir: Path, resume: bool) -> bool:
     """Check run_dir for a resumed or a new run, creating a new run's; returns whether it was created."""
     if resume:
-        if not run_dir.is_dir():
-            raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+        check_resumable(run_dir)
         return False
     _check_new(run_dir)
     created = not run_dir.exists()
@@ -171,6 +177,22 @@ def _make(run_dir: Path, resume: bool) -> bool:
     except OSError as e:
         raise AevbError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
     return created
+
+
+def check_resumable(run_dir: Path) -> None:
+    """CheckpointError unless run_dir holds a run's config.json; for a folder that a run stopped before
+    writing it left behind (nothing but its lock), the error says that the first command accepts it."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a run directory (no such directory)")
+    if (run_dir / ckpt.CONFIG).exists():
+        return
+    if all(p.name == RunLock.NAME or p.name.startswith(f".{ckpt.CONFIG}.") for p in run_dir.iterdir()):
+        raise CheckpointError(
+            f"{run_dir} holds no run yet: training was stopped before it wrote config.json; nothing was trained, "
+            f"so start it afresh with the command that created it (`aevb train [flags] --out {run_dir}` "
+            "accepts this folder as it is)"
+        )
+    raise CheckpointError(f"{run_dir} is not a run directory (no {ckpt.CONFIG})")
 
 
 def _check_new(run_dir: Path) -> None:

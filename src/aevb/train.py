@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import distributed, gradients, rundir, speed
+from . import distributed, gradients, memory, rundir, speed
 from .config import ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import AevbError, DivergedError
@@ -119,6 +119,8 @@ def _setup(
         assert run is not None
         model_config, train_config = run.resumed_configs(train_config)
     model_config, train_config = model_config or ModelConfig(), train_config or TrainConfig()
+    if run is not None and not resume:
+        run.begin(model_config, train_config)  # before the data: a run stopped from here on is resumable
     model_config, train_config, data = _load(model_config, train_config, dataset, data_dir, ctx)
     model, optimizer, generator = _build(model_config, train_config, data)
     if train_config.gradient != "standard":  # stl and dreg need q.detached(): say so before the first step
@@ -158,8 +160,10 @@ def _load(
     device = resolve_device(train_config.device)
     if device.type == "cuda" and ctx.distributed:
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
-    x_train = check_data(split(dataset, "train", binarize), model_config, f"{dataset.name} (train)").to(device)
-    x_valid = check_data(split(dataset, "valid", binarize), model_config, f"{dataset.name} (valid)").to(device)
+    x_train = check_data(split(dataset, "train", binarize), model_config, f"{dataset.name} (train)")
+    x_valid = check_data(split(dataset, "valid", binarize), model_config, f"{dataset.name} (valid)")
+    with memory.allocating(f"moving {dataset.name} ({memory.size(x_train.nbytes + x_valid.nbytes)}) to {device}"):
+        x_train, x_valid = x_train.to(device), x_valid.to(device)
     y_train, y_valid = (
         None if y is None else y.to(device)
         for y in (
@@ -174,9 +178,10 @@ def _build(
     model_config: ModelConfig, train_config: TrainConfig, data: TrainingData
 ) -> tuple[VAE, torch.optim.Optimizer, torch.Generator]:
     """The seeded model (standardised by the training rows if asked), its optimiser and the training generator."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(train_config.seed)
-        model = VAE(model_config).to(data.device)
+    with memory.allocating(lambda: _building(model_config), "choose a smaller --hidden, --latent-dim or --channels"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_config.seed)
+            model = VAE(model_config).to(data.device)
     if model_config.standardize:  # the training split's mean and std (a resumed run reads them back)
         model.set_standardization(data.x_train)
     optimizer_class = OPTIMIZERS[train_config.optimizer]
@@ -191,6 +196,11 @@ def _build(
     return model, optimizer, torch.Generator(device=data.device).manual_seed(train_config.seed)
 
 
+def _building(model_config: ModelConfig) -> str:
+    n = memory.parameter_count(lambda: VAE(model_config))
+    return "building the model" + ("" if n is None else f" ({n:,} parameters, {memory.size(4 * n)} of float32 weights)")
+
+
 def _epochs(training: Training, run: rundir.RunDir | None, on_step: StepHook | None, on_epoch: EpochHook | None) -> VAE:
     """The remaining epochs; after each, its metrics record, a checkpoint and the weights. Returns the
     model, when its epochs are done or its time limit is reached (where the run was saved)."""
@@ -201,21 +211,32 @@ def _epochs(training: Training, run: rundir.RunDir | None, on_step: StepHook | N
     if left is not None and left <= 0:  # resumed at or past its limit (the checkpoint says so: every rank agrees)
         return training.fitting.model.eval()
     for epoch in range(training.state["epoch"] + 1, config.epochs + 1):
-        position, stop = _steps(training, run, epoch, on_step, deadline)
-        if stop and position.done < position.perm.shape[0]:  # saved inside the epoch
-            return training.fitting.model.eval()
-        if position.counted == 0:
-            step = training.state["step"]
-            raise DivergedError(f"every step of epoch {epoch} was non-finite and skipped", step, "loss")
-        record = _end_epoch(training, epoch, position)
-        if run is not None:
-            run.end_epoch(training.fitting, training.state, record)
-            deadline = clock_deadline(config)
+        what = f"training epoch {epoch} (batches of {config.batch_size} on {training.data.device})"
+        with memory.allocating(what, lambda: _kept(run) + "choose a smaller --batch-size or --hidden (a new run)"):
+            position, stop = _steps(training, run, epoch, on_step, deadline)
+            if stop and position.done < position.perm.shape[0]:  # saved inside the epoch
+                return training.fitting.model.eval()
+            if position.counted == 0:
+                step = training.state["step"]
+                raise DivergedError(f"every step of epoch {epoch} was non-finite and skipped", step, "loss")
+            record = _end_epoch(training, epoch, position)
+            if run is not None:
+                run.end_epoch(training.fitting, training.state, record)
+                deadline = clock_deadline(config)
         if on_epoch is not None:
             on_epoch(record)
         if stop:
             break
     return training.fitting.model.eval()
+
+
+def _kept(run: rundir.RunDir | None) -> str:
+    """What the run directory keeps after a failure, as the start of a message ("" without one)."""
+    if run is None:
+        return ""
+    if run.saved_at is None:
+        return f"{run.path} has no checkpoint yet; "
+    return f"{run.path} keeps its last checkpoint ({run.saved_at}); "
 
 
 def _steps(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .. import distributed
+from .. import distributed, memory
 from ..errors import AevbError
 from .detect import cmd_detect
 from .detect import register as register_detect
@@ -53,6 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except AevbError as e:
         print(f"aevb: error: {e}", file=sys.stderr)
+        distributed.exit_if_broken(1)
+        return 1
+    except (RuntimeError, MemoryError) as e:  # an allocation that no command named: still one line
+        amount = memory.failed_allocation(e)
+        if amount is None:
+            raise
+        print(f"aevb: error: {memory.out_of_memory(f'running aevb {args.command}', amount)}", file=sys.stderr)
         distributed.exit_if_broken(1)
         return 1
     except KeyboardInterrupt:

@@ -61,6 +61,17 @@ def out_path(args: argparse.Namespace, default: str, inputs: Sequence[str | None
     return out
 
 
+def unused_name(folder: str | Path, name: str) -> str:
+    """`name`, or name-2, name-3, ... (before the suffix): the first that `folder` does not hold, so that
+    a default output path never replaces a file written before (the samples.png of training, say)."""
+    folder, stem, suffix = Path(folder), Path(name).stem, Path(name).suffix
+    candidate, i = name, 1
+    while (folder / candidate).exists():
+        i += 1
+        candidate = f"{stem}-{i}{suffix}"
+    return candidate
+
+
 def write_images_or_table(out: Path, x: torch.Tensor, is_image: bool, ncols: int | None = None) -> None:
     """x (N, ...) as a PNG grid of images (`out` ending in .png) or as a table of flattened rows."""
     if out.suffix.lower() == ".png":

@@ -14,7 +14,7 @@ from ..anomaly.scores import SCORES
 from ..errors import AevbError, DataError
 from ..files import save_table
 from ..likelihoods import column_kinds
-from .parser import Parser, at_least, positive
+from .parser import HelpFormatter, Parser, at_least, positive
 
 _DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
 
@@ -51,7 +51,7 @@ _trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
 
 
 def register(subparsers) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     d = subparsers.add_parser("detect", help="anomaly detection: fit a detector, score rows")
     sub = d.add_subparsers(dest="detect_command", required=True, parser_class=Parser)
 

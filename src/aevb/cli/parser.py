@@ -16,6 +16,7 @@ from ..optimizers import OPTIMIZERS
 from ..priors import PRIORS
 from ..recipes import RECIPES
 from ..schedules import LR_SCHEDULES
+from .progress import LINE_EVERY_S
 
 # Help for every config field; `aevb train` gets one flag per field, named after it.
 FIELD_HELP = {
@@ -130,6 +131,15 @@ _positive = _at_least(1)
 at_least, positive = _at_least, _positive  # for command modules that register their own subcommands
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, unless the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "(default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"aevb: error: {message}\n")
@@ -182,7 +192,7 @@ Register = Callable[[Any], None]
 
 
 def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = Parser(
         prog="aevb",
         description="Variational auto-encoders (Kingma & Welling, 2013). "
@@ -236,7 +246,11 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     )
     e.add_argument("--batch-size", type=_positive, default=50, help="examples per batch")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument(
+        "--no-progress",
+        action="store_true",
+        help=f"no progress: a bar on a terminal, else a line every {LINE_EVERY_S:g} s on stderr",
+    )
     _add_dist_flags(e)
 
     s = run_cmd("sample", "draw new data from the model", data=False)
@@ -262,7 +276,10 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     s.add_argument("--ncols", type=_positive, default=10, help="grid columns when the classes go in turn")
     s.add_argument("--data-dir", default=None, help="folder of the built-in datasets (--from aggregate)")
     s.add_argument(
-        "--out", default=None, help="PNG grid for images, .npy/.csv for tables (default: RUN/samples.png|csv)"
+        "--out",
+        default=None,
+        help="PNG grid for images, .npy/.csv for tables; an existing --out is replaced (default: RUN/samples.png|csv, "
+        "or RUN/samples-2.png|csv, -3, ... when that exists: the samples that training wrote are kept)",
     )
 
     r = run_cmd("reconstruct", "inputs next to their reconstructions E[x|z = posterior mean]")

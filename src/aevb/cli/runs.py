@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from .. import distributed, plots
 from ..errors import AevbError
 from ..evaluate import ACTIVE_THRESHOLD, evaluation_record
 from ..files import atomic_write_text, save_table
 from ..rundir import read_metrics
-from .common import condition, labels_for, load_run, out_path, read_data, write_images_or_table
+from .common import condition, labels_for, load_run, out_path, read_data, unused_name, write_images_or_table
+from .progress import progress
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -38,12 +38,8 @@ def _eval(args: argparse.Namespace, ctx: distributed.Context) -> None:
         ok = True
     finally:
         distributed.agree(ok, ctx)
-    with tqdm(
-        total=x.shape[0],
-        unit="ex",
-        desc=f"log p(x), k={k}",
-        leave=False,
-        disable=args.no_progress or not ctx.is_main or None,
+    with progress(
+        x.shape[0], f"log p(x), k={k}", disabled=args.no_progress or not ctx.is_main
     ) as bar:  # every rank takes its share of the importance samples (or of the examples)
         estimate = functools.partial(distributed.log_likelihood, ctx=ctx)
         numbers = evaluation_record(model, x, k, args.seed, args.batch_size, y, bar.update, estimate)
@@ -85,7 +81,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     """New data from the model: a PNG grid of images, or a table."""
     model, _ = load_run(args)
     is_image = plots.is_image(model.config.data_shape)
-    out = out_path(args, "samples.png" if is_image else "samples.csv")
+    out = out_path(args, unused_name(args.run, "samples.png" if is_image else "samples.csv"))
     g = torch.Generator().manual_seed(args.seed)
     y = labels_for(model, args.label, args.n)
     if getattr(args, "source", "prior") == "aggregate":

@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from .. import config as C
 from .. import distributed, plots
-from ..checkpoint import read_config
+from ..checkpoint import read_config, read_state
 from ..errors import AevbError
 from ..files import inside
 from ..recipes import RECIPES, recipe_fields
-from ..rundir import progress, read_metrics
+from ..rundir import check_resumable, progress, read_metrics
 from ..train import Step, train
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 
@@ -39,11 +39,14 @@ def cmd_train(args: argparse.Namespace) -> None:
                 + ", ".join(extra + [f"--{o}" for o in others])
             )
         run_dir = Path(args.resume)
+        check_resumable(run_dir)
         model_cfg, train_cfg = read_config(run_dir)
         try:
             train_cfg = dataclasses.replace(train_cfg or C.TrainConfig(), **train_kw)
         except ValueError as e:
             raise AevbError(str(e)) from None
+        if not _resuming(run_dir, train_cfg):
+            return
     else:
         name = None
         if args.config:
@@ -110,6 +113,40 @@ def recipe_list() -> str:
 
 def _shown(v: Any) -> str:
     return " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+def _resuming(run_dir: Path, train_cfg: C.TrainConfig) -> bool:
+    """Say what `--resume` continues (from which checkpoint, at which step); False when there is nothing
+    left to train (the run is complete). Asking for fewer epochs than were trained is an AevbError."""
+    state, epochs = read_state(run_dir), train_cfg.epochs
+    say = _main_process_print
+    if state is None:  # stopped before its first checkpoint: same seed, same result
+        say(f"resuming {run_dir}: no checkpoint yet, so training starts at step 0 (epoch 1 of {epochs})")
+        return True
+    done, pos = state["epoch"], state.get("position")
+    if pos is None and done > epochs:
+        raise AevbError(
+            f"{run_dir} has trained {done} epochs, more than --epochs {epochs}; "
+            f"give --epochs above {done} to train further"
+        )
+    if pos is None and done == epochs:
+        say(
+            f"{run_dir} is already complete: {done} of {epochs} epochs trained (step {state['step']}); nothing to do. "
+            f"`aevb train --resume {run_dir} --epochs N` with N > {done} trains it further"
+        )
+        return False
+    where = (
+        f"step {state['step']}, the end of epoch {done}"
+        if pos is None
+        else f"step {state['step'] + pos['steps']}, {pos['done']} examples into epoch {done + 1}"
+    )
+    say(f"resuming {run_dir} from {run_dir / 'checkpoint.safetensors'} ({where}); training to epoch {epochs}")
+    return True
+
+
+def _main_process_print(text: str) -> None:
+    """Print once: by the only process, or by rank 0 of a torchrun launch."""
+    ctx = distributed.from_env()
+    if ctx is None or ctx.is_main:
+        print(text, flush=True)
 
 
 def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context):

@@ -13,11 +13,11 @@ from .. import plots
 from ..errors import AevbError
 from ..sampling import interpolate, posterior_means, traverse
 from .common import condition, labels_for, load_run, out_path, read_data, write_images_or_table
-from .parser import at_least
+from .parser import HelpFormatter, at_least
 
 
 def register(sub) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     def common(name: str, help: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, formatter_class=fmt)

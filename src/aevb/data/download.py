@@ -37,19 +37,35 @@ def fetch(urls: list[str], dest: str | Path, sha256: str, timeout: float = 30) -
     checksum matches, so an interrupted or wrong download never leaves a file at `dest`.
     """
     dest = Path(dest)
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{dest.parent}: cannot create folder ({exc.strerror or exc})") from exc
     failures = []
-    for url in urls:
-        try:
-            _fetch_one(url, dest, sha256.lower(), timeout)
-            return dest
-        except _Failed as exc:
-            failures.append(f"{url}: {' '.join(str(exc).split())}")  # one line, always
+    try:
+        for url in urls:
+            try:
+                _fetch_one(url, dest, sha256.lower(), timeout)
+                return dest
+            except _Failed as exc:
+                failures.append(f"{url}: {' '.join(str(exc).split())}")  # one line, always
+    except BaseException:
+        _remove_empty(created)
+        raise
+    _remove_empty(created)
     tried = "; ".join(failures) or "no URL to try"
     raise DataError(f"cannot download {dest.name} ({tried})")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created (deepest first) that are still empty: a failure
+    leaves no empty data folder that looks like a download in place."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
 
 
 class _Failed(Exception):

@@ -24,6 +24,7 @@ the update and log-determinant are computed in fp32, like every density in aevb.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -95,9 +96,9 @@ class IAF(nn.Module):
         )
 
     def _gates(self, made: MADE, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m_t, s_t + GATE_OFFSET) of one step at z, fp32."""
+        """(m_t, s_t + GATE_OFFSET) of one step at z, in z's dtype (fp32 when the MADE ran in bf16)."""
         m, s = made(z, h)
-        return m.float(), s.float() + GATE_OFFSET
+        return m.to(z.dtype), s.to(z.dtype) + GATE_OFFSET
 
     def forward(self, z0: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_T, sum_t sum_i log sigma_t,i): z_T (..., D) and the log-determinant of dz_T/dz_0, (...,) nats.
@@ -144,9 +145,10 @@ class FlowPosterior:
         """Standard normal numbers per draw: those of q_0, D."""
         return self.base.noise_dim
 
-    @property
+    @functools.cached_property
     def mean(self) -> torch.Tensor:
-        """The flow of q_0's mean, (B, D): z at eps = 0."""
+        """The flow of q_0's mean, (B, D): z at eps = 0. Computed (with autograd, unless under no_grad) when
+        first read: the training step, which never reads it, pays no flow pass for it."""
         return self.flow(self.base.mean, self.context)[0]
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ def test_log_det_is_the_log_abs_det_of_the_autograd_jacobian(dim, context, steps
     for _ in range(3):
         z0 = torch.randn(dim, generator=g, dtype=torch.float64)
         h = torch.randn(context, generator=g, dtype=torch.float64)
-        jac = jacobian(lambda z: flow(z, h)[0], z0)  # (D, D): dz_T / dz_0
+        jac = jacobian(lambda z, h=h: flow(z, h)[0], z0)  # (D, D): dz_T / dz_0
         sign, logabs = torch.linalg.slogdet(jac)
         assert sign > 0  # every step's Jacobian is triangular with a positive diagonal
         torch.testing.assert_close(flow(z0, h)[1], logabs, rtol=1e-10, atol=1e-10)
@@ -64,7 +64,7 @@ def test_log_det_is_the_log_abs_det_of_the_autograd_jacobian(dim, context, steps
     z, log_det = flow(z0, h)
     for i in range(2):
         for b in range(4):
-            jac = jacobian(lambda v: flow(v, h[b])[0], z0[i, b])
+            jac = jacobian(lambda v, b=b: flow(v, h[b])[0], z0[i, b])
             torch.testing.assert_close(log_det[i, b], torch.linalg.slogdet(jac)[1], rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(z[i, b], flow(z0[i, b], h[b])[0])
 
@@ -201,7 +201,7 @@ def test_fitting_a_flow_beats_the_best_diagonal_gaussian_on_a_correlated_posteri
     x = torch.tensor([[1.0, 1.5, -0.4]])
     precision = torch.eye(2) + w.T @ w / 0.36
     mean_field_gap = 0.5 * (torch.log(torch.diagonal(precision)).sum() - torch.logdet(precision)).item()
-    assert mean_field_gap > 0.3  # the test means something
+    assert mean_field_gap > 0.25  # the test means something
     params = [p for n, p in model.named_parameters() if not n.startswith("decoder")]
     opt = torch.optim.Adam(params, lr=0.01)
     g = torch.Generator().manual_seed(0)
@@ -213,7 +213,7 @@ def test_fitting_a_flow_beats_the_best_diagonal_gaussian_on_a_correlated_posteri
     with torch.no_grad():
         bound = elbo(model, x.expand(20000, 3), generator=g).elbo.mean().item()
     gap = _exact_log_px(x, w, c, 0.6).item() - bound
-    assert -0.02 < gap < 0.25 * mean_field_gap, (gap, mean_field_gap)
+    assert -0.02 < gap < 0.1 * mean_field_gap, (gap, mean_field_gap)  # measured: 0.005 against 0.287
 
 
 def test_flow_config_is_checked_stored_and_loaded(tmp_path, digits):
@@ -232,9 +232,16 @@ def test_flow_config_is_checked_stored_and_loaded(tmp_path, digits):
     model = aevb.train(cfg, aevb.TrainConfig(epochs=1, objective="iwae", k=3), tmp_path / "r", dataset=digits)
     tensors = load_file(tmp_path / "r" / "model.safetensors")  # pickle-free; masks are rebuilt, not stored
     assert {k for k in tensors if k.startswith("flow.")} == {
-        f"flow.steps.{t}.{name}" for t in range(3) for name in (
-            "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.2.weight",
-            "layers.2.bias", "context.weight",
+        f"flow.steps.{t}.{name}"
+        for t in range(3)
+        for name in (
+            "layers.0.weight",
+            "layers.0.bias",
+            "layers.1.weight",
+            "layers.1.bias",
+            "layers.2.weight",
+            "layers.2.bias",
+            "context.weight",
         )
     }
     assert tensors["encoder.net.2.weight"].shape == (2 * 3 + 5, 16)  # [mu, logvar, h]

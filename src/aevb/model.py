@@ -163,5 +163,3 @@ class VAE(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-

@@ -176,7 +176,7 @@ def regularised_elbo(
     if free_bits > 0:
         if not model.analytic_kl:
             raise ValueError(
-                "free bits need the prior N(0, I) and the diagonal Gaussian q, whose KL splits over the latent dimensions"
+                "free bits need the prior N(0, I) and a diagonal Gaussian q, whose KL splits per latent dimension"
             )
         z, _, log_px_z = _draws(model, q, eps, x, y, False)  # (L, B, Dz), (B,)
         kl = kl_per_dim(q, z, estimator).clamp(min=free_bits).sum(-1)

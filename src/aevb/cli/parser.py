@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import config as C
-from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
 from ..flows import FLOWS
+from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
 from ..nets import ARCHS
 from ..objectives import OBJECTIVES
 from ..optimizers import OPTIMIZERS

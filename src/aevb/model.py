@@ -43,17 +43,16 @@ class VAE(nn.Module):
         # encoder -> [mu, logvar(, flow context)]; decoder -> the likelihood head's parameters; a conv decoder needs
         # them as whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
         out = self.likelihood.outputs(config.data_dim)
-        context = 0 if config.flow == "none" else config.flow_context
-        enc_out = 2 * config.latent_dim + context
-        self.encoder, self.decoder = ARCHS[config.arch](config, enc_out, out, out // config.data_dim)
         self.flow = FLOWS[config.flow](config)  # None: q(z|x) is the diagonal Gaussian
+        enc_out = 2 * config.latent_dim + (0 if self.flow is None else self.flow.context)
+        self.encoder, self.decoder = ARCHS[config.arch](config, enc_out, out, out // config.data_dim)
         if config.init == "normal":
             init_normal_(self, config.init_std)
         self.prior_net = PRIORS[config.prior](config)  # created last: N(0, I) has no parameters
 
     @property
     def analytic_kl(self) -> bool:
-        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q against N(0, I)."""
+        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q (no flow) against N(0, I)."""
         return self.prior_net.analytic_kl and self.flow is None
 
     # --- the latent structure (aevb.latent): all that objectives, evaluation and the detector ask of z ---

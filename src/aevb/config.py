@@ -3,7 +3,8 @@
 `ModelConfig` alone rebuilds the network (`VAE(ModelConfig)`); `TrainConfig` says how it was
 trained. Every field maps one-to-one onto an `aevb train` flag of the same name. Fields that name a
 part are checked against that part's dict, the one list of its names: `arch` against
-`aevb.nets.ARCHS`, `prior` against `aevb.priors.PRIORS`, `objective` against
+`aevb.nets.ARCHS`, `prior` against `aevb.priors.PRIORS`, `flow` against
+`aevb.flows.FLOWS`, `objective` against
 `aevb.objectives.OBJECTIVES`, `optimizer` against `aevb.optimizers.OPTIMIZERS`, `gradient` against
 `aevb.gradients.GRADIENTS`, `lr_schedule` against `aevb.schedules.LR_SCHEDULES`, `recipe` against
 `aevb.recipes.RECIPES` (those modules, and the model they build, do not import this one when they run).
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CheckpointError
+from .flows import FLOWS
 from .gradients import GRADIENTS
 from .likelihoods import LIKELIHOODS, make_likelihood, parse_columns, standardizable
 from .nets import ARCHS
@@ -69,12 +71,25 @@ class ModelConfig:
     condition_on: str = "none"  # "labels": encoder and decoder also see the one-hot label y (a conditional VAE)
     classes: int = 0  # condition_on labels: label classes 0..classes-1 (0: resolved from the training labels)
     standardize: bool = False  # the model sees (x - mean) / std of the training set; densities stay in x's units
+    flow: str = "none"  # q(z|x): "none" the diagonal Gaussian; "iaf" inverse autoregressive flow on top of it
+    flow_steps: int = 2  # iaf: steps T, each a MADE network; the variable order is reversed between steps
+    flow_hidden: tuple[int, ...] = (320, 320)  # iaf: hidden layer sizes of each step's MADE
+    flow_context: int = 64  # iaf: size of the context h(x) the encoder emits beside mu and log sigma^2
 
     def __post_init__(self) -> None:
         _check_types(self)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("prior", self.prior, PRIORS)
         _check_choice("condition_on", self.condition_on, CONDITIONS)
+        _check_choice("flow", self.flow, FLOWS)
+        _check(self.flow_steps >= 1, f"flow_steps must be >= 1, got {self.flow_steps}")
+        _check(len(self.flow_hidden) >= 1 and all(h >= 1 for h in self.flow_hidden), "flow_hidden sizes must be >= 1")
+        _check(self.flow_context >= 1, f"flow_context must be >= 1, got {self.flow_context}")
+        _check(
+            not (self.flow != "none" and self.prior == "vamp"),
+            "--prior vamp is a mixture of the diagonal Gaussian posterior at its pseudo-inputs: use --flow none, "
+            "or --prior normal or mog with a flow",
+        )
         _check(self.classes >= 0, "classes must be >= 0")
         _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
         _check(
@@ -264,8 +279,9 @@ def from_dict(d: dict[str, Any]) -> tuple[ModelConfig, TrainConfig | None]:
         m = dict(d["model"])
         m["data_shape"] = tuple(m["data_shape"])
         m["hidden"] = tuple(m["hidden"])
-        if "channels" in m:
-            m["channels"] = tuple(m["channels"])
+        for key in ("channels", "flow_hidden"):
+            if key in m:
+                m[key] = tuple(m[key])
         model = ModelConfig(**m)
         train = TrainConfig(**d["train"]) if d.get("train") is not None else None
     except (KeyError, TypeError, ValueError) as e:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from . import priors
+from .flows import FLOWS, FlowPosterior
 from .latent import DiagonalGaussian
 from .likelihoods import make_likelihood
 from .nets import ARCHS, init_glorot_, init_normal_
@@ -23,6 +24,8 @@ class VAE(nn.Module):
 
     Inputs x have shape (B, *data_shape) or (B, D); the networks see them flattened to (B, D).
     The networks are `config.arch` (aevb.nets.ARCHS) and p(z) is `config.prior` (aevb.priors.PRIORS).
+    With `config.flow` (aevb.flows.FLOWS), q(z|x) is that flow on top of the Gaussian, conditioned on a
+    context h(x) of `flow_context` numbers the encoder emits beside mu and log sigma^2.
     A conditional VAE (`config.condition_on` "labels"; Sohn et al. 2015) is q(z|x, y) p(z) p(x|z, y):
     `encode`, `decode` and `sample` then take the labels y, (B,) int64 in 0..classes-1, which both
     networks see one-hot beside their input; an unconditional model ignores y.
@@ -37,10 +40,12 @@ class VAE(nn.Module):
         if config.standardize:  # set from the training data by aevb.train (`set_standardization`), then saved
             self.register_buffer("data_shift", torch.zeros(config.data_dim))
             self.register_buffer("data_scale", torch.ones(config.data_dim))
-        # encoder -> [mu, logvar]; decoder -> the likelihood head's parameters; a conv decoder needs them as
-        # whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
+        # encoder -> [mu, logvar(, flow context)]; decoder -> the likelihood head's parameters; a conv decoder needs
+        # them as whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
         out = self.likelihood.outputs(config.data_dim)
-        self.encoder, self.decoder = ARCHS[config.arch](config, 2 * config.latent_dim, out, out // config.data_dim)
+        self.flow = FLOWS[config.flow](config)  # None: q(z|x) is the diagonal Gaussian
+        enc_out = 2 * config.latent_dim + (0 if self.flow is None else self.flow.context)
+        self.encoder, self.decoder = ARCHS[config.arch](config, enc_out, out, out // config.data_dim)
         if config.init == "normal":
             init_normal_(self, config.init_std)
         elif config.init == "glorot":
@@ -49,8 +54,8 @@ class VAE(nn.Module):
 
     @property
     def analytic_kl(self) -> bool:
-        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q against N(0, I)."""
-        return self.prior_net.analytic_kl
+        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q (no flow) against N(0, I)."""
+        return self.prior_net.analytic_kl and self.flow is None
 
     # --- the latent structure (aevb.latent): all that objectives, evaluation and the detector ask of z ---
 
@@ -67,8 +72,8 @@ class VAE(nn.Module):
         """log p(z), z.shape[:-1] in nats."""
         return self.prior().log_prob(z)
 
-    def kl(self, q: DiagonalGaussian) -> torch.Tensor | None:
-        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior)."""
+    def kl(self, q: DiagonalGaussian | FlowPosterior) -> torch.Tensor | None:
+        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior, a flow)."""
         return q.kl_standard_normal() if self.analytic_kl else None
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -80,16 +85,19 @@ class VAE(nn.Module):
         """log p(x|z) + log p(z) (log p(x, z | y) when conditional), z.shape[:-1] in nats; x (B, ...)."""
         return self.decode(z, y).log_prob(x.reshape(x.shape[0], -1)) + self.log_prior(z)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian | FlowPosterior:
         """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
-        is the posterior mean. Its parameters are fp32 even when the encoder ran in bf16 (autocast).
+        is the posterior mean (a flow posterior's: the flow of its Gaussian's mean, aevb.flows). Its
+        parameters are fp32 even when the encoder ran in bf16 (autocast).
         The likelihood head's `encoder_input(x)` is what the encoder sees (poisson: log(1 + x))."""
         x = self.standardized(x.reshape(x.shape[0], -1))
         out = self.encoder(self._with_label(self.likelihood.encoder_input(x), y))
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
-        mu, logvar = out.chunk(2, dim=-1)
-        return DiagonalGaussian(mu, torch.exp(0.5 * logvar))
+        d = self.config.latent_dim
+        mu, logvar, context = out.split((d, d, out.shape[-1] - 2 * d), dim=-1)
+        q = DiagonalGaussian(mu, torch.exp(0.5 * logvar))
+        return q if self.flow is None else self.flow.posterior(q, context)
 
     def decoder_output(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The likelihood head's parameters at z (and y), shape (*z.shape[:-1], head outputs)."""

@@ -209,7 +209,9 @@ def regularised_elbo(
     eps = _noise(model, q, samples, generator) if eps is None else eps
     if free_bits > 0:
         if not model.analytic_kl:
-            raise ValueError("free bits need the prior N(0, I), whose KL splits over the latent dimensions")
+            raise ValueError(
+                "free bits need the prior N(0, I) and a diagonal Gaussian q, whose KL splits per latent dimension"
+            )
         z, _, log_px_z = _draws(model, q, eps, x, y, False)  # (L, B, Dz), (B,)
         kl = kl_per_dim(q, z, estimator).clamp(min=free_bits).sum(-1)
     else:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import config as C
+from ..flows import FLOWS
 from ..gradients import GRADIENTS
 from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
 from ..nets import ARCHS
@@ -50,6 +51,12 @@ FIELD_HELP = {
     "standardize": "tables: the networks see each feature minus its training mean over its training standard "
     "deviation (stored with the model); densities and samples stay in the data's own units. "
     f"For the location-scale likelihoods: {', '.join(standardizable(C.ModelConfig()))}",
+    "flow": "q(z|x): none = the diagonal Gaussian; iaf = inverse autoregressive flow on top of it (Kingma et al. "
+    "2016): --flow-steps MADE steps conditioned on an encoder context; log q(z|x) stays exact, the KL is then a "
+    "Monte Carlo estimate",
+    "flow_steps": "steps of --flow iaf (the variable order is reversed between steps)",
+    "flow_hidden": "hidden layer sizes of the MADE network of each --flow iaf step",
+    "flow_context": "size of the context h(x) that the encoder emits for --flow iaf",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
@@ -102,6 +109,7 @@ CHOICES = {
     "precision": C.PRECISIONS,
     "arch": tuple(ARCHS),
     "prior": tuple(PRIORS),
+    "flow": tuple(FLOWS),
     "condition_on": C.CONDITIONS,
     "gradient": GRADIENTS,
     "lr_schedule": tuple(LR_SCHEDULES),
@@ -288,7 +296,11 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
         "--out", default=None, help="PNG for images, .npy/.csv for tables (default: RUN/reconstructions.png|csv)"
     )
 
-    n = run_cmd("encode", "posterior means and log-variances of q(z|x)")
+    n = run_cmd(
+        "encode",
+        "posterior means and log-variances of q(z|x) (--flow runs: the flow of the Gaussian's mean, and the "
+        "log-variances of that Gaussian before the flow)",
+    )
     n.add_argument(
         "--out",
         default=None,

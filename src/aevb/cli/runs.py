@@ -122,7 +122,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
     out = out_path(args, f"encoded_{'file_' + Path(args.data).stem if args.data else args.split}.npz", [args.data])
     with torch.no_grad():
         q = model.encode(x, condition(model, labels))
-    mu, logvar = q.mean.numpy(), (2 * q.base_dist.scale.log()).numpy()
+        gaussian = getattr(q, "base", q)  # a flow posterior's log-variances: its Gaussian q0's, before the flow
+        mu, logvar = q.mean.numpy(), (2 * gaussian.base_dist.scale.log()).numpy()
     cols = {"mu": mu, "logvar": logvar}
     if labels is not None and out.suffix.lower() != ".npy":
         cols["label"] = labels.numpy()

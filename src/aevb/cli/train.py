@@ -42,6 +42,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.config:
             file_model, file_train, name = read_config_file(args.config)
             model_kw, train_kw = {**file_model, **model_kw}, {**file_train, **train_kw}
+        if model_kw.get("latents") and model_kw.get("latent_dim", model_kw["latents"][0]) != model_kw["latents"][0]:
+            raise AevbError("give --latent-dim (one layer) or --latents (every layer, z_1 first), not both")
         try:
             model_cfg, train_cfg = C.ModelConfig(**model_kw), C.TrainConfig(**train_kw)
         except ValueError as e:

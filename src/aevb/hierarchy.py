@@ -22,6 +22,7 @@ means of the layers it depends on): E_q[z] exactly for linear nets, the code plo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -158,15 +159,19 @@ class BottomUp:
         zs = self.h.split(z)
         return self._walk(lambda l, mu, logvar: zs[l])[1]
 
+    @functools.cached_property
+    def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._walk(lambda l, mu, logvar: mu)
+
     @property
     def mean(self) -> torch.Tensor:
         """The conditional means: mu_1(x), then mu_l at z_{l-1} = the mean below, (B, sum d)."""
-        return self._walk(lambda l, mu, logvar: mu)[0]
+        return self._means[0]
 
     @property
     def stddev(self) -> torch.Tensor:
         """The conditional standard deviations along `mean`'s pass, (B, sum d)."""
-        return self._walk(lambda l, mu, logvar: mu)[2]
+        return self._means[2]
 
 
 class Ladder:
@@ -221,15 +226,19 @@ class Ladder:
         zs = self.h.split(z)
         return self._walk(lambda l, mu, logvar: zs[l])[1]
 
+    @functools.cached_property
+    def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._walk(lambda l, mu, logvar: mu)
+
     @property
     def mean(self) -> torch.Tensor:
         """The conditional means top down: mu^_L, then q's mean at z_{l+1} = the mean above, (B, sum d)."""
-        return self._walk(lambda l, mu, logvar: mu)[0]
+        return self._means[0]
 
     @property
     def stddev(self) -> torch.Tensor:
         """The conditional standard deviations along `mean`'s pass, (B, sum d)."""
-        return self._walk(lambda l, mu, logvar: mu)[2]
+        return self._means[2]
 
 
 # --inference: the posterior of a stack, built from the Hierarchy and q(z_1|x)'s encoder output

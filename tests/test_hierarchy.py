@@ -243,6 +243,7 @@ def _aevb(*args, cwd):
         (["--latents", "4", "2", "--inference", "up"], "argument --inference: invalid choice: 'up'"),
         (["--latents", "4", "2", "--prior", "mog"], "top layer: use --prior normal"),
         (["--latents", "4", "2", "--latent-hidden", "0"], "latent_hidden sizes must be >= 1"),
+        (["--latents", "4", "2", "--free-bits", "0.1"], "--free-bits is for one latent layer"),
     ],
 )
 def test_bad_latents_are_one_line_errors(tmp_path, flags, message):
@@ -293,3 +294,65 @@ def test_cli_hierarchical_run_end_to_end(tmp_path):
         assert f["mu"].shape == (300, 8) and f["logvar"].shape == (300, 8)  # every layer, z_1 first
     assert all((tmp_path / "run" / f).stat().st_size > 0 for f in ("samples.png", "manifold.png", "reconstructions.png"))
     assert (tmp_path / "e.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_anomaly_scores_of_a_stack(truth, inference):
+    """The detector's scores see the stack through the latent interface: under the true posterior the ELBO
+    score is log p(x) exactly; the log-likelihood score of a worse posterior converges to it."""
+    from aevb.anomaly.scores import elbo_score, log_likelihood_score
+
+    x, log_px = truth["x"], truth["marginal"].log_prob(truth["x"])
+    torch.testing.assert_close(elbo_score(linear_gaussian_vae(truth, inference), x, 4), log_px, atol=1e-9, rtol=0)
+    model = perturbed(linear_gaussian_vae(truth, inference))
+    est = log_likelihood_score(model, x, 2000, batch_size=6)
+    torch.testing.assert_close(est, log_likelihood(model, x, k=2000, batch_size=20))  # the same noise per example
+    with torch.no_grad():
+        w = log_weights(model, x, k=2000, generator=torch.Generator().manual_seed(6)).exp()
+    se = w.std(0) / (math.sqrt(2000) * w.mean(0))
+    assert ((est.double() - log_px).abs() < 4 * se).all()
+
+
+def test_explorer_shows_the_top_layer(tmp_path, digits):
+    from aevb.serve.explorer import Explorer
+
+    model = aevb.train(ModelConfig(latents=(6, 2), hidden=(32,)), TrainConfig(epochs=1), tmp_path / "run", dataset=digits)
+    ex = Explorer(tmp_path / "run", k=5)
+    assert ex.info()["latent_dim"] == 2 and ex.mu.shape == (300, 2)
+    z = torch.tensor([[0.5, -1.0]])
+    with torch.no_grad():  # the layers below the top at the means of p(z_1 | z_2)
+        want = model.decode(model.from_top(z)).mean
+        mu1 = model.hierarchy.conditional(0, z)[0]
+        torch.testing.assert_close(model.from_top(z), torch.cat([mu1, z], -1))
+    torch.testing.assert_close(torch.tensor(ex.decode(ex.parse_z([0.5, -1.0]))), want)
+    s = ex.sample({"n": 3, "seed": 4})
+    with torch.no_grad():
+        whole = model.sample_prior(3, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(torch.tensor(s["x"]), model.decode(whole).mean)
+    torch.testing.assert_close(torch.tensor(s["z"]), whole[:, 6:])
+
+
+@pytest.mark.slow
+def test_two_processes_follow_one_for_a_ladder_stack(tmp_path):
+    """torchrun with 2 processes (gloo) trains the ladder stack as one process does, and evaluates it the same."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    flags = ["train", "--latents", "6", "3", "--inference", "ladder", "--hidden", "32", "--epochs", "3"]
+    flags += ["--seed", "3", "--no-progress", "--out"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aevb"]
+    for launch, out in (([sys.executable, "-m", "aevb"], "one"), (torchrun, "two")):
+        r = subprocess.run([*launch, *flags, out], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("hierarchy.") for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=k)
+    results = []
+    for launch in ([sys.executable, "-m", "aevb"], torchrun):
+        r = subprocess.run([*launch, "eval", "one", "--k", "1000", "--no-progress"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
+    assert results[1]["log_likelihood"] == pytest.approx(results[0]["log_likelihood"], rel=1e-6, abs=1e-5)

@@ -182,7 +182,7 @@ def test_importance_sampled_log_px_converges_to_the_closed_form(truth, inference
     with torch.no_grad():
         w = log_weights(model, x, k=5000, generator=torch.Generator().manual_seed(5)).exp()  # (k, B) / p(x) scale
     se = w.std(0) / (math.sqrt(5000) * w.mean(0))  # standard error of log(mean w)
-    assert ((est - log_px).abs() < 4 * se + 1e-6).all(), ((est - log_px).abs() / se)
+    assert ((est - log_px).abs() < 4 * se + 1e-6).all(), (est - log_px).abs() / se
     assert (log_px - elbo(model, x).elbo.detach()).mean() > 0.5
 
 
@@ -292,7 +292,9 @@ def test_cli_hierarchical_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     with np.load(tmp_path / "e.npz", allow_pickle=False) as f:
         assert f["mu"].shape == (300, 8) and f["logvar"].shape == (300, 8)  # every layer, z_1 first
-    assert all((tmp_path / "run" / f).stat().st_size > 0 for f in ("samples.png", "manifold.png", "reconstructions.png"))
+    assert all(
+        (tmp_path / "run" / f).stat().st_size > 0 for f in ("samples.png", "manifold.png", "reconstructions.png")
+    )
     assert (tmp_path / "e.png").stat().st_size > 0
 
 
@@ -316,7 +318,9 @@ def test_anomaly_scores_of_a_stack(truth, inference):
 def test_explorer_shows_the_top_layer(tmp_path, digits):
     from aevb.serve.explorer import Explorer
 
-    model = aevb.train(ModelConfig(latents=(6, 2), hidden=(32,)), TrainConfig(epochs=1), tmp_path / "run", dataset=digits)
+    model = aevb.train(
+        ModelConfig(latents=(6, 2), hidden=(32,)), TrainConfig(epochs=1), tmp_path / "run", dataset=digits
+    )
     ex = Explorer(tmp_path / "run", k=5)
     assert ex.info()["latent_dim"] == 2 and ex.mu.shape == (300, 2)
     z = torch.tensor([[0.5, -1.0]])
@@ -345,7 +349,10 @@ def test_two_processes_follow_one_for_a_ladder_stack(tmp_path):
     for launch, out in (([sys.executable, "-m", "aevb"], "one"), (torchrun, "two")):
         r = subprocess.run([*launch, *flags, out], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
-    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "one" / "model.safetensors")),
+        load_file(str(tmp_path / "two" / "model.safetensors")),
+    )
     assert a.keys() == b.keys() and any(k.startswith("hierarchy.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=k)

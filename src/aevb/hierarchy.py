@@ -57,8 +57,8 @@ def layer_hidden(config: ModelConfig, lower: int) -> tuple[int, ...]:
 
 
 class Hierarchy(nn.Module):
-    """Layers 2..L of the stack: `up[l]` (inference, towards z_{l+2}) and `down[l]` (p(z_{l+1} | z_{l+2}))
-    for l = 0 .. L-2, 0-based. z_1's posterior comes from the model's encoder; see the module docstring."""
+    """Layers 2..L of the stack: `up[i]` (inference, from layer i+1 to layer i+2) and `down[i]`
+    (p(z_{i+1} | z_{i+2})) for i = 0 .. L-2. z_1's posterior comes from the model's encoder (module docstring)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -83,9 +83,9 @@ class Hierarchy(nn.Module):
         """[z_1, ..., z_L] of z (..., sum(latents)), each (..., d_l)."""
         return list(z.split(self.sizes, dim=-1))
 
-    def conditional(self, l: int, above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, log sigma^2) of p(z_l | z_{l+1} = above), 0-based l < L-1: 2 x (..., d_l)."""
-        return _gaussian(self.down[l](above))
+    def conditional(self, i: int, above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log sigma^2) of p(z_l | z_{l+1} = above) for layer l = i + 1 (i 0-based, < L-1): 2 x (..., d_l)."""
+        return _gaussian(self.down[i](above))
 
     def posterior(self, encoded: torch.Tensor) -> BottomUp | Ladder:
         """q(z|x) from the encoder's output [mu | log sigma^2] of z_1 (B, 2 d_1), fp32."""
@@ -95,8 +95,8 @@ class Hierarchy(nn.Module):
         """log p(z_L) + sum_l log p(z_l | z_{l+1}), z.shape[:-1] nats."""
         zs = self.split(z)
         lp = Normal(0.0, 1.0, validate_args=False).log_prob(zs[-1]).sum(-1)
-        for l in range(len(zs) - 1):
-            lp = lp + _log_normal(zs[l], *self.conditional(l, zs[l + 1]))
+        for i in range(len(zs) - 1):
+            lp = lp + _log_normal(zs[i], *self.conditional(i, zs[i + 1]))
         return lp
 
     def sample_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -104,8 +104,8 @@ class Hierarchy(nn.Module):
         dtype = next(self.parameters()).dtype
         z = torch.randn(n, self.sizes[-1], generator=generator, device=device, dtype=dtype)
         zs = [z]
-        for l in reversed(range(len(self.sizes) - 1)):
-            mu, logvar = self.conditional(l, zs[0])
+        for i in reversed(range(len(self.sizes) - 1)):
+            mu, logvar = self.conditional(i, zs[0])
             eps = torch.randn(mu.shape, generator=generator, device=device, dtype=mu.dtype)
             zs.insert(0, mu + torch.exp(0.5 * logvar) * eps)
         return torch.cat(zs, -1)
@@ -114,8 +114,8 @@ class Hierarchy(nn.Module):
         """z (..., sum(latents)) with z_L = top (..., d_L) and each lower layer at the mean of p(z_l | z_{l+1}):
         the code a plot of the top layer decodes."""
         zs = [top]
-        for l in reversed(range(len(self.sizes) - 1)):
-            zs.insert(0, self.conditional(l, zs[0])[0])
+        for i in reversed(range(len(self.sizes) - 1)):
+            zs.insert(0, self.conditional(i, zs[0])[0])
         return torch.cat(zs, -1)
 
 
@@ -131,14 +131,14 @@ class BottomUp:
         return self.h.noise_dim
 
     def _walk(self, pick: Callable, eps: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Up the stack: layer l's (mu, logvar) from the layer below, z_l = pick(l, mu, logvar); returns
+        """Up the stack: layer l's (mu, logvar) from the layer below, z_l = pick(i, mu, logvar) (l = i + 1); returns
         z (..., sum d), log q(z|x) (...,) nats and the conditional scales side by side."""
         mu, logvar = self.mu1, self.logvar1
         zs, scales, lq = [], [], 0.0
-        for l in range(len(self.h.sizes)):
-            if l > 0:
-                mu, logvar = _gaussian(self.h.up[l - 1](zs[-1]))
-            z = pick(l, mu, logvar)
+        for i in range(len(self.h.sizes)):
+            if i > 0:
+                mu, logvar = _gaussian(self.h.up[i - 1](zs[-1]))
+            z = pick(i, mu, logvar)
             zs.append(z)
             scales.append(torch.exp(0.5 * logvar).expand_as(z))
             lq = lq + _log_normal(z, mu, logvar)
@@ -147,7 +147,7 @@ class BottomUp:
     def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable."""
         e = self.h.split(eps)
-        z, lq, _ = self._walk(lambda l, mu, logvar: mu + torch.exp(0.5 * logvar) * e[l])
+        z, lq, _ = self._walk(lambda i, mu, logvar: mu + torch.exp(0.5 * logvar) * e[i])
         return z, lq
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
@@ -157,11 +157,11 @@ class BottomUp:
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
         zs = self.h.split(z)
-        return self._walk(lambda l, mu, logvar: zs[l])[1]
+        return self._walk(lambda i, mu, logvar: zs[i])[1]
 
     @functools.cached_property
     def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._walk(lambda l, mu, logvar: mu)
+        return self._walk(lambda i, mu, logvar: mu)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -188,24 +188,24 @@ class Ladder:
     def noise_dim(self) -> int:
         return self.h.noise_dim
 
-    def _layer(self, l: int, above: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _layer(self, i: int, above: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log sigma^2) of q(z_l | z_{l+1} = above, x): the bottom-up Gaussian times p(z_l | z_{l+1}),
         renormalised: precisions add, the mean is the precision-weighted mean."""
-        mu_hat, lv_hat = self.hats[l]
+        mu_hat, lv_hat = self.hats[i]
         if above is None:  # the top layer: q(z_L|x) is the bottom-up Gaussian
             return mu_hat, lv_hat
-        mu_p, lv_p = self.h.conditional(l, above)
+        mu_p, lv_p = self.h.conditional(i, above)
         logvar = -torch.logaddexp(-lv_hat, -lv_p)  # 1/sigma^2 = 1/sigma^_l^2 + 1/sigma_p^2
         w = torch.sigmoid(lv_p - lv_hat)  # the bottom-up Gaussian's share of the precision
         return w * mu_hat + (1 - w) * mu_p, logvar
 
     def _walk(self, pick: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Down the stack from z_L: layer l's (mu, logvar) given the layer above, z_l = pick(l, mu, logvar);
+        """Down the stack from z_L: layer l's (mu, logvar) given the layer above, z_l = pick(i, mu, logvar) (l = i + 1);
         returns z (..., sum d), log q(z|x) (...,) nats and the conditional scales, bottom first."""
         zs, scales, lq, above = [], [], 0.0, None
-        for l in reversed(range(len(self.h.sizes))):
-            mu, logvar = self._layer(l, above)
-            above = pick(l, mu, logvar)
+        for i in reversed(range(len(self.h.sizes))):
+            mu, logvar = self._layer(i, above)
+            above = pick(i, mu, logvar)
             zs.insert(0, above)
             scales.insert(0, torch.exp(0.5 * logvar).expand_as(above))
             lq = lq + _log_normal(above, mu, logvar)
@@ -214,7 +214,7 @@ class Ladder:
     def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable."""
         e = self.h.split(eps)
-        z, lq, _ = self._walk(lambda l, mu, logvar: mu + torch.exp(0.5 * logvar) * e[l])
+        z, lq, _ = self._walk(lambda i, mu, logvar: mu + torch.exp(0.5 * logvar) * e[i])
         return z, lq
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
@@ -224,11 +224,11 @@ class Ladder:
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
         zs = self.h.split(z)
-        return self._walk(lambda l, mu, logvar: zs[l])[1]
+        return self._walk(lambda i, mu, logvar: zs[i])[1]
 
     @functools.cached_property
     def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._walk(lambda l, mu, logvar: mu)
+        return self._walk(lambda i, mu, logvar: mu)
 
     @property
     def mean(self) -> torch.Tensor:

@@ -185,5 +185,3 @@ class VAE(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-

@@ -196,7 +196,9 @@ def _eval_section(ev: dict, source: str, model: VAE) -> str:
         ("source", ev["source"] + ("" if "read" in ev["source"] else f", evaluation seed {ev['seed']}")),
     ]
     if len(ev.get("latents", ())) > 1:  # a stack: active units of each layer
-        per = ", ".join(f"z_{i + 1}: {a} of {d}" for i, (a, d) in enumerate(zip(ev["active_units_per_layer"], ev["latents"])))
+        per = ", ".join(
+            f"z_{i + 1}: {a} of {d}" for i, (a, d) in enumerate(zip(ev["active_units_per_layer"], ev["latents"]))
+        )
         rows.insert(-1, ("active units per layer", per))
     return (
         '<section><h2>Test set</h2><table id="evaluation">' + _rows(rows) + "</table>"

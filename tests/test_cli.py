@@ -256,7 +256,7 @@ def test_train_help_states_every_field_and_its_default(env, tmp_path):
     assert "(default: 200)" in chunks["--hidden"]
     assert "(default: 5000)" in chunks["--eval-k"]
     fields = [f for c in (aevb.ModelConfig, aevb.TrainConfig) for f in dataclasses.fields(c) if f.name != "data_shape"]
-    assert len(fields) == 54  # every field of both configs (data_shape comes from the data)
+    assert len(fields) == 57  # every field of both configs (data_shape comes from the data)
     for f in fields:
         flag = "--" + f.name.replace("_", "-")
         shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
@@ -549,7 +549,7 @@ BAD = {
         ["full/config.json"],
     ),
     "no-folder": (["sample", "run", "--out", "nodir/s.npy"], ["nodir", "does not exist"], 1, ["nodir"]),
-    "latent": (["manifold", "lat3", "--out", "m.png"], ["latent_dim 3"], 1, ["m.png", "lat3/manifold.png"]),
+    "latent": (["manifold", "lat3", "--out", "m.png"], ["top latent of 3", "2-D"], 1, ["m.png", "lat3/manifold.png"]),
     "resume-change": (["train", "--resume", "run", "--latent-dim", "3"], ["cannot change latent_dim"], 1, []),
     "bad-choice": (
         ["train", "--likelihood", "laplace", "--out", "new"],

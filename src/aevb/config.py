@@ -21,6 +21,7 @@ from typing import Any
 from .errors import CheckpointError
 from .flows import FLOWS
 from .gradients import GRADIENTS
+from .hierarchy import INFERENCE
 from .likelihoods import LIKELIHOODS, make_likelihood, parse_columns, standardizable
 from .nets import ARCHS
 from .objectives import OBJECTIVES
@@ -49,7 +50,10 @@ class ModelConfig:
     """The generative model p(z) p(x|z) and the encoder q(z|x)."""
 
     data_shape: tuple[int, ...] = (8, 8)  # per-example shape; the networks see it flattened
-    latent_dim: int = 2
+    latent_dim: int = 2  # size of z (one layer); with `latents`, z_1's size latents[0] (set from it)
+    latents: tuple[int, ...] = ()  # stochastic layer sizes z_1 .. z_L, bottom first (); () = one layer of latent_dim
+    latent_hidden: tuple[int, ...] = ()  # MLP hidden sizes between z_l and z_{l+1}; () = (d_l, d_l) (Burda et al.)
+    inference: str = "bottom-up"  # q of a stack: "bottom-up" (Burda et al. 2016) or "ladder" (Sonderby et al. 2016)
     hidden: tuple[int, ...] = (200,)
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # a name of aevb.likelihoods.LIKELIHOODS
@@ -90,6 +94,11 @@ class ModelConfig:
             "--prior vamp is a mixture of the diagonal Gaussian posterior at its pseudo-inputs: use --flow none, "
             "or --prior normal or mog with a flow",
         )
+        _check_layers(self)
+        _check(
+            self.flow == "none" or len(self.layers) == 1,
+            "--flow iaf is for one latent layer (--latent-dim); a stack of --latents takes --flow none",
+        )
         _check(self.classes >= 0, "classes must be >= 0")
         _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
         _check(
@@ -127,6 +136,11 @@ class ModelConfig:
         _check(0 < self.outlier_weight < 1, "outlier_weight must be in (0, 1)")
         _check(self.logvar_min < self.logvar_max, "logvar_min must be < logvar_max")
         _check(self.init_std > 0, "init_std must be > 0")
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The stochastic layers' sizes, bottom first: `latents`, or (latent_dim,) for one layer."""
+        return tuple(self.latents) or (self.latent_dim,)
 
     @property
     def conditional(self) -> bool:
@@ -248,6 +262,26 @@ def _check_types(config: Any) -> None:
             _check(whole(v), f"{f.name} must be a whole number, got {v!r}"[:120])
         elif isinstance(default, str):
             _check(isinstance(v, str), f"{f.name} must be a string, got {v!r}"[:120])
+
+
+def _check_layers(c: ModelConfig) -> None:
+    """`latents`, `latent_hidden` and `inference` are consistent; latent_dim becomes z_1's size latents[0]
+    when left at its default (a different latent_dim is an error: it would name another z_1)."""
+    _check_choice("inference", c.inference, INFERENCE)
+    _check(all(d >= 1 for d in c.latents), f"latents (layer sizes) must be >= 1, got {list(c.latents)}")
+    _check(all(h >= 1 for h in c.latent_hidden), "latent_hidden sizes must be >= 1")
+    if not c.latents:
+        return
+    default = next(f.default for f in dataclasses.fields(c) if f.name == "latent_dim")
+    _check(
+        c.latent_dim in (default, c.latents[0]),
+        f"latent_dim {c.latent_dim} disagrees with latents {list(c.latents)}: latents sets every layer "
+        f"(z_1 has {c.latents[0]}); give one of them",
+    )
+    object.__setattr__(c, "latent_dim", c.latents[0])
+    if len(c.latents) > 1:
+        _check(c.prior == "normal", "a stack of latents has the prior N(0, I) on its top layer: use --prior normal")
+        _check(not c.conditional, "a stack of latents cannot be conditioned on labels (yet): use one layer")
 
 
 def _check(ok: bool, msg: str) -> None:

@@ -128,7 +128,7 @@ def summarize(values: torch.Tensor) -> tuple[float, float]:
 def posterior_mean_variance(
     model: VAE, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Var_x(E_q(z|x)[z]) of each latent dimension over the rows of x, (latent_dim,): the activity
+    """Var_x(E_q(z|x)[z]) of each latent dimension over the rows of x, (noise_dim,): the activity
     statistic of Burda et al. (2016, Section 5.2); q(z|x, y) with the labels y for a conditional model."""
     device = next(model.parameters()).device
     with evaluating(model):
@@ -165,7 +165,8 @@ def evaluation_record(
     """The evaluation summary of the rows x (N, ...), JSON-ready: examples, k, seed; the mean and standard
     error (`_se`) of the ELBO, its terms log_px_z and kl, and the importance-sampled log_likelihood (k
     samples, `batch_size` examples at a time), all nats per example; bits_per_dim of the mean log p(x);
-    active_units of latent_dim and each unit's posterior_mean_variance. A conditional model's, of
+    active_units of latent_dim (all layers' units of a stack; per layer in active_units_per_layer, sizes in
+    latents) and each unit's posterior_mean_variance (layers side by side, bottom first). A conditional model's, of
     log p(x|y), with the labels y (N,). `estimate` replaces `log_likelihood` (e.g. the data-parallel one
     of `aevb.distributed`, which every rank calls); `on_batch(examples)` follows its progress."""
     terms = elbo_terms(model, x, seed=seed, y=y)  # one sample per example: cheap, computed whole
@@ -174,7 +175,10 @@ def evaluation_record(
     for name, v in (("elbo", terms.elbo), ("log_px_z", terms.log_px_z), ("kl", terms.kl), ("log_likelihood", ll)):
         res[name], res[name + "_se"] = summarize(v)
     res["bits_per_dim"] = summarize(bits_per_dim(ll, model.config.data_dim))[0]
-    activity = posterior_mean_variance(model, x, y=y)
-    res["active_units"], res["latent_dim"] = int((activity > ACTIVE_THRESHOLD).sum()), model.config.latent_dim
+    activity = posterior_mean_variance(model, x, y=y)  # (noise_dim,): every layer's units, bottom first
+    res["active_units"], res["latent_dim"] = int((activity > ACTIVE_THRESHOLD).sum()), model.noise_dim
+    layers = model.config.layers
+    res["latents"] = list(layers)  # the layers' sizes, bottom first: [latent_dim] for one layer
+    res["active_units_per_layer"] = [int((a > ACTIVE_THRESHOLD).sum()) for a in activity.split(layers)]
     res["posterior_mean_variance"] = [round(v, 6) for v in activity.tolist()]
     return res

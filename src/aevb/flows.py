@@ -145,6 +145,12 @@ class FlowPosterior:
         """Standard normal numbers per draw: those of q_0, D."""
         return self.base.noise_dim
 
+    @property
+    def stddev(self) -> torch.Tensor:
+        """The standard deviations of the Gaussian q0 under the flow, (B, D): what `aevb encode` writes as
+        the log-variances of a flow run (the flow's own spread has no closed form)."""
+        return self.base.stddev
+
     @functools.cached_property
     def mean(self) -> torch.Tensor:
         """The flow of q_0's mean, (B, D): z at eps = 0. Computed (with autograd, unless under no_grad) when

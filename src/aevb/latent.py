@@ -17,9 +17,10 @@ An objective, the evaluation, DDP or the anomaly detector never reads q's parame
   none) and `model.sample_prior(n, generator)` (z ~ p(z): every prior draw goes through the model's
   prior, N(0, I) or the learned mixtures of `aevb.priors`).
 
-`DiagonalGaussian` is the one-layer posterior of Kingma & Welling (2013). A stack of latent layers or a
-flow posterior is another posterior object with the same members (and the model's `log_prior`
-summing its layers' conditionals), with z the layers' values side by side.
+`DiagonalGaussian` is the one-layer posterior of Kingma & Welling (2013). A stack of latent layers
+(`aevb.hierarchy`: `BottomUp`, `Ladder`) or a flow posterior is another posterior object with the same
+members (and the model's `log_prior` summing its layers' conditionals), with z the layers' values side by
+side, bottom first; `model.top(z)` / `model.from_top(z_L)` take and complete the top layer that plots show.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from torch.distributions import Distribution
 
 from . import priors
 from .flows import FLOWS, FlowPosterior
+from .hierarchy import Hierarchy
 from .latent import DiagonalGaussian
 from .likelihoods import make_likelihood
 from .nets import ARCHS, init_glorot_, init_normal_
@@ -29,6 +30,8 @@ class VAE(nn.Module):
     A conditional VAE (`config.condition_on` "labels"; Sohn et al. 2015) is q(z|x, y) p(z) p(x|z, y):
     `encode`, `decode` and `sample` then take the labels y, (B,) int64 in 0..classes-1, which both
     networks see one-hot beside their input; an unconditional model ignores y.
+    With `config.latents` of two or more layers, z is a stack z_1 .. z_L (aevb.hierarchy, in `hierarchy`):
+    the encoder gives q(z_1|x), the decoder reads z_1, and the latent-structure members below ask the stack.
     """
 
     def __init__(self, config: ModelConfig):
@@ -51,34 +54,56 @@ class VAE(nn.Module):
         elif config.init == "glorot":
             init_glorot_(self)
         self.prior_net = PRIORS[config.prior](config)  # created last: N(0, I) has no parameters
+        # layers 2..L of a stack (after every one-layer part: a one-layer model draws the same initial weights)
+        self.hierarchy = Hierarchy(config) if len(config.latents) > 1 else None
+        if self.hierarchy is not None and config.init == "normal":
+            init_normal_(self.hierarchy, config.init_std)
 
     @property
     def analytic_kl(self) -> bool:
-        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q (no flow) against N(0, I)."""
-        return self.prior_net.analytic_kl and self.flow is None
+        """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q (no flow) against N(0, I)
+        (a stack of layers has none)."""
+        return self.hierarchy is None and self.flow is None and self.prior_net.analytic_kl
 
     # --- the latent structure (aevb.latent): all that objectives, evaluation and the detector ask of z ---
 
     @property
     def noise_dim(self) -> int:
-        """Standard normal numbers per draw of z from q(z|x) (`encode(x).rsample_from(eps)`): latent_dim."""
-        return self.config.latent_dim
+        """Standard normal numbers per draw of z from q(z|x) (`encode(x).rsample_from(eps)`): latent_dim,
+        or the sum of a stack's layer sizes."""
+        return self.config.latent_dim if self.hierarchy is None else self.hierarchy.noise_dim
+
+    @property
+    def top_dim(self) -> int:
+        """Size of the top latent layer z_L (latent_dim for one layer): what plots and the explorer show."""
+        return self.config.layers[-1]
+
+    def top(self, z: torch.Tensor) -> torch.Tensor:
+        """The top layer z_L (..., top_dim) of z (..., noise_dim): z itself for one layer."""
+        return z if self.hierarchy is None else z[..., z.shape[-1] - self.top_dim :]
+
+    def from_top(self, top: torch.Tensor) -> torch.Tensor:
+        """A whole z (..., noise_dim) with top layer `top` (..., top_dim) and each lower layer at the mean of
+        p(z_l | z_{l+1}): what a point of a top-layer plot decodes to; `top` itself for one layer."""
+        return top if self.hierarchy is None else self.hierarchy.descend(top)
 
     def prior(self) -> Distribution:
         """p(z), event shape (latent_dim,): N(0, I), or the mixture `config.prior` names."""
         return self.prior_net(self._device(), self.encode)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z), z.shape[:-1] in nats."""
-        return self.prior().log_prob(z)
+        """log p(z), z.shape[:-1] in nats (a stack's: log p(z_L) + sum_l log p(z_l | z_{l+1}))."""
+        return self.prior().log_prob(z) if self.hierarchy is None else self.hierarchy.log_prior(z)
 
     def kl(self, q: DiagonalGaussian | FlowPosterior) -> torch.Tensor | None:
-        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior, a flow)."""
+        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior, a flow, a stack)."""
         return q.kl_standard_normal() if self.analytic_kl else None
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z), (n, latent_dim), reproducible through `generator`: the model's own prior (for
-        N(0, I) exactly torch.randn(n, latent_dim, generator=generator))."""
+        N(0, I) exactly torch.randn(n, latent_dim, generator=generator)); a stack's ancestrally, (n, noise_dim)."""
+        if self.hierarchy is not None:
+            return self.hierarchy.sample_prior(n, generator, self._device())
         return priors.draw(self.prior(), n, generator, self._device())
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,18 +114,24 @@ class VAE(nn.Module):
         """q(z|x) (q(z|x, y) when conditional): batch shape (B,), event shape (latent_dim,). Its `.mean`
         is the posterior mean (a flow posterior's: the flow of its Gaussian's mean, aevb.flows). Its
         parameters are fp32 even when the encoder ran in bf16 (autocast).
-        The likelihood head's `encoder_input(x)` is what the encoder sees (poisson: log(1 + x))."""
+        The likelihood head's `encoder_input(x)` is what the encoder sees (poisson: log(1 + x)).
+        A stack's posterior (aevb.hierarchy, `--inference`) has the same members, event shape (noise_dim,)."""
         x = self.standardized(x.reshape(x.shape[0], -1))
         out = self.encoder(self._with_label(self.likelihood.encoder_input(x), y))
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
+        if self.hierarchy is not None:
+            return self.hierarchy.posterior(out)
         d = self.config.latent_dim
         mu, logvar, context = out.split((d, d, out.shape[-1] - 2 * d), dim=-1)
         q = DiagonalGaussian(mu, torch.exp(0.5 * logvar))
         return q if self.flow is None else self.flow.posterior(q, context)
 
     def decoder_output(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The likelihood head's parameters at z (and y), shape (*z.shape[:-1], head outputs)."""
+        """The likelihood head's parameters at z (and y), shape (*z.shape[:-1], head outputs); a stack's
+        decoder reads z_1, the first latent_dim numbers of z."""
+        if self.hierarchy is not None:
+            z = z[..., : self.config.latent_dim]
         return self.decoder(self._with_label(z, y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:

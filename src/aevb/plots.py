@@ -68,13 +68,14 @@ def image_grid(images: np.ndarray | torch.Tensor, ncols: int | None = None, titl
 
 def manifold_images(model: VAE, n: int = 20, label: torch.Tensor | None = None) -> np.ndarray:
     """E[x|z] over an n x n grid of a 2-D latent, (n*n, H, W), as in the paper's Figure 4; a
-    conditional model's for one class, `label` (1,).
+    conditional model's for one class, `label` (1,); a stack's over its 2-D top layer z_L (the layers below
+    at the means of p(z_l | z_{l+1}), `VAE.from_top`).
 
     Linearly spaced points (i + 0.5)/n of the unit square are mapped through the inverse
     Gaussian CDF, so the grid covers the prior's probability mass evenly.
     """
-    if model.config.latent_dim != 2:
-        raise ValueError(f"the manifold needs a 2-D latent space; this model has {model.config.latent_dim}")
+    if model.top_dim != 2:
+        raise ValueError(f"the manifold needs a 2-D (top) latent space; this model has {model.top_dim}")
     u = (torch.arange(n, dtype=torch.float32) + 0.5) / n
     v = torch.distributions.Normal(0.0, 1.0).icdf(u)
     z1, z2 = torch.meshgrid(v, v.flip(0), indexing="xy")  # rows: z2 from high to low, like a plot
@@ -82,7 +83,7 @@ def manifold_images(model: VAE, n: int = 20, label: torch.Tensor | None = None) 
     device = next(model.parameters()).device
     with torch.no_grad():
         y = None if label is None else label.to(device).expand(z.shape[0])
-        x = model.decode(z.to(device), y).mean.cpu()
+        x = model.decode(model.from_top(z.to(device)), y).mean.cpu()
     return x.reshape(n * n, *model.config.data_shape).numpy()
 
 

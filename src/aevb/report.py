@@ -105,14 +105,14 @@ def build_report(
     ev = test_evaluation(run_dir, model, train_cfg, x, k, seed, on_batch, y)
     is_image = plots.is_image(model_cfg.data_shape)
     with torch.no_grad():
-        mu = model.encode(x, y).mean.numpy()
+        mu = model.top(model.encode(x, y).mean).numpy()  # a stack's top layer z_L
     sections = [_eval_section(ev, source, model), _curves_section(run_dir)]
     if is_image:
         sections.append(_image_sections(model, x, seed, y))
     else:
         sections.append(_table_section(table_statistics(model, x, seed=seed, y=y)))
-    sections.append(_latent_section(mu, labels, source))
-    if is_image and model_cfg.latent_dim == 2 and y is None:  # a conditional run has one manifold per class
+    sections.append(_latent_section(mu, labels, source, len(model_cfg.layers) > 1))
+    if is_image and model.top_dim == 2 and y is None:  # a conditional run has one manifold per class
         sections.append(_figure("The learned 2-D manifold", plots.image_grid(plots.manifold_images(model, N_MANIFOLD))))
         sections[-1] += "<p>E[x|z] over a grid of the unit square mapped through the inverse Gaussian CDF.</p>"
     sections.append(_config_section(model_cfg, train_cfg))
@@ -195,6 +195,11 @@ def _eval_section(ev: dict, source: str, model: VAE) -> str:
         ),
         ("source", ev["source"] + ("" if "read" in ev["source"] else f", evaluation seed {ev['seed']}")),
     ]
+    if len(ev.get("latents", ())) > 1:  # a stack: active units of each layer
+        per = ", ".join(
+            f"z_{i + 1}: {a} of {d}" for i, (a, d) in enumerate(zip(ev["active_units_per_layer"], ev["latents"]))
+        )
+        rows.insert(-1, ("active units per layer", per))
     return (
         '<section><h2>Test set</h2><table id="evaluation">' + _rows(rows) + "</table>"
         "<p>Nats per example, higher is better; ± is the standard error over test examples. log p(x) is the "
@@ -245,7 +250,7 @@ def _table_section(st: dict) -> str:
     )
 
 
-def _latent_section(mu: np.ndarray, labels: torch.Tensor | None, source: str) -> str:
+def _latent_section(mu: np.ndarray, labels: torch.Tensor | None, source: str, stack: bool = False) -> str:
     proj = latent_projection(mu)
     pts = proj(mu)
     if proj.kind == "latent-1d":
@@ -257,7 +262,7 @@ def _latent_section(mu: np.ndarray, labels: torch.Tensor | None, source: str) ->
     ax.set_xlabel(proj.axes[0])
     ax.set_ylabel("(random jitter)" if proj.kind == "latent-1d" else proj.axes[1])
     what = {"latent": "the latent itself", "pca": "a PCA projection to 2-D", "latent-1d": "z1 with random jitter"}
-    title = f"Test posterior means ({what[proj.kind]})"
+    title = f"Test posterior means{' of the top layer z_L' if stack else ''} ({what[proj.kind]})"
     return _figure(title, fig, "latent space") + f"<p>{len(mu)} examples of {_esc(source)}, coloured by label.</p>"
 
 

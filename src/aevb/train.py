@@ -157,6 +157,8 @@ def _load(
         raise AevbError("--free-bits needs --prior normal (the KL of a mixture prior does not split per dimension)")
     if train_config.free_bits > 0 and model_config.flow != "none":
         raise AevbError("--free-bits needs --flow none (the KL of a flow posterior does not split per dimension)")
+    if train_config.free_bits > 0 and len(model_config.layers) > 1:
+        raise AevbError("--free-bits is for one latent layer (the KL of a stack of --latents has no closed form)")
     binarize = resolve_binarize(train_config.binarize, model_config.likelihood, dataset)
     train_config = dataclasses.replace(train_config, binarize=binarize)
     device = resolve_device(train_config.device)

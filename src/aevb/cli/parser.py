@@ -10,6 +10,7 @@ from typing import Any
 from .. import config as C
 from ..flows import FLOWS
 from ..gradients import GRADIENTS
+from ..hierarchy import INFERENCE
 from ..likelihoods import LIKELIHOODS, column_kinds, standardizable
 from ..nets import ARCHS
 from ..objectives import OBJECTIVES
@@ -21,7 +22,13 @@ from .progress import LINE_EVERY_S
 
 # Help for every config field; `aevb train` gets one flag per field, named after it.
 FIELD_HELP = {
-    "latent_dim": "size of the latent z",
+    "latent_dim": "size of the latent z (one stochastic layer; --latents gives a stack instead)",
+    "latents": "sizes of a stack of stochastic layers z_1 .. z_L, bottom first, e.g. 100 50 (Burda et al. 2016's "
+    "two-layer model with --hidden 200 200); none = one layer of --latent-dim; z_1's size replaces --latent-dim",
+    "latent_hidden": "hidden sizes of the MLPs between z_l and z_{l+1} of --latents (the generative ones mirror "
+    "them); none = two layers as wide as z_l (100 100 between z_1 = 100 and z_2 = 50)",
+    "inference": "q(z|x) of --latents: bottom-up = q(z_1|x) q(z_2|z_1) ... (Burda et al. 2016); ladder = top-down "
+    "inference sharing the generative path, precision-weighted with a bottom-up pass (Sonderby et al. 2016)",
     "hidden": "hidden layer sizes of the encoder MLP (the decoder mirrors them)",
     "activation": "hidden activation",
     "likelihood": f"p(x|z), a decoder head of aevb.likelihoods.LIKELIHOODS: {', '.join(LIKELIHOODS)} (each "
@@ -113,6 +120,7 @@ CHOICES = {
     "condition_on": C.CONDITIONS,
     "gradient": GRADIENTS,
     "lr_schedule": tuple(LR_SCHEDULES),
+    "inference": INFERENCE,
 }
 MODEL_FIELDS = [
     f for f in dataclasses.fields(C.ModelConfig) if f.name != "data_shape"

@@ -71,9 +71,13 @@ def _eval(args: argparse.Namespace, ctx: distributed.Context) -> None:
         f"  log p(x)  {res['log_likelihood']:10.3f} ± {res['log_likelihood_se']:.3f} nats  (importance sampled, k={k})"
     )
     print(f"  bits/dim  {res['bits_per_dim']:10.4f}  (-log2 p(x) / {d})")
+    per = ""
+    if len(res["latents"]) > 1:
+        layers = zip(res["active_units_per_layer"], res["latents"])
+        per = "; per layer, z_1 first: " + ", ".join(f"{a} of {d}" for a, d in layers)
     print(
         f"  active units {res['active_units']} of {res['latent_dim']}  "
-        f"(Var_x E_q[z_j] > {ACTIVE_THRESHOLD:g}, Burda et al. 2016)"
+        f"(Var_x E_q[z_j] > {ACTIVE_THRESHOLD:g}, Burda et al. 2016{per})"
     )
 
 
@@ -116,33 +120,36 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    """Posterior means and log-variances of q(z|x), optionally a scatter plot."""
+    """Posterior means and log-variances of q(z|x) (every layer of a stack, z_1 first), optionally a scatter
+    plot (of the top layer)."""
     model, train_cfg = load_run(args)
     x, labels, source = read_data(args, model, train_cfg)
     out = out_path(args, f"encoded_{'file_' + Path(args.data).stem if args.data else args.split}.npz", [args.data])
     with torch.no_grad():
         q = model.encode(x, condition(model, labels))
-        gaussian = getattr(q, "base", q)  # a flow posterior's log-variances: its Gaussian q0's, before the flow
-        mu, logvar = q.mean.numpy(), (2 * gaussian.base_dist.scale.log()).numpy()
+        # every layer's, z_1 first (a stack's: the conditional means and log-variances along the means' pass;
+        # a flow posterior's: its Gaussian q0's, before the flow)
+        mu, logvar = q.mean.numpy(), (2 * q.stddev.log()).numpy()
     cols = {"mu": mu, "logvar": logvar}
     if labels is not None and out.suffix.lower() != ".npy":
         cols["label"] = labels.numpy()
     save_table(out, cols)
     print(f"posterior means and log-variances of {x.shape[0]} rows of {source} written to {out}")
-    if args.plot:
-        if mu.shape[1] != 2:
-            raise AevbError(f"--plot needs a 2-D latent; this model has {mu.shape[1]} (the table was written)")
-        plots.save(plots.latent_scatter(mu, labels.numpy() if labels is not None else None), args.plot)
+    if args.plot:  # the top layer of a stack
+        top = mu[:, mu.shape[1] - model.top_dim :]
+        if top.shape[1] != 2:
+            raise AevbError(f"--plot needs a 2-D (top) latent; this model has {top.shape[1]} (the table was written)")
+        plots.save(plots.latent_scatter(top, labels.numpy() if labels is not None else None), args.plot)
         print(f"scatter plot written to {args.plot}")
 
 
 def cmd_manifold(args: argparse.Namespace) -> None:
     """The decoded grid of a 2-D latent (paper, Figure 4)."""
     model, _ = load_run(args)
-    if model.config.latent_dim != 2 or not plots.is_image(model.config.data_shape):
+    if model.top_dim != 2 or not plots.is_image(model.config.data_shape):
         raise AevbError(
-            f"the manifold needs a 2-D latent and image data; this run has latent_dim "
-            f"{model.config.latent_dim} and data shape {model.config.data_shape}"
+            f"the manifold needs a 2-D (top) latent and image data; this run has a top latent of "
+            f"{model.top_dim} and data shape {model.config.data_shape}"
         )
     out = out_path(args, "manifold.png")
     if model.config.conditional and args.label is None:

@@ -57,6 +57,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                 raise AevbError(f"unknown recipe {train_kw['recipe']!r}; the recipes are {', '.join(RECIPES)}")
             recipe_model, recipe_train = recipe_fields(train_kw["recipe"])
             model_kw, train_kw = {**recipe_model, **model_kw}, {**recipe_train, **train_kw}
+        if model_kw.get("latents") and model_kw.get("latent_dim", model_kw["latents"][0]) != model_kw["latents"][0]:
+            raise AevbError("give --latent-dim (one layer) or --latents (every layer, z_1 first), not both")
         try:
             model_cfg, train_cfg = C.ModelConfig(**model_kw), C.TrainConfig(**train_kw)
         except ValueError as e:

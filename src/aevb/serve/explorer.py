@@ -69,7 +69,7 @@ class Explorer:
         self.x, self.labels, self.k = x, labels, k
         self.y = check_labels(labels, x.shape[0], model_cfg, self.source)  # a conditional run's labels, else None
         with torch.no_grad():
-            self.mu = self.model.encode(x, self.y).mean  # (N, Dz)
+            self.mu = self.model.top(self.model.encode(x, self.y).mean)  # (N, Dz): a stack's top layer z_L
         self.projection = latent_projection(self.mu.numpy().astype(np.float64))
         self.log_px = log_likelihood(self.model, x, k=k, seed=0, on_batch=on_batch, y=self.y)  # (N,) nats
 
@@ -84,7 +84,7 @@ class Explorer:
         return {
             "run": self.run_dir.name,
             "data": self.source,
-            "latent_dim": self.config.latent_dim,
+            "latent_dim": self.model.top_dim,  # the top layer's of a stack
             "data_shape": list(self.config.data_shape),
             "is_image": is_image(self.config.data_shape),  # grey (H, W), or (C, H, W) with C = 1 or 3
             "likelihood": self.config.likelihood,
@@ -113,7 +113,7 @@ class Explorer:
 
     def parse_z(self, value: Any, name: str = "z") -> torch.Tensor:
         """A latent vector from JSON: a list of latent_dim finite numbers within +-Z_LIMIT."""
-        d = self.config.latent_dim
+        d = self.model.top_dim
         if not isinstance(value, list):
             raise ApiError(400, f"{name} must be a list of {d} numbers")
         if len(value) != d:
@@ -137,13 +137,16 @@ class Explorer:
         label = _integer(0 if value is None else value, "label", 0, self.config.classes - 1)
         return torch.tensor([label])
 
-    def decode(self, z: torch.Tensor, label: torch.Tensor | None = None) -> list[list[float]]:
+    def decode(
+        self, z: torch.Tensor, label: torch.Tensor | None = None, whole: torch.Tensor | None = None
+    ) -> list[list[float]]:
         """E[x|z] (E[x|z, y] with a conditional run's `label` (1,) or (n,)) for each row of z (n, Dz),
-        flattened: n lists of D numbers."""
-        z = z.reshape(-1, self.config.latent_dim)
+        flattened: n lists of D numbers. A stack's z is its top layer; the layers below are at the means of
+        p(z_l | z_{l+1}) (`VAE.from_top`), or given whole (`whole`, (n, noise_dim): a prior draw)."""
+        z = z.reshape(-1, self.model.top_dim)
         y = None if label is None else label.expand(z.shape[0])
         with torch.no_grad():
-            x = self.model.decode(z, y).mean
+            x = self.model.decode(self.model.from_top(z) if whole is None else whole, y).mean
         if not torch.isfinite(x).all():
             raise ApiError(422, "the decoder's output is not finite at this point; choose a smaller z")
         return x.tolist()
@@ -182,8 +185,9 @@ class Explorer:
         seed = _integer(body.get("seed", 0), "seed", 0, 2**53)
         label = self.parse_label(body.get("label"))
         with torch.no_grad():  # the run's own prior: N(0, I), or its learned mixture (mog, vamp)
-            z = self.model.sample_prior(n, torch.Generator().manual_seed(seed))
-        return {"seed": seed, "z": z.tolist(), "x": self.decode(z, label)}
+            z = self.model.sample_prior(n, torch.Generator().manual_seed(seed))  # a stack's: every layer
+        top = self.model.top(z)
+        return {"seed": seed, "z": top.tolist(), "x": self.decode(top, label, whole=z)}
 
     def ranking(self, n: Any) -> dict[str, Any]:
         """The n most and n least likely test items by importance-sampled log p(x) (k samples)."""

@@ -1,0 +1,365 @@
+"""Hierarchical latents (aevb.hierarchy) against a two-layer linear-Gaussian model with a closed-form log p(x):
+
+    z_2 ~ N(0, I),  z_1 | z_2 ~ N(A z_2 + a, S),  x | z_1 ~ N(B z_1 + b, sigma^2 I)
+
+so x ~ N(B a + b, B (A A^T + S) B^T + sigma^2 I). A is diagonal and B's columns orthogonal, so that the
+true posterior is representable by both posteriors: bottom-up p(z_1|x) p(z_2|z_1) (x and z_2 are
+independent given z_1) and ladder p(z_2|x) p(z_1|z_2, x) (the precision-weighted product of p(z_1|z_2)
+and the likelihood's Gaussian in z_1). The model's networks are replaced by linear maps set to these
+posteriors; the ELBO is then exact, and a perturbed posterior gives the IWAE bounds' ordering.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.distributions import MultivariateNormal
+
+import aevb
+from aevb import ModelConfig, TrainConfig
+from aevb.evaluate import evaluation_record, log_likelihood
+from aevb.objectives import elbo, iwae, log_weights
+
+D, D1, D2, SIGMA = 5, 3, 2, 0.5
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    lin = nn.Linear(weight.shape[1], weight.shape[0]).double()
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        lin.bias.copy_(bias)
+    return lin
+
+
+def _gaussian_net(w_mu, b_mu, logvar, inputs: int | None = None) -> nn.Linear:
+    """A linear net whose output is [W x + b | logvar]: a Gaussian with a mean linear in its input and a
+    constant variance; `inputs` pads W with zero columns (the ladder's [mu^ | log sigma^2] input)."""
+    if inputs is not None:
+        w_mu = torch.cat([w_mu, torch.zeros(w_mu.shape[0], inputs - w_mu.shape[1], dtype=w_mu.dtype)], 1)
+    weight = torch.cat([w_mu, torch.zeros_like(w_mu)])
+    return _linear(weight, torch.cat([b_mu, logvar]))
+
+
+def _diag(m: torch.Tensor) -> torch.Tensor:
+    """The diagonal of a matrix that the construction makes diagonal (checked)."""
+    assert torch.allclose(m, torch.diag(torch.diag(m)), atol=1e-12)
+    return torch.diag(m)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """The generative parameters and 20 data points x drawn from the model."""
+    g = torch.Generator().manual_seed(0)
+    dt = torch.float64
+    A = torch.zeros(D1, D2, dtype=dt)
+    A[0, 0], A[1, 1] = 1.5, -0.8
+    a = torch.tensor([0.3, -0.2, 0.5], dtype=dt)
+    S = torch.tensor([0.4, 0.7, 1.2], dtype=dt)  # diag of Var(z_1 | z_2)
+    Q, _ = torch.linalg.qr(torch.randn(D, D1, generator=g, dtype=dt))
+    B = Q * torch.tensor([2.0, 1.0, 0.6], dtype=dt)  # orthogonal columns: B^T B diagonal
+    b = torch.randn(D, generator=g, dtype=dt) * 0.3
+    marginal = MultivariateNormal(B @ a + b, B @ (A @ A.T + torch.diag(S)) @ B.T + SIGMA**2 * torch.eye(D, dtype=dt))
+    x = marginal.sample((20,))
+    return dict(A=A, a=a, S=S, B=B, b=b, marginal=marginal, x=x)
+
+
+def linear_gaussian_vae(t: dict, inference: str) -> aevb.VAE:
+    """A VAE with latents (3, 2) whose every network is the linear map of the true model / posterior."""
+    cfg = ModelConfig(data_shape=(D,), latents=(D1, D2), inference=inference, likelihood="gaussian", sigma=SIGMA)
+    model = aevb.VAE(cfg).double()
+    A, a, S, B, b = t["A"], t["a"], t["S"], t["B"], t["b"]
+    I2 = torch.eye(D2, dtype=A.dtype)
+    model.decoder = _linear(B, b)
+    model.hierarchy.down[0] = _gaussian_net(A, a, S.log())
+    btb = _diag(B.T @ B)
+    if inference == "bottom-up":  # q(z_1|x) = p(z_1|x), q(z_2|z_1) = p(z_2|z_1)
+        var1 = 1 / (1 / _diag(A @ A.T + torch.diag(S)) + btb / SIGMA**2)
+        w1 = var1[:, None] * B.T / SIGMA**2
+        mean1 = var1 * a / _diag(A @ A.T + torch.diag(S))
+        model.encoder = _gaussian_net(w1, mean1 - w1 @ b, var1.log())
+        var2 = 1 / _diag(I2 + A.T @ torch.diag(1 / S) @ A)
+        w2 = var2[:, None] * A.T / S
+        model.hierarchy.up[0] = _gaussian_net(w2, -w2 @ a, var2.log())
+    else:  # bottom-up Gaussians: the likelihood's in z_1, N(m(x), R), and p(z_2|x) from m(x)
+        R = SIGMA**2 / btb
+        w1 = B.T / btb[:, None]
+        model.encoder = _gaussian_net(w1, -w1 @ b, R.log())
+        var2 = 1 / _diag(I2 + A.T @ torch.diag(1 / (S + R)) @ A)
+        w2 = var2[:, None] * A.T / (S + R)
+        model.hierarchy.up[0] = _gaussian_net(w2, -w2 @ a, var2.log(), inputs=2 * D1)
+    return model.eval()
+
+
+def perturbed(model: aevb.VAE) -> aevb.VAE:
+    """The same model with a worse posterior: shifted means and wider variances of z_1."""
+    with torch.no_grad():
+        model.encoder.bias[:D1] += 0.4
+        model.encoder.bias[D1:] += 0.8
+    return model
+
+
+INFERENCE = ["bottom-up", "ladder"]
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_the_elbo_is_exact_under_the_true_posterior(truth, inference):
+    model = linear_gaussian_vae(truth, inference)
+    x, log_px = truth["x"], truth["marginal"].log_prob(truth["x"])
+    g = torch.Generator().manual_seed(1)
+    lw = log_weights(model, x, k=30, generator=g)  # (30, 20): every weight is p(x) itself
+    torch.testing.assert_close(lw, log_px.expand_as(lw), atol=1e-9, rtol=0)
+    terms = elbo(model, x, samples=3, generator=g)
+    torch.testing.assert_close(terms.elbo, log_px, atol=1e-9, rtol=0)
+    assert model.kl(model.encode(x)) is None  # a stack's KL is the Monte Carlo estimate
+    torch.testing.assert_close(terms.kl, terms.log_px_z - log_px, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_log_prior_and_posterior_densities_are_the_gaussians(truth, inference):
+    """log p(z) is log N(z_2; 0, I) + log N(z_1; A z_2 + a, S); log q of given z equals log q of q's own draws."""
+    model = linear_gaussian_vae(truth, inference)
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(7, D1 + D2, generator=g, dtype=torch.float64)
+    z1, z2 = z[:, :D1], z[:, D1:]
+    want = MultivariateNormal(torch.zeros(D2, dtype=z.dtype), torch.eye(D2, dtype=z.dtype)).log_prob(z2)
+    want = want + MultivariateNormal(z2 @ truth["A"].T + truth["a"], torch.diag(truth["S"])).log_prob(z1)
+    torch.testing.assert_close(model.log_prior(z), want, atol=1e-10, rtol=0)
+    q = model.encode(truth["x"])
+    eps = torch.randn(4, 20, D1 + D2, generator=g, dtype=torch.float64)
+    zq, lq = q.rsample_with_log_prob(eps)
+    torch.testing.assert_close(q.log_prob(zq), lq, atol=1e-10, rtol=0)
+    torch.testing.assert_close(q.rsample_from(eps), zq)
+    # for linear nets the pass of conditional means is E_q[z]
+    mean = q.rsample_from(torch.randn(20000, 20, D1 + D2, generator=g, dtype=torch.float64)).mean(0)
+    torch.testing.assert_close(q.mean, mean, atol=0.05, rtol=0)
+
+
+def test_ancestral_samples_have_the_prior_moments(truth):
+    model = linear_gaussian_vae(truth, "bottom-up")
+    z = model.sample_prior(40000, torch.Generator().manual_seed(3))
+    assert z.shape == (40000, D1 + D2)
+    A, a, S = truth["A"], truth["a"], truth["S"]
+    cov = torch.block_diag(A @ A.T + torch.diag(S), torch.eye(D2, dtype=A.dtype))
+    cov[:D1, D1:], cov[D1:, :D1] = A, A.T  # Cov(z_1, z_2) = A
+    torch.testing.assert_close(z.mean(0), torch.cat([a, torch.zeros(D2, dtype=a.dtype)]), atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), cov, atol=0.06, rtol=0)
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_bounds_are_ordered_and_below_log_px(truth, inference):
+    """E[ELBO] <= E[L_5] <= E[L_50] <= log p(x), each gap more than 4 standard errors of the Monte Carlo
+    means over 300 repetitions of 20 points."""
+    model = perturbed(linear_gaussian_vae(truth, inference))
+    x = truth["x"].repeat(300, 1)  # (6000, D)
+    log_px = truth["marginal"].log_prob(truth["x"]).repeat(300)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        bounds = [elbo(model, x, generator=g).elbo, iwae(model, x, 5, generator=g), iwae(model, x, 50, generator=g)]
+    chain = [*bounds, log_px]
+    for lo, hi in zip(chain, chain[1:]):
+        gap = hi - lo
+        assert gap.mean() > 4 * gap.std() / math.sqrt(gap.numel()), (gap.mean(), gap.std())
+    assert (log_px - bounds[0]).mean() > 0.5  # the perturbation is not a small one
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_importance_sampled_log_px_converges_to_the_closed_form(truth, inference):
+    """`aevb eval`'s estimator with k = 5000 is within 4 standard errors (delta method, per example) of
+    log p(x), while the ELBO is far below it."""
+    model = perturbed(linear_gaussian_vae(truth, inference))
+    x, log_px = truth["x"], truth["marginal"].log_prob(truth["x"])
+    est = log_likelihood(model, x, k=5000, batch_size=7).double()
+    with torch.no_grad():
+        w = log_weights(model, x, k=5000, generator=torch.Generator().manual_seed(5)).exp()  # (k, B) / p(x) scale
+    se = w.std(0) / (math.sqrt(5000) * w.mean(0))  # standard error of log(mean w)
+    assert ((est - log_px).abs() < 4 * se + 1e-6).all(), (est - log_px).abs() / se
+    assert (log_px - elbo(model, x).elbo.detach()).mean() > 0.5
+
+
+def test_evaluation_record_reports_active_units_per_layer(truth):
+    model = linear_gaussian_vae(truth, "bottom-up")
+    rec = evaluation_record(model, truth["x"], k=10)
+    assert rec["latents"] == [D1, D2] and rec["latent_dim"] == D1 + D2
+    var = torch.tensor(rec["posterior_mean_variance"])
+    mean = model.encode(truth["x"]).mean.detach()
+    torch.testing.assert_close(var, mean.var(0).float(), atol=1e-6, rtol=1e-4)
+    assert rec["active_units_per_layer"] == [int((var[:D1] > 0.01).sum()), int((var[D1:] > 0.01).sum())]
+    assert rec["active_units"] == sum(rec["active_units_per_layer"])
+
+
+# --- training, resume, checkpoints, CLI ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_resume_after_a_crash_is_bitwise_equal(tmp_path, inference, digits):
+    m = ModelConfig(latents=(6, 3), latent_hidden=(16,), hidden=(32,), inference=inference)
+    cfg = TrainConfig(epochs=2, checkpoint_every=4, seed=1, objective="iwae", k=3)
+    whole = aevb.train(m, cfg, tmp_path / "whole", dataset=digits)
+
+    def crash(s):  # epoch 2, batch 7; the last checkpoint is step 16, inside epoch 2
+        if s.epoch == 2 and s.done == 700:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        aevb.train(m, cfg, tmp_path / "part", dataset=digits, on_step=crash)
+    resumed = aevb.train(None, None, tmp_path / "part", dataset=digits, resume=True)
+    assert whole.state_dict().keys() == resumed.state_dict().keys()
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    # the checkpoint is safetensors + JSON; loading it rebuilds the stack with no pickle
+    saved = load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert any(k.startswith("hierarchy.up.0.") for k in saved) and any(k.startswith("hierarchy.down.0.") for k in saved)
+    loaded = aevb.load(tmp_path / "part")
+    assert loaded.config == resumed.config and loaded.config.latent_dim == 6
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def _aevb(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--latents", "0"], "latents (layer sizes) must be >= 1, got [0]"),
+        (["--latents", "4", "-2"], "latents (layer sizes) must be >= 1, got [4, -2]"),
+        (["--latents"], "argument --latents: expected at least one argument"),
+        (["--latents", "4", "x"], "argument --latents: invalid int value: 'x'"),
+        (["--latent-dim", "5", "--latents", "4", "2"], "give --latent-dim (one layer) or --latents"),
+        (["--latents", "4", "2", "--inference", "up"], "argument --inference: invalid choice: 'up'"),
+        (["--latents", "4", "2", "--prior", "mog"], "top layer: use --prior normal"),
+        (["--latents", "4", "2", "--latent-hidden", "0"], "latent_hidden sizes must be >= 1"),
+        (["--latents", "4", "2", "--free-bits", "0.1"], "--free-bits is for one latent layer"),
+    ],
+)
+def test_bad_latents_are_one_line_errors(tmp_path, flags, message):
+    r = _aevb("train", *flags, "--epochs", "1", "--out", "run", cwd=tmp_path)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aevb: error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_latents_set_latent_dim_and_one_layer_is_the_plain_vae():
+    assert ModelConfig(latents=(7, 3)).latent_dim == 7
+    assert ModelConfig(latents=(7, 3), latent_dim=7).layers == (7, 3)
+    with pytest.raises(ValueError, match="latent_dim 5 disagrees with latents"):
+        ModelConfig(latents=(7, 3), latent_dim=5)
+    torch.manual_seed(0)
+    one = aevb.VAE(ModelConfig(latents=(4,)))
+    torch.manual_seed(0)
+    plain = aevb.VAE(ModelConfig(latent_dim=4))
+    assert one.hierarchy is None and one.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), plain.state_dict().values()))
+
+
+def test_burda_default_shapes():
+    """--latents 100 50 --hidden 200 200: x-200-200-z1(100)-100-100-z2(50), the decoder mirroring it."""
+    model = aevb.VAE(ModelConfig(data_shape=(784,), latents=(100, 50), hidden=(200, 200)))
+    shapes = lambda net: [tuple(m.weight.shape) for m in net.modules() if isinstance(m, nn.Linear)]  # noqa: E731
+    assert shapes(model.encoder) == [(200, 784), (200, 200), (200, 200)]
+    assert shapes(model.hierarchy.up[0]) == [(100, 100), (100, 100), (100, 100)]
+    assert shapes(model.hierarchy.down[0]) == [(100, 50), (100, 100), (200, 100)]
+    assert shapes(model.decoder) == [(200, 100), (200, 200), (784, 200)]
+    assert model.noise_dim == 150 and model.top_dim == 50
+
+
+def test_cli_hierarchical_run_end_to_end(tmp_path):
+    flags = ["--latents", "6", "2", "--hidden", "32", "--epochs", "3", "--out", "run", "--no-progress"]
+    r = _aevb("train", *flags, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _aevb("eval", "run", "--k", "50", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "per layer, z_1 first:" in r.stdout and "of 6, " in r.stdout and "of 2)" in r.stdout
+    for cmd in (["sample", "run", "--n", "8"], ["reconstruct", "run", "--n", "4"], ["manifold", "run", "--n", "3"]):
+        r = _aevb(*cmd, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    r = _aevb("encode", "run", "--out", "e.npz", "--plot", "e.png", cwd=tmp_path)  # the top layer is 2-D
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as f:
+        assert f["mu"].shape == (300, 8) and f["logvar"].shape == (300, 8)  # every layer, z_1 first
+    assert all(
+        (tmp_path / "run" / f).stat().st_size > 0 for f in ("samples.png", "manifold.png", "reconstructions.png")
+    )
+    assert (tmp_path / "e.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_anomaly_scores_of_a_stack(truth, inference):
+    """The detector's scores see the stack through the latent interface: under the true posterior the ELBO
+    score is log p(x) exactly; the log-likelihood score of a worse posterior converges to it."""
+    from aevb.anomaly.scores import elbo_score, log_likelihood_score
+
+    x, log_px = truth["x"], truth["marginal"].log_prob(truth["x"])
+    torch.testing.assert_close(elbo_score(linear_gaussian_vae(truth, inference), x, 4), log_px, atol=1e-9, rtol=0)
+    model = perturbed(linear_gaussian_vae(truth, inference))
+    est = log_likelihood_score(model, x, 2000, batch_size=6)
+    torch.testing.assert_close(est, log_likelihood(model, x, k=2000, batch_size=20))  # the same noise per example
+    with torch.no_grad():
+        w = log_weights(model, x, k=2000, generator=torch.Generator().manual_seed(6)).exp()
+    se = w.std(0) / (math.sqrt(2000) * w.mean(0))
+    assert ((est.double() - log_px).abs() < 4 * se).all()
+
+
+def test_explorer_shows_the_top_layer(tmp_path, digits):
+    from aevb.serve.explorer import Explorer
+
+    model = aevb.train(
+        ModelConfig(latents=(6, 2), hidden=(32,)), TrainConfig(epochs=1), tmp_path / "run", dataset=digits
+    )
+    ex = Explorer(tmp_path / "run", k=5)
+    assert ex.info()["latent_dim"] == 2 and ex.mu.shape == (300, 2)
+    z = torch.tensor([[0.5, -1.0]])
+    with torch.no_grad():  # the layers below the top at the means of p(z_1 | z_2)
+        want = model.decode(model.from_top(z)).mean
+        mu1 = model.hierarchy.conditional(0, z)[0]
+        torch.testing.assert_close(model.from_top(z), torch.cat([mu1, z], -1))
+    torch.testing.assert_close(torch.tensor(ex.decode(ex.parse_z([0.5, -1.0]))), want)
+    s = ex.sample({"n": 3, "seed": 4})
+    with torch.no_grad():
+        whole = model.sample_prior(3, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(torch.tensor(s["x"]), model.decode(whole).mean)
+    torch.testing.assert_close(torch.tensor(s["z"]), whole[:, 6:])
+
+
+@pytest.mark.slow
+def test_two_processes_follow_one_for_a_ladder_stack(tmp_path):
+    """torchrun with 2 processes (gloo) trains the ladder stack as one process does, and evaluates it the same."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    flags = ["train", "--latents", "6", "3", "--inference", "ladder", "--hidden", "32", "--epochs", "3"]
+    flags += ["--seed", "3", "--no-progress", "--out"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aevb"]
+    for launch, out in (([sys.executable, "-m", "aevb"], "one"), (torchrun, "two")):
+        r = subprocess.run([*launch, *flags, out], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (
+        load_file(str(tmp_path / "one" / "model.safetensors")),
+        load_file(str(tmp_path / "two" / "model.safetensors")),
+    )
+    assert a.keys() == b.keys() and any(k.startswith("hierarchy.") for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=k)
+    results = []
+    for launch in ([sys.executable, "-m", "aevb"], torchrun):
+        r = subprocess.run([*launch, "eval", "one", "--k", "1000", "--no-progress"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
+    assert results[1]["log_likelihood"] == pytest.approx(results[0]["log_likelihood"], rel=1e-6, abs=1e-5)

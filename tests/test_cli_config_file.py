@@ -14,6 +14,8 @@ from aevb_process import (
     subprocess_env,
 )
 
+pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
+
 
 @pytest.fixture(scope="module")
 def env() -> dict:

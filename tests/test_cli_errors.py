@@ -20,6 +20,8 @@ from cli_runs import (
     write_table,
 )
 
+pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
+
 # the session's shared runs (cli_runs.py), under this file's names
 
 

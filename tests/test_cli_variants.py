@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import aevb
+
+pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -19,6 +19,8 @@ from aevb_process import (
     tensors,
 )
 
+pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
+
 
 @pytest.fixture(scope="module")
 def env() -> dict:

@@ -34,6 +34,7 @@ def test_conv_networks_fit_any_image_size_and_keep_examples_apart(shape):
     assert h.shape == (4, 2 * d)
 
 
+@pytest.mark.slow
 def test_conv_and_resmlp_learn_digits(digits):
     x = _x(digits, "valid")
     for cfg in (

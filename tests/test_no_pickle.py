@@ -136,6 +136,7 @@ def test_a_malicious_file_in_each_place_the_library_reads_runs_nothing(tmp_path,
     assert not marker.exists(), "code in a file ran"
 
 
+@pytest.mark.slow
 def test_malicious_files_through_the_command_line_run_nothing(tmp_path, env, good_run, shared_data):
     marker = tmp_path / "PWNED"
     for f in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):

@@ -26,6 +26,7 @@ def _x(digits, name="test"):
 # -- beta-VAE, KL warm-up, free bits ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_regularised_elbo_against_the_elbo_terms(trained, digits):
     model, x = trained["elbo"], _x(digits)[:50]
     eps = torch.randn(3, 50, 8, generator=torch.Generator().manual_seed(1))
@@ -78,6 +79,7 @@ def test_kl_weight_schedule_and_training_logs_the_objective(digits):
     assert records[-1]["valid_elbo"] > records[0]["valid_elbo"]
 
 
+@pytest.mark.slow
 def test_beta_trades_kl_for_reconstruction(digits):
     """Across beta (same seed and budget), the validation KL falls as beta grows, and the active units too."""
     kls, active = [], []
@@ -111,6 +113,7 @@ def test_active_units_count_the_dimensions_whose_posterior_mean_varies():
 # -- IWAE -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_iwae_bound_tightens_with_k_on_trained_models(trained, digits):
     x = _x(digits)
     for model in trained.values():

@@ -56,6 +56,7 @@ def test_mixture_prior_samples_have_the_mixture_moments():
     assert model.sample(3).shape == (3, 6)
 
 
+@pytest.mark.slow
 def test_vamp_and_mog_train_and_free_bits_need_the_normal_prior(digits):
     for prior in ("mog", "vamp"):
         rec = []

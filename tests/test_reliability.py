@@ -30,6 +30,8 @@ from aevb_process import (
     without_time,
 )
 
+pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
+
 # 140 steps of a 64-200-2 network on digits; a checkpoint every 3 steps and at each epoch's end
 KILL_FLAGS = ["--dataset", "digits", "--epochs", "10", "--hidden", "200", "--checkpoint-every", "3", "--seed", "5"]
 

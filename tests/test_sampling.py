@@ -51,6 +51,7 @@ def test_aggregate_mixture_recovers_a_known_mixture_and_round_trips(tmp_path):
         GaussianMixture.load(tmp_path / "bad.safetensors")
 
 
+@pytest.mark.slow
 def test_interpolation_and_traversals_decode_the_right_codes(trained, digits):
     model, x = trained["elbo"], _x(digits)
     z, xs = interpolate(model, x[0], x[1], steps=5)

@@ -25,6 +25,7 @@ def _assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "train_kw",
     [
@@ -68,6 +69,7 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
     aevb.load(tmp_path / "r")  # the initial weights stay loadable
 
 
+@pytest.mark.slow
 def test_gaussian_learned_on_frey_face(shared_data):
     ds = aevb.load_dataset("frey-face", shared_data)
     cfg = aevb.ModelConfig(hidden=(200,), latent_dim=5, likelihood="gaussian-learned", logvar_min=-6.0)

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real datasets are, and the built-in digits dataset."""
+"""Shared fixtures: where the real datasets are, the built-in digits dataset, and the runs the CLI tests share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import aevb
+pytest.register_assert_rewrite("aevb_process")  # its checks report values like a test's own asserts
+
+import aevb  # noqa: E402
+from cli_runs import cli_env, cli_model, cli_runs, cli_x_test  # noqa: E402, F401  (the CLI tests' shared runs)
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +34,14 @@ def digits():
     """The built-in digits dataset (`aevb.load_dataset("digits")`), loaded once for the test session;
     a test module may define its own `digits` fixture instead."""
     return aevb.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_elbo_and_iwae_models(digits) -> dict:
+    """An ELBO-trained and an IWAE (k=5)-trained 64-64-8 model on digits, 40 epochs each (a few seconds),
+    by objective name; shared by the objective-variant and sampling tests."""
+    out = {}
+    for objective in ("elbo", "iwae"):
+        cfg = aevb.TrainConfig(epochs=40, objective=objective, k=5, seed=0)
+        out[objective] = aevb.train(aevb.ModelConfig(latent_dim=8, hidden=(64,)), cfg, dataset=digits)
+    return out

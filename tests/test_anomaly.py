@@ -198,6 +198,7 @@ def count_data(n_normal: int, n_anomal: int, seed: int, d: int = 8) -> tuple[np.
     return rng.poisson(rates).astype(np.float64), np.r_[np.zeros(n_normal), np.ones(n_anomal)].astype(int)
 
 
+@pytest.mark.slow
 def test_poisson_scores_raw_counts_with_the_library_log_likelihood_and_finds_the_anomalies():
     x_train, _ = count_data(400, 0, seed=0)
     x_test, y_test = count_data(200, 40, seed=1)
@@ -322,6 +323,7 @@ def aevb_cmd(cwd: Path, *args) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_fit_and_score_a_csv(tmp_path, data):
     x_train, x_test, y_test = data
     np.savetxt(tmp_path / "train.csv", x_train, delimiter=",", header="a,b,c,d,e", comments="")
@@ -367,6 +369,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
     )
 
 
+@pytest.mark.slow
 def test_cli_images_through_a_builtin_dataset(tmp_path):
     """digits without class 0 -> score the test split with 0 as the anomaly class (prints ROC-AUC)."""
     fit = aevb_cmd(tmp_path, "detect", "fit", "digits", "--exclude-class", 0, "--out", "d0", "--epochs", 30,

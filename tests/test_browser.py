@@ -26,6 +26,8 @@ import aevb
 from aevb.report import DEFAULT_K, write_report
 from aevb.serve import Explorer, create_app, listen, make_server
 
+pytestmark = pytest.mark.browser  # the quick subset (`-m "not slow and not browser"`) leaves these out
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Without these, Chromium in a container refuses connections or tries to reach the network.
 FLAGS = [

@@ -78,6 +78,7 @@ def test_bad_parameters(params, message):
         aevb.AnomalyDetector(**params).fit(np.array([[0.0, 2.0], [1.0, 3.0]]))
 
 
+@pytest.mark.slow
 def test_on_real_data_the_refits_leave_the_training_anomalies_out(shared_data):
     """ADBench satimage-2 (5,803 rows, 36 features, 1.2% anomalies), the benchmark's split for seed 0: a single
     fit ranks the test anomalies at ROC-AUC about 0.978; the refits leave every training anomaly out of the

@@ -43,6 +43,7 @@ def classifier(digits):
     return clf
 
 
+@pytest.mark.slow
 def test_label_classes_are_resolved_from_the_data_and_stored(cond):
     assert cond.config.conditional and cond.config.classes == 10  # digits 0..9
     m, t = from_dict(to_dict(cond.config, TrainConfig()))
@@ -95,6 +96,7 @@ def test_conditional_model_needs_labels_and_an_unconditional_one_ignores_them():
         ModelConfig(condition_on="labels", prior="vamp")
 
 
+@pytest.mark.slow
 def test_the_conditional_vae_is_a_generative_classifier_of_digits(cond, digits):
     """With p(y) uniform, p(y|x) = p(x|y) / sum_c p(x|c): argmax_y of the importance-sampled log p(x|y)
     must recover the test digits' labels, and the label must carry information,
@@ -106,6 +108,7 @@ def test_the_conditional_vae_is_a_generative_classifier_of_digits(cond, digits):
     assert 1.0 < info <= math.log(10), info  # 1.9 with seeds 0 and 1
 
 
+@pytest.mark.slow
 def test_samples_of_one_class_are_recognised_as_that_class(cond, classifier):
     g = torch.Generator().manual_seed(0)
     for label in (0, 3, 7):
@@ -114,6 +117,7 @@ def test_samples_of_one_class_are_recognised_as_that_class(cond, classifier):
         assert acc > 0.8, (label, acc)
 
 
+@pytest.mark.slow
 def test_conditional_resume_is_exact(tmp_path, digits):
     m = ModelConfig(latent_dim=4, hidden=(32,), condition_on="labels")
     full = aevb.train(m, TrainConfig(epochs=3, seed=1), dataset=digits)
@@ -130,6 +134,7 @@ def _aevb(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_cli_conditional_run_end_to_end(tmp_path, classifier):
     r = _aevb(
         "train",
@@ -187,6 +192,7 @@ def test_cli_conditional_run_end_to_end(tmp_path, classifier):
     assert not (tmp_path / "f").exists()
 
 
+@pytest.mark.slow
 def test_label_flag_on_an_unconditional_run_is_one_line(tmp_path, digits):
     aevb.train(ModelConfig(), TrainConfig(epochs=1), tmp_path / "plain", dataset=digits)
     r = _aevb("sample", "plain", "--label", "3", cwd=tmp_path)
@@ -195,6 +201,7 @@ def test_label_flag_on_an_unconditional_run_is_one_line(tmp_path, digits):
     )
 
 
+@pytest.mark.slow
 def test_interpolation_ends_are_each_inputs_reconstruction_under_its_own_label(cond, digits):
     from aevb.sampling import decode_mean, interpolate, posterior_means
 

@@ -116,6 +116,7 @@ def test_draws_follow_the_distributions():
 # -- training ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_poisson_training_recovers_the_generating_model(counts, poisson_models):
     ds, w, b = counts
     before, after = poisson_models
@@ -142,6 +143,7 @@ def test_poisson_training_recovers_the_generating_model(counts, poisson_models):
     torch.testing.assert_close(drawn.mean(0), mean, rtol=0.05, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("likelihood", ["poisson", "categorical"])
 def test_real_counts_beat_independent_columns(likelihood):
     """digits: 8x8 counts 0..16 (on-pixels per 4x4 block). The VAE's test log p(x) must beat the
@@ -196,6 +198,7 @@ def test_bad_data_is_a_data_error(config, values, message):
     check_data(x[:1], config, "t.csv")  # the good row passes
 
 
+@pytest.mark.slow
 def test_cli_trains_and_evaluates_counts_and_rejects_non_counts(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
     x = _counts(300)[0].numpy()
@@ -286,6 +289,7 @@ def _mixed(n: int, seed: int = 0) -> torch.Tensor:
     return torch.cat([gauss, cls, counts], 1)
 
 
+@pytest.mark.slow
 def test_mixed_training_beats_independent_columns_and_matches_the_marginals():
     x = _mixed(3000)
     ds = Dataset("mixed", (6,), x[:2000], x[2000:2500], x[2500:])
@@ -331,6 +335,7 @@ def test_mixed_bad_data_names_the_feature(row, message):
         check_data(x[:, :5], cfg, "t.csv")
 
 
+@pytest.mark.slow
 def test_cli_trains_and_samples_a_mixed_table(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
     table = tmp_path / "mixed.csv"
@@ -371,6 +376,7 @@ def test_student_t_head_tends_to_the_learned_gaussian_and_draws_with_its_varianc
     assert abs(a.var().item() - 5.0 / 3.0) < 0.05
 
 
+@pytest.mark.slow
 def test_student_t_runs_end_to_end_in_training_and_in_the_detector(tmp_path):
     from sklearn.metrics import roc_auc_score
 

@@ -20,6 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
+
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--dataset", "digits", "--hidden", "32", "--seed", "3", "--no-progress"]
 EPOCHS = 20  # 13 steps per epoch on digits: 260 steps

@@ -189,6 +189,7 @@ def test_toy_head_is_the_laplace_distribution(toy):
         assert f"the value {value:g} (row 3, feature 1)" in toy.check(bad)
 
 
+@pytest.mark.slow
 def test_toy_head_trains_evaluates_and_samples(toy, tmp_path):
     run = tmp_path / "run"
     config = ModelConfig(likelihood="toy", latent_dim=4, hidden=(64,), activation="relu")

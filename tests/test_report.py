@@ -142,6 +142,7 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
 
 
+@pytest.mark.slow
 def test_report_command(runs, tmp_path, capsys):
     from aevb.cli import main
 

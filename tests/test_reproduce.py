@@ -102,12 +102,14 @@ def _fit(learner, x: torch.Tensor, epochs: int, g: torch.Generator) -> None:
             learner.step(x[idx], idx)
 
 
+@pytest.mark.slow
 def test_quadrature_is_converged(digits):
     model = _model()
     coarse, fine = quadrature_log_px(model, digits, 0.1), quadrature_log_px(model, digits, 0.05)
     assert (coarse - fine).abs().max() < 1e-3
 
 
+@pytest.mark.slow
 def test_wake_sleep_improves_the_likelihood_and_the_bound(digits):
     model, g = _model(), torch.Generator().manual_seed(0)
     before_ll, before_elbo = quadrature_log_px(model, digits).mean(), elbo_terms(model, digits).elbo.mean()
@@ -118,6 +120,7 @@ def test_wake_sleep_improves_the_likelihood_and_the_bound(digits):
     assert after_elbo <= after_ll + 0.1  # a lower bound
 
 
+@pytest.mark.slow
 def test_mcem_improves_the_likelihood_and_tunes_hmc(digits):
     model, g = _model(), torch.Generator().manual_seed(0)
     before = quadrature_log_px(model, digits).mean()
@@ -154,6 +157,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_reproduce_commands_end_to_end(tmp_path, shared_data):
     common = ["--data-dir", shared_data, "--no-progress", "--points", "2"]
     commands = {

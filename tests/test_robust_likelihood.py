@@ -85,6 +85,7 @@ def test_config_round_trip_and_bad_weight():
     torch.testing.assert_close(decoder_log_prob(vae, z, x), expected)
 
 
+@pytest.mark.slow
 def test_on_real_contaminated_data_the_training_anomalies_stay_improbable(shared_data):
     """ADBench annthyroid (7,200 rows, 6 features, 7.4% anomalies), the benchmark's split for seed 0: the
     training part keeps its anomalies. gaussian-learned explains them with a large variance where they sit

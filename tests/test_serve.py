@@ -232,6 +232,7 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
     return proc.stdout.readline()
 
 
+@pytest.mark.slow
 def test_serve_command_on_loopback(run, explorer):
     cmd = [sys.executable, "-m", "aevb", "serve", str(run), "--port", "0", "--k", "5", "--no-progress"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -335,6 +336,7 @@ def test_an_unconditional_run_refuses_a_label(client):
     assert r.status_code == 400 and "conditional" in r.get_json()["error"]
 
 
+@pytest.mark.slow
 def test_a_colour_run_is_shown_as_images(tmp_path):
     """(C, H, W) data with C = 3 are pictures for the page as for the report (`plots.is_image`)."""
     torch.set_num_threads(1)

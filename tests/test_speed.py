@@ -171,6 +171,7 @@ def digits():
     return ds, split(ds, "train", "static").reshape(-1, 64)
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_losses_match(digits):
     _, x = digits
     eager = _steps(aevb.TrainConfig(binarize="static"), x)
@@ -179,6 +180,7 @@ def test_compiled_and_eager_losses_match(digits):
     assert eager[-1] < eager[0] - 1.0  # it trained: the comparison is not between two constants
 
 
+@pytest.mark.slow
 def test_bf16_training_matches_fp32_on_test_elbo(digits):
     ds, _ = digits
     mc = aevb.ModelConfig(latent_dim=2, hidden=(64,))
@@ -216,6 +218,7 @@ def test_fp32_eager_is_untouched_and_adam_is_fused():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_cli_train_with_bf16_stores_it_and_rejects_bad_values(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "aevb", "train", "--dataset", "digits", "--hidden", "16", "--no-progress"]

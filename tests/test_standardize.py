@@ -27,6 +27,7 @@ def tables(shared_data):
     return raw, Dataset("satellite-standardised", raw.shape, **pre), std
 
 
+@pytest.mark.slow
 def test_standardized_training_is_training_on_the_standardized_table(tables):
     raw, pre, std = tables
     m = ModelConfig(hidden=(64,), latent_dim=4, activation="relu", likelihood="gaussian-learned")
@@ -52,6 +53,7 @@ def test_standardize_is_refused_for_likelihoods_of_non_real_data():
         ModelConfig(likelihood="bernoulli", standardize=True)
 
 
+@pytest.mark.slow
 def test_cli_standardize_saves_and_reloads_the_scaling(tmp_path, shared_data):
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     table = shared_data / "adbench" / "30_satellite.npz"

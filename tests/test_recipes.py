@@ -52,6 +52,32 @@ def test_burda_one_layer_setups_are_the_papers():
     assert ks == {"burda-vae-1l": 1, "burda-iwae-1l-k5": 5, "burda-iwae-1l-k50": 50}
 
 
+def test_burda_two_layer_setups_are_the_papers():
+    # Burda et al. (2016), Section 5: 784-200-200-100 deterministic units to z_1 (100), 100-100 from z_1 to
+    # z_2 (50), tanh, bottom-up inference, the one-layer setups' optimisation; Table 1: 85.33, 83.89, 82.90
+    published = {"burda-vae-2l": (1, 85.33), "burda-iwae-2l-k5": (5, 83.89), "burda-iwae-2l-k50": (50, 82.90)}
+    for name, (k, nll) in published.items():
+        model_kw, train_kw = recipe_fields(name)
+        model, train = ModelConfig(**model_kw), TrainConfig(**train_kw)
+        assert (model.hidden, model.layers, model.latent_hidden, model.activation) == (
+            (200, 200),
+            (100, 50),
+            (100, 100),
+            "tanh",
+        )
+        assert (model.inference, model.init, model.latent_dim) == ("bottom-up", "glorot", 100)
+        one_layer = recipe_fields(name.replace("-2l", "-1l"))[1]  # the same optimisation as the one-layer setup
+        assert train_kw == {**one_layer, "recipe": name}
+        assert (train.batch_size, train.epochs, train.lr_schedule, train.adam_eps) == (20, 3280, "burda", 1e-4)
+        got_k = 1 if train.objective == "elbo" and train.estimator == "mc" and train.samples == 1 else train.k
+        assert (got_k, RECIPES[name]["published_nll"]) == (k, nll)
+        n_params = sum(p.numel() for p in aevb.VAE(dataclasses.replace(model, data_shape=(28, 28))).parameters())
+        # q: x-200-200-(100 means, 100 scales) and z_1-100-100-(50, 50); p: z_2-100-100-(100, 100), z_1-200-200-784
+        q = (784 * 200 + 200) + (200 * 200 + 200) + (200 * 200 + 200) + 2 * (100 * 100 + 100) + (100 * 100 + 100)
+        p = (50 * 100 + 100) + (100 * 100 + 100) + (100 * 200 + 200) + (100 * 200 + 200) + (200 * 200 + 200)
+        assert n_params == q + p + (200 * 784 + 784)
+
+
 def test_recipe_list_prints_every_recipe(capsys):
     assert main(["train", "--recipe", "list"]) == 0
     out = capsys.readouterr().out

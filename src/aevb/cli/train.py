@@ -115,6 +115,8 @@ def recipe_list() -> str:
 
 def _shown(v: Any) -> str:
     return " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
 def _resuming(run_dir: Path, train_cfg: C.TrainConfig) -> bool:
     """Say what `--resume` continues (from which checkpoint, at which step); False when there is nothing
     left to train (the run is complete). Asking for fewer epochs than were trained is an AevbError."""

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,15 +44,22 @@ def aevb_main(cwd: Path, argv: list, **environ: str) -> subprocess.CompletedProc
     from aevb.cli import main
 
     out, err, old_cwd, old_env = io.StringIO(), io.StringIO(), os.getcwd(), dict(os.environ)
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)  # as subprocess_env's OMP_NUM_THREADS=1: tiny networks, busy machine
         os.chdir(cwd)
         os.environ.update(environ)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")  # as in a fresh process, and shown on its stderr (not pytest's record)
+            warnings.showwarning = lambda m, c, f, n, file=None, line=None: err.write(
+                warnings.formatwarning(m, c, f, n, line)
+            )
             try:
                 code = main([str(a) for a in argv])
             except SystemExit as e:  # argparse: usage errors exit 2 from inside the parser
                 code = e.code if isinstance(e.code, int) else 1
     finally:
+        torch.set_num_threads(threads)
         os.chdir(old_cwd)
         os.environ.clear()
         os.environ.update(old_env)

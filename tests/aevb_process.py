@@ -40,11 +40,12 @@ def aevb_cmd(cwd: Path, env: dict, *args, timeout: float = 300) -> subprocess.Co
 
 def aevb_main(cwd: Path, argv: list, **environ: str) -> subprocess.CompletedProcess:
     """`aevb.cli.main(argv)` run in this process, in `cwd` with `environ` set: what `aevb_cmd` returns,
-    without the ~2 s of importing torch in a new process. For checks that are not about the process boundary."""
+    without the ~2 s of importing torch in a new process. For checks that are not about the process boundary;
+    not thread-safe (it changes the working directory): run commands one after another."""
     from aevb.cli import main
 
     out, err, old_cwd, old_env = io.StringIO(), io.StringIO(), os.getcwd(), dict(os.environ)
-    threads = torch.get_num_threads()
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()  # a command may seed torch's global generator
     try:
         torch.set_num_threads(1)  # as subprocess_env's OMP_NUM_THREADS=1: tiny networks, busy machine
         os.chdir(cwd)
@@ -60,6 +61,7 @@ def aevb_main(cwd: Path, argv: list, **environ: str) -> subprocess.CompletedProc
                 code = e.code if isinstance(e.code, int) else 1
     finally:
         torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
         os.chdir(old_cwd)
         os.environ.clear()
         os.environ.update(old_env)

@@ -316,6 +316,7 @@ def _ok(r: subprocess.CompletedProcess) -> str:
     return r.stdout
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_bad_flow_values_are_one_line_cli_errors(tmp_path, env):
     base = ["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "--no-progress"]
     cases = {
@@ -339,6 +340,7 @@ def test_bad_flow_values_are_one_line_cli_errors(tmp_path, env):
     assert "--flow-steps FLOW_STEPS" in help_text
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_a_flow_run_trains_evaluates_samples_and_encodes_end_to_end(tmp_path, env):
     run = tmp_path / "flow"
     flags = ["--hidden", "32", "--latent-dim", "2", "--epochs", "3", "--seed", "1", "--no-progress"]

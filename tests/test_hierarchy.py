@@ -278,6 +278,7 @@ def test_burda_default_shapes():
     assert model.noise_dim == 150 and model.top_dim == 50
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_cli_hierarchical_run_end_to_end(tmp_path):
     flags = ["--latents", "6", "2", "--hidden", "32", "--epochs", "3", "--out", "run", "--no-progress"]
     r = _aevb("train", *flags, cwd=tmp_path)

@@ -34,7 +34,7 @@ from .loop import (  # noqa: F401  (kl_weight_at stays importable from aevb.trai
 )
 from .model import VAE
 from .optimizers import OPTIMIZERS
-from .preprocess import check_data, check_labels, resolve_binarize, resolve_classes, split
+from .preprocess import check_data, check_labels, fit_to_data, resolve_binarize, split
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,15 +182,6 @@ def _load(
     return model_config, train_config, TrainingData(device, x_train, y_train, x_valid, y_valid)
 
 
-def fit_to_data(model_config: ModelConfig, dataset: Dataset) -> ModelConfig:
-    """The model config resolved against the data: its data_shape, and a conditional VAE's label classes."""
-    try:
-        model_config = dataclasses.replace(model_config, data_shape=tuple(dataset.shape))
-    except ValueError as e:  # e.g. --arch conv on a table
-        raise AevbError(f"{dataset.name}: {e}") from None
-    return resolve_classes(model_config, dataset)
-
-
 def _build(
     model_config: ModelConfig, train_config: TrainConfig, data: TrainingData, built: VAE | None, where: str
 ) -> tuple[VAE, torch.optim.Optimizer, torch.Generator]:
@@ -201,7 +192,12 @@ def _build(
         built.config = model_config  # the same but maybe for `module` ("custom" or the run's import path)
         model = built.to(data.device)
     else:
-        model = _seeded(model_config, train_config.seed, data.device)
+        with memory.allocating(
+            lambda: _building(model_config), "choose a smaller --hidden, --latent-dim or --channels"
+        ):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(train_config.seed)
+                model = VAE(model_config).to(data.device)
     if model_config.standardize:  # the training split's mean and std (a resumed run reads them back)
         model.set_standardization(data.x_train)
     optimizer_class = OPTIMIZERS[train_config.optimizer]
@@ -214,14 +210,6 @@ def _build(
         **speed.optimizer_options(optimizer_class, data.device),  # fused update where supported
     )
     return model, optimizer, torch.Generator(device=data.device).manual_seed(train_config.seed)
-
-
-def _seeded(model_config: ModelConfig, seed: int, device: torch.device) -> VAE:
-    """VAE(model_config) on `device`, its initial weights drawn from torch's RNG seeded by `seed`."""
-    with memory.allocating(lambda: _building(model_config), "choose a smaller --hidden, --latent-dim or --channels"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return VAE(model_config).to(device)
 
 
 def _building(model_config: ModelConfig) -> str:

@@ -19,9 +19,10 @@ from ..checkpoint import read_config, read_state
 from ..data import load_dataset
 from ..errors import AevbError
 from ..files import inside
+from ..preprocess import fit_to_data
 from ..recipes import RECIPES, recipe_fields
 from ..rundir import check_resumable, progress, read_metrics
-from ..train import Step, fit_to_data, train
+from ..train import Step, train
 from .common import check_module, custom_model
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 

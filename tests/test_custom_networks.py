@@ -70,6 +70,40 @@ def test_network_sizes_are_the_in_tree_networks():
     )
 
 
+def _mlp(n_in: int, n_out: int) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(n_in, 16), torch.nn.Tanh(), torch.nn.Linear(16, n_out))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"flow": "iaf", "flow_context": 4, "flow_hidden": (8,)},
+        {"latents": (2, 3), "inference": "ladder"},
+        {"latents": (2, 3)},
+        {"condition_on": "labels", "classes": 3, "likelihood": "gaussian-learned"},
+    ],
+)
+def test_flows_stacks_and_labels_take_custom_networks(fields):
+    """A flow (the encoder also emits its context), a stack (the networks are x <-> z_1) and a conditional model
+    (the one-hot label after x and z) with networks of the user's own: the same log weights log p(x, z) - log q(z|x)
+    as the in-tree MLPs holding the same weights, draw for draw."""
+    cfg = aevb.ModelConfig(data_shape=(6,), hidden=(16,), **{"latent_dim": 2, **fields})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ref = aevb.VAE(cfg)
+    s = aevb.network_sizes(cfg)
+    custom = aevb.VAE(cfg, encoder=_mlp(s.encoder_in, s.encoder_out), decoder=_mlp(s.decoder_in, s.decoder_out))
+    theirs, ours = ref.state_dict(), custom.state_dict()
+    assert [t.shape for t in theirs.values()] == [t.shape for t in ours.values()]
+    custom.load_state_dict(dict(zip(ours, theirs.values())))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(5, 6, generator=g), torch.arange(5) % 3 if cfg.conditional else None
+    eps = torch.randn(4, 5, ref.noise_dim, generator=g)
+    torch.testing.assert_close(
+        aevb.log_weights(custom, x, 4, eps=eps, y=y), aevb.log_weights(ref, x, 4, eps=eps, y=y), rtol=1e-6, atol=1e-5
+    )
+
+
 def test_custom_networks_train_to_the_in_tree_elbo(digits):
     """The user's conv networks with the in-tree conv's initial weights end training with its parameters and
     its per-example test ELBO, to float tolerance (same seed, same data)."""
@@ -196,6 +230,10 @@ def test_cli_without_module_is_one_line(run, capsys):
         assert main(command) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "pass --module PKG.MOD:BUILD" in err[0], err
+    in_tree = path.parent / "cli-in-tree"
+    aevb.train(CONFIG, aevb.TrainConfig(epochs=0), in_tree, dataset=aevb.load_dataset("digits"))
+    assert main(["encode", str(in_tree), "--module", "custom_nets:build"]) == 1
+    assert "--module is for runs trained with your own networks" in capsys.readouterr().err
     assert main(["eval", str(path), "--module", "no_such_module_here:build"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [

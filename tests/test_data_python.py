@@ -125,7 +125,9 @@ def test_a_python_run_records_it_and_resuming_needs_data(tmp_path):
     aevb.train(_MODEL, aevb.TrainConfig(epochs=1, seed=0), run, data=x)
     stored = json.loads((run / "config.json").read_text())
     assert stored["train"]["dataset"] == "python:200x5"
-    with pytest.raises(AevbError, match=r"trained on data from Python \(python:200x5\): pass data= again"):
+    with pytest.raises(
+        AevbError, match=r"trained on data from Python \(python:200x5\): resume it from Python with aevb.train"
+    ):
         aevb.train(None, aevb.TrainConfig(epochs=2), run, resume=True)
     model = aevb.train(None, aevb.TrainConfig(epochs=2), run, resume=True, data=x)
     lines = (run / "metrics.jsonl").read_text().splitlines()

@@ -135,7 +135,10 @@ def _setup(
     if dataset is not None and is_python_name(dataset.name) and not resume:
         train_config = dataclasses.replace(train_config, dataset=dataset.name)  # recorded in config.json
     if dataset is None and is_python_name(train_config.dataset):
-        raise AevbError(f"this run was trained on data from Python ({train_config.dataset}): pass data= again")
+        raise AevbError(
+            f"this run was trained on data from Python ({train_config.dataset}): "
+            "resume it from Python with aevb.train(..., resume=True, data=...) and the same rows"
+        )
     if run is not None and not resume:
         run.begin(model_config, train_config)  # before the data: a run stopped from here on is resumable
     model_config, train_config, data = _load(model_config, train_config, dataset, data_dir, ctx)

@@ -197,6 +197,7 @@ class TrainConfig:
     adam_beta2: float = 0.999  # Adam's decay of the mean of their squares
     adam_eps: float = 1e-8  # Adam's epsilon (Burda et al. 2016: 1e-4)
     recipe: str = ""  # the published setup (aevb.recipes) this run's fields started from ("": none)
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars into RUN/tensorboard/ (aevb.board)
 
     def __post_init__(self) -> None:
         _check_types(self)

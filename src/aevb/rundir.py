@@ -1,6 +1,7 @@
 """The run directory around the training loop: `opened` checks and locks it, `RunDir` writes its
 config, resumes it, checkpoints (at an epoch's end or inside one, with the epoch's position) and
-logs the per-epoch metrics; `read_metrics` reads them back. The files are those of `aevb.checkpoint`.
+logs the per-epoch metrics (and, when asked, the same as TensorBoard scalars: `aevb.board`); `read_metrics` reads
+them back. The files are those of `aevb.checkpoint`.
 
 Under torchrun only rank 0 (the writer) checks, locks and writes; every rank reads a resumed run.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from .board import Board
 from .config import RESUMABLE_FIELDS, ModelConfig, TrainConfig
 from .errors import AevbError, CheckpointError
 from .files import RunLock, atomic_write_text, remove_stale_temps
@@ -34,6 +36,7 @@ class RunDir:
         self.path, self.writer = path, writer
         self.records: list[dict[str, Any]] = []  # the metrics of the epochs trained so far
         self.saved_at: str | None = None  # where the last good checkpoint stands, for messages
+        self.board: Board | None = None  # TensorBoard scalars of the records (train_config.tensorboard)
 
     def resumed_configs(self, train_config: TrainConfig | None) -> tuple[ModelConfig, TrainConfig]:
         """The stored configs, with `train_config`'s RESUMABLE_FIELDS (epochs, time limit, checkpointing) if given."""
@@ -76,6 +79,8 @@ class RunDir:
 
     def start(self, model_config: ModelConfig, train_config: TrainConfig, model: VAE) -> None:
         """Write the configs and the weights (a resumed run's: its checkpoint's, even if the last run died before)."""
+        if self.writer and train_config.tensorboard and self.board is None:  # no package: fail before the weights
+            self.board = Board(self.path, first_epoch=len(self.records) + 1)  # a resume purges epochs trained again
         if self.writer:
             ckpt.save_config(self.path, model_config, train_config)
             ckpt.save_model(self.path, model)
@@ -102,6 +107,8 @@ class RunDir:
         if self.writer:  # metrics first: a record whose checkpoint never landed is dropped on resume
             self.records.append(record)
             write_metrics(self.path, self.records)
+            if self.board is not None:
+                self.board.epoch(record)
         self.save(fit, state)
         if self.writer:
             ckpt.save_model(self.path, fit.model)
@@ -163,6 +170,9 @@ def opened(run_dir: str | Path | None, resume: bool, writer: bool = True) -> Ite
                     with contextlib.suppress(OSError):
                         run.path.rmdir()
             raise
+        finally:
+            if run.board is not None:
+                run.board.close()
 
 
 def _make(run_dir: Path, resume: bool) -> bool:

@@ -19,6 +19,7 @@ import torch
 from . import custom, distributed, gradients, memory, rundir, speed
 from .config import ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .data.python import from_python, is_python_name
 from .errors import AevbError, DivergedError
 from .evaluate import elbo_terms
 from .loop import (  # noqa: F401  (kl_weight_at stays importable from aevb.train)
@@ -54,6 +55,9 @@ def train(
     data_dir: str | Path | None = None,
     resume: bool = False,
     dataset: Dataset | None = None,
+    data: Any = None,
+    labels: Any = None,
+    valid: Any = None,
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
 ) -> VAE:
@@ -67,7 +71,16 @@ def train(
     With a time limit (train_config.time_limit minutes of training, over all resumes) the run may stop
     before its last epoch, inside one: it is then saved there (`rundir.progress` says where) and resumes
     from there. A run directory is locked while training writes it: a second trainer gets an AevbError.
+    `data` (a NumPy array, torch tensor, pandas DataFrame or in-memory torch Dataset, rows first) with optional
+    `labels` and `valid` rows trains on data from Python (`aevb.data.python.from_python`) instead of
+    `train_config.dataset`; the run records "python:<shape>" as its dataset, and resuming it needs `data` again.
     """
+    if data is not None:
+        if dataset is not None:
+            raise AevbError("pass data= or dataset=, not both")
+        dataset = from_python(data, labels, valid)
+    elif labels is not None or valid is not None:
+        raise AevbError("labels= and valid= go with data=")
     ctx = distributed.current()
     agreed = False
     try:
@@ -127,6 +140,13 @@ def _setup(
     model_config, train_config = model_config or ModelConfig(), train_config or TrainConfig()
     where = str(run.path) if resume else f"the data ({train_config.dataset})"
     custom.check_given(model_config, built is not None, str(run.path) if resume else "this config")
+    if dataset is not None and is_python_name(dataset.name) and not resume:
+        train_config = dataclasses.replace(train_config, dataset=dataset.name)  # recorded in config.json
+    if dataset is None and is_python_name(train_config.dataset):
+        raise AevbError(
+            f"this run was trained on data from Python ({train_config.dataset}): "
+            "resume it from Python with aevb.train(..., resume=True, data=...) and the same rows"
+        )
     if run is not None and not resume:
         run.begin(model_config, train_config)  # before the data: a run stopped from here on is resumable
     model_config, train_config, data = _load(model_config, train_config, dataset, data_dir, ctx)

@@ -93,6 +93,8 @@ FIELD_HELP = {
     "see docs/benchmarks/speed.md for speed and quality",
     "beta": "weight of the KL term in the training objective (beta-VAE); 1 = the ELBO",
     "kl_warmup": "EPOCHS over which the KL weight ramps linearly from 0 to --beta (KL annealing); 0 = off",
+    "tensorboard": "write each epoch's metrics as TensorBoard scalars into RUN/tensorboard/ "
+    "(needs pip install aevb[tensorboard]; view with: tensorboard --logdir RUN)",
     "free_bits": "NATS per latent dimension (per example) below which the KL is not penalised; 0 = off",
     "gradient": "the encoder's gradient estimator of the same bound: standard; dreg = doubly reparameterised "
     "(Tucker et al. 2019; --objective iwae); stl = sticking the landing (Roeder et al. 2017; biased for k > 1)",

@@ -88,6 +88,12 @@ def read_user_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     come out channels first, (N, C, H, W): a channels-last (N, H, W, 3) array is transposed.
     """
     x, y = read_table(path)
+    return as_features(x, path), (torch.from_numpy(y) if y is not None else None)
+
+
+def as_features(x: np.ndarray, where: str) -> torch.Tensor:
+    """A checked feature array (`tables.check_features`) as the float32 rows a Dataset holds:
+    uint8 images scaled / 255, channels-last colour images transposed to (N, C, H, W)."""
     if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
     with np.errstate(over="ignore"):  # float64 beyond float32's range is reported just below
@@ -95,19 +101,24 @@ def read_user_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     if x.ndim >= 3 and x.dtype == np.uint8:
         features /= 255  # 8-bit images, like the built-in ones, live in [0, 1]
     elif not torch.isfinite(features).all():
-        raise DataError(f"{path}: has values too large for float32 (beyond 3.4e38)")
-    return features, (torch.from_numpy(y) if y is not None else None)
+        raise DataError(f"{where}: has values too large for float32 (beyond 3.4e38)")
+    return features
 
 
 def _load_user_file(path: str) -> Dataset:
     """A user file as a Dataset, split by `split_rows`."""
     features, y_all = read_user_file(path)
+    return split_dataset(path, features, y_all)
+
+
+def split_dataset(name: str, features: torch.Tensor, y_all: torch.Tensor | None) -> Dataset:
+    """All rows of one source as a Dataset named `name`, split train / valid / test by `split_rows`."""
     if len(features) < 3:
-        raise DataError(f"{path}: has {len(features)} rows; at least 3 are needed (one each for train, valid and test)")
+        raise DataError(f"{name}: has {len(features)} rows; at least 3 are needed (one each for train, valid and test)")
     train, valid, test = (torch.from_numpy(rows) for rows in split_rows(len(features)))
     labels = {}
     if y_all is not None:
         labels = dict(train_labels=y_all[train], valid_labels=y_all[valid], test_labels=y_all[test])
     return Dataset(
-        path, tuple(features.shape[1:]), train=features[train], valid=features[valid], test=features[test], **labels
+        name, tuple(features.shape[1:]), train=features[train], valid=features[valid], test=features[test], **labels
     )

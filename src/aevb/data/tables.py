@@ -35,7 +35,7 @@ def read_table(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; supported: {', '.join(TABLE_SUFFIXES)}")
     x, y = reader(path)
-    return _check_features(x, path), (None if y is None else _check_labels(y, len(x), path))
+    return check_features(x, path), (None if y is None else check_labels(y, len(x), path))
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, None]:
@@ -167,7 +167,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _check_features(x: np.ndarray, path: Path) -> np.ndarray:
+def check_features(x: np.ndarray, path: Path | str) -> np.ndarray:
     """`x` itself, once it is known to be numeric, 2-D or 3-D, non-empty and finite."""
     if x.dtype.kind not in _NUMERIC_KINDS:
         kinds = {"c": "complex numbers", "U": "text", "S": "bytes", "V": "structured records"}
@@ -187,7 +187,7 @@ def _check_features(x: np.ndarray, path: Path) -> np.ndarray:
     return x
 
 
-def _check_labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
+def check_labels(y: np.ndarray, n: int, path: Path | str) -> np.ndarray:
     """`y` as `(n,)` int64, once it is known to hold one whole number per row."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]  # (n, 1) columns, as MATLAB-born files have

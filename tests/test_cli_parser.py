@@ -41,3 +41,19 @@ def test_no_option_states_its_default_twice():
     assert sample["--out"].count("(default: RUN/samples.png|csv, or RUN/samples-2.png|csv") == 1
     assert sample["--n"].endswith("(default: 64)")  # the formatter still adds the defaults not written out
     assert _option_help(commands["aevb interpolate"])["--out"].endswith("(default: RUN/interpolation.png|csv)")
+
+
+def test_defaults_read_as_words_not_python_literals():
+    """An unset option and an off switch read "none" and "off", as the config fields' flags do, never None/False."""
+    commands = dict(_commands(build_parser([r for r, _ in EXTENSIONS])))
+    literal = [
+        (name, option, text)
+        for name, p in commands.items()
+        for option, text in _option_help(p).items()
+        if any(f"(default: {w})" in text for w in ("None", "False", "True"))
+    ]
+    assert literal == []
+    evaluation = _option_help(commands["aevb eval"])
+    assert evaluation["--data"].endswith("(default: none)")
+    assert evaluation["--no-progress"].endswith("(default: off)")
+    assert evaluation["--seed"].endswith("(default: 0)")  # a zero is a number, not a switch

@@ -169,3 +169,25 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
     lines = ok(r).splitlines()
     assert lines[0].startswith("resuming r from r/checkpoint.safetensors (step ")  # what --resume continues
     assert lines[1].startswith(f"epoch {done[-1] + 1:4d}")
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_stops_training_quietly_and_resumably(env, tmp_path):
+    """`aevb train | head -1`: the reader leaves; the trainer stops with one line (no traceback), exit
+    status 141 as for SIGPIPE, and the run keeps a checkpoint that --resume continues."""
+    argv = [sys.executable, "-m", "aevb", "train", "--out", "r", "--epochs", "100000", "--no-progress"]
+    p = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("epoch    1")
+        p.stdout.close()  # as `head -1` does after its line
+        err = p.stderr.read()
+        p.wait(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 141, err
+    assert err.strip().splitlines() == [
+        "aevb: output closed by its reader; r keeps its last checkpoint: `aevb train --resume r` continues it"
+    ]
+    done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress")
+    assert ok(r).splitlines()[1].startswith(f"epoch {done[-1] + 1:4d}")

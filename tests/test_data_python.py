@@ -133,3 +133,20 @@ def test_a_python_run_records_it_and_resuming_needs_data(tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines if '"epoch"' in line][-1] == 2
     assert model is not None
+
+
+def test_commands_on_a_python_run_ask_for_the_rows_as_a_file(tmp_path):
+    """A run does not store rows from Python: `aevb eval` says so in one line, and scores them from --data
+    exactly as aevb.log_likelihood does in Python (same per-example noise seeds)."""
+    from aevb_process import aevb_main, one_line_error
+
+    x = _rows()
+    model = aevb.train(_MODEL, aevb.TrainConfig(epochs=1, seed=0), tmp_path / "run", data=x)
+    one_line_error(aevb_main(tmp_path, ["eval", "run"]), "trained on rows from Python (python:200x5)", "--data FILE")
+    np.savetxt(tmp_path / "rows.csv", x, delimiter=",")
+    r = aevb_main(tmp_path, ["eval", "run", "--data", "rows.csv", "--k", "10", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "run" / "eval_file_rows.json").read_text())
+    expected = aevb.log_likelihood(model, torch.as_tensor(x, dtype=torch.float32), k=10, seed=0)
+    assert record["examples"] == 200
+    assert record["log_likelihood"] == pytest.approx(expected.mean().item(), abs=1e-4)

@@ -128,7 +128,13 @@ def run_data(
     user file (all rows, uint8 images / 255, binarised once with the test seed when the run binarises)."""
     from .data import load_dataset
     from .data.load import read_user_file
+    from .data.python import is_python_name
 
+    if data_file is None and is_python_name(dataset):  # the rows were never stored: nothing can load them
+        raise DataError(
+            f"this run was trained on rows from Python ({dataset}), which a run does not store: give them as a "
+            ".npy/.npz/.csv file with --data FILE (eval, reconstruct, encode), or use aevb's Python API"
+        )
     if data_file is None:
         ds = load_dataset(dataset, data_dir)
         x, y, seed = getattr(ds, split_name), getattr(ds, f"{split_name}_labels"), BINARIZE_SEEDS[split_name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -65,4 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aevb: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `aevb ... | head`: the reader left; stop without a traceback, as `yes | head` does
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, a shell's status for a writer killed by a closed pipe
     return 0
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit finds no closed pipe either."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)

@@ -159,6 +159,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.help and "(default:" in action.help:
             return action.help
+        if action.help and action.option_strings and action.default is not argparse.SUPPRESS:
+            d = action.default  # None and flags read as words, the way the config's fields are shown
+            shown = "none" if d is None else ("on" if d else "off") if isinstance(d, bool) else d
+            return f"{action.help} (default: {shown})"
         return super()._get_help_string(action)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -176,13 +177,15 @@ def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context, da
             on_step=bar.step,
             on_epoch=bar.epoch,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError) as e:
         bar.close()
         if not (run_dir / "config.json").exists() or not ctx.is_main:
             raise
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else "output closed by its reader"
         hint = f"`aevb train --resume {run_dir}` continues it"
-        print(f"aevb: interrupted; {run_dir} keeps its last checkpoint: {hint}", file=sys.stderr)
-        raise SystemExit(130) from None
+        with contextlib.suppress(OSError):  # stderr may have gone with stdout (`2>&1 | head`)
+            print(f"aevb: {why}; {run_dir} keeps its last checkpoint: {hint}", file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 141) from None
     finally:
         bar.close()
 

@@ -84,6 +84,8 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         if rec["version"] == 1:  # "auto" and True meant mean / standard deviation then
             params["standardize"] = "standard" if params.get("standardize") in ("auto", True) else False
             fitted["scaler"] = "standard" if fitted["standardized"] else None
+        if "seed" in params:  # saved before the scikit-learn name
+            params["random_state"] = params.pop("seed")
         if "refits" not in params:  # saved before the concentration steps: it was fitted once
             params["refits"] = 0
         if params.get("hidden") is not None:

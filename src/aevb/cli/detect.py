@@ -182,7 +182,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         columns=args.columns,
         latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, trim=args.trim,
-        refits=_default_refits(args.data) if args.refits is None else args.refits, seed=args.seed,
+        refits=_default_refits(args.data) if args.refits is None else args.refits, random_state=args.seed,
         verbose=not args.no_progress,
     )  # fmt: skip
     det.fit(x)

@@ -59,6 +59,7 @@ def save(det, folder: Path) -> Path:
             "n_features_in_": det.n_features_in_,
             "feature_names_in_": None if names is None else [str(n) for n in names],
             "score_": det.score_,
+            "image_shape_": None if det.image_shape_ is None else list(det.image_shape_),
             "size_": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.size_.items()},
             "standardized": det.scaler_ is not None,
             "scaler": det.standardize if det.scaler_ is not None else None,
@@ -129,6 +130,9 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         det.scaler_ = rebuild(kind, mean.numpy().astype(np.float64), scale.numpy().astype(np.float64))
     det.model_ = model.eval()
     det.offset_, det.n_features_in_, det.score_, det.size_ = offset, d, score, size
+    shape = fitted.get("image_shape_")  # absent before the complexity score: a table
+    det.image_shape_ = None if shape is None else (int(shape[0]), int(shape[1]))
+    det.background_ = None  # TODO: the likelihood-ratio background is not saved yet
     if names is not None:
         det.feature_names_in_ = np.asarray(names, dtype=object)
     return det

@@ -6,11 +6,14 @@ worker threads made each epoch ~100x slower) and import this checkout's `src`, w
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +36,36 @@ def subprocess_env(**extra: str) -> dict:
 def aevb_cmd(cwd: Path, env: dict, *args, timeout: float = 300) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "aevb", *map(str, args)]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def aevb_main(cwd: Path, argv: list, **environ: str) -> subprocess.CompletedProcess:
+    """`aevb.cli.main(argv)` run in this process, in `cwd` with `environ` set: what `aevb_cmd` returns,
+    without the ~2 s of importing torch in a new process. For checks that are not about the process boundary;
+    not thread-safe (it changes the working directory): run commands one after another."""
+    from aevb.cli import main
+
+    out, err, old_cwd, old_env = io.StringIO(), io.StringIO(), os.getcwd(), dict(os.environ)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()  # a command may seed torch's global generator
+    try:
+        torch.set_num_threads(1)  # as subprocess_env's OMP_NUM_THREADS=1: tiny networks, busy machine
+        os.chdir(cwd)
+        os.environ.update(environ)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")  # as in a fresh process, and shown on its stderr (not pytest's record)
+            warnings.showwarning = lambda m, c, f, n, file=None, line=None: err.write(
+                warnings.formatwarning(m, c, f, n, line)
+            )
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as e:  # argparse: usage errors exit 2 from inside the parser
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+    return subprocess.CompletedProcess(["aevb", *map(str, argv)], code, out.getvalue(), err.getvalue())
 
 
 def start(cwd: Path, env: dict, *args) -> subprocess.Popen:

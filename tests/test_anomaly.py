@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +20,8 @@ import aevb
 from aevb.anomaly import InputError, default_size
 from aevb.evaluate import example_noise
 from aevb.objectives import gaussian_kl
+from aevb_process import aevb_main
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 FAST = {"epochs": 40, "n_samples": 20}
 
 
@@ -317,10 +314,8 @@ def test_load_refuses_lying_files(tmp_path, fitted):
 
 
 def aevb_cmd(cwd: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    """`aevb ...` through `aevb.cli.main` in this process (a subprocess each spent ~2 s importing torch)."""
+    return aevb_main(cwd, list(args))
 
 
 @pytest.mark.slow
@@ -358,10 +353,9 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),
     }  # fmt: skip
     np.savetxt(tmp_path / "train5.csv", x_train[:, :4], delimiter=",")
-    with ThreadPoolExecutor(4) as pool:  # independent processes, mostly importing torch
-        runs = {name: pool.submit(aevb_cmd, tmp_path, *argv) for name, (argv, _, _) in bad.items()}
+    runs = {name: aevb_cmd(tmp_path, *argv) for name, (argv, _, _) in bad.items()}
     for name, (_, code, message) in bad.items():
-        r = runs[name].result()
+        r = runs[name]
         assert r.returncode == code and message in r.stderr, (name, r.returncode, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, name
     assert (

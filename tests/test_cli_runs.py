@@ -1,8 +1,8 @@
 """The commands that read a trained run (`aevb.cli.runs`: eval, sample, reconstruct, encode, manifold,
-plot) end to end in subprocesses, checked against the library and ground truth.
+plot) end to end through `aevb.cli.main`, checked against the library and ground truth.
 
-They read the session's shared digits and table runs (cli_runs.py) and do not depend on each other, so
-they run once, concurrently (most of their time is importing torch).
+They read the session's shared digits and table runs (cli_runs.py, trained in subprocesses) and do not
+depend on each other, so they run once, in this process (a subprocess each spent ~2 s importing torch).
 """
 
 import json
@@ -17,7 +17,7 @@ import torch
 
 import aevb
 from aevb_process import (
-    aevb_all,
+    aevb_main,
     digits_test_labels,
     ok,
     png_size,
@@ -58,7 +58,7 @@ def x_test(cli_x_test) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def outs(runs, env, tmp_path_factory, x_test) -> SimpleNamespace:
-    """Every command that reads the shared runs without changing them, run once, concurrently."""
+    """Every command that reads the shared runs without changing them, run once, in this process."""
     cwd = tmp_path_factory.mktemp("outs")
     np.save(cwd / "test_u8.npy", (x_test.numpy() * 255).astype(np.uint8))  # the test split as 8-bit images
     for name in ("eval-again", "plot"):  # copies for commands that write into their run
@@ -66,28 +66,25 @@ def outs(runs, env, tmp_path_factory, x_test) -> SimpleNamespace:
     (cwd / "plot" / "curves.png").unlink()
     (cwd / "eval-again" / "eval_test.json").unlink(missing_ok=True)
     d, t = runs.digits, runs.table
-    res = aevb_all(
-        cwd,
-        env,
-        {
-            "eval": ["eval", d, "--k", "200", "--no-progress"],
-            "eval_again": ["eval", cwd / "eval-again", "--k", "200", "--no-progress"],
-            "sample_npy": ["sample", d, "--n", "16", "--out", "s.npy"],
-            "sample_png": ["sample", d, "--n", "16", "--out", "s.png"],
-            "sample_draw": ["sample", d, "--n", "16", "--draw", "--out", "draw.npy"],
-            "reconstruct_npy": ["reconstruct", d, "--n", "10", "--out", "r.npy"],
-            "reconstruct_png": ["reconstruct", d, "--out", "r.png"],
-            "reconstruct_train": ["reconstruct", d, "--split", "train", "--n", "10", "--out", "rt.npy"],
-            "encode_npz": ["encode", d, "--out", "e.npz", "--plot", "e.png"],
-            "encode_csv": ["encode", d, "--out", "e.csv"],
-            "encode_npy": ["encode", d, "--out", "e.npy"],
-            "encode_u8": ["encode", d, "--data", "test_u8.npy", "--out", "e_u8.npz"],
-            "manifold": ["manifold", d, "--n", "6", "--out", "m.png"],
-            "plot": ["plot", cwd / "plot"],
-            "table_eval": ["eval", t, "--k", "50", "--no-progress"],
-            "table_sample": ["sample", t, "--n", "10", "--out", "t.csv"],
-        },
-    )
+    commands = {
+        "eval": ["eval", d, "--k", "200", "--no-progress"],
+        "eval_again": ["eval", cwd / "eval-again", "--k", "200", "--no-progress"],
+        "sample_npy": ["sample", d, "--n", "16", "--out", "s.npy"],
+        "sample_png": ["sample", d, "--n", "16", "--out", "s.png"],
+        "sample_draw": ["sample", d, "--n", "16", "--draw", "--out", "draw.npy"],
+        "reconstruct_npy": ["reconstruct", d, "--n", "10", "--out", "r.npy"],
+        "reconstruct_png": ["reconstruct", d, "--out", "r.png"],
+        "reconstruct_train": ["reconstruct", d, "--split", "train", "--n", "10", "--out", "rt.npy"],
+        "encode_npz": ["encode", d, "--out", "e.npz", "--plot", "e.png"],
+        "encode_csv": ["encode", d, "--out", "e.csv"],
+        "encode_npy": ["encode", d, "--out", "e.npy"],
+        "encode_u8": ["encode", d, "--data", "test_u8.npy", "--out", "e_u8.npz"],
+        "manifold": ["manifold", d, "--n", "6", "--out", "m.png"],
+        "plot": ["plot", cwd / "plot"],
+        "table_eval": ["eval", t, "--k", "50", "--no-progress"],
+        "table_sample": ["sample", t, "--n", "10", "--out", "t.csv"],
+    }
+    res = {name: aevb_main(cwd, argv, AEVB_DATA_DIR=env["AEVB_DATA_DIR"]) for name, argv in commands.items()}
     return SimpleNamespace(cwd=cwd, **res)
 
 

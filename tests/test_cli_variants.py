@@ -1,30 +1,22 @@
 """The variants from the command line (`aevb.cli.variants`, `--arch conv`, `--beta`, `--from aggregate`,
-interpolate, traverse) and colour images from a file to RGB grids, end to end in subprocesses."""
+interpolate, traverse) and colour images from a file to RGB grids, end to end through `aevb.cli.main`
+(in this process: a subprocess per command spent ~2 s importing torch)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import aevb
+from aevb_process import aevb_main
 
 pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 
 # -- command line -------------------------------------------------------------------------------------
 
 
 def _aevb(cwd, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
-    return subprocess.run(
-        [sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return aevb_main(cwd, list(args))
 
 
 def test_cli_variants_end_to_end(tmp_path):

@@ -20,6 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aevb_process import aevb_main, ok
+
 pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,11 +105,12 @@ def test_distributed_eval_equals_single_process_eval(runs, env, k):
 def test_resume_across_world_sizes(tmp_path, env, runs):
     d, _ = runs
     # 2 processes for 10 epochs, then 1 process to 20: the single-process run's parameters
+    # (the single-process halves run in this process: each subprocess spent ~2 s importing torch)
     aevb(tmp_path, env, "train", "--out", "a", "--epochs", EPOCHS // 2, *FLAGS, procs=2)
-    aevb(tmp_path, env, "train", "--resume", "a", "--epochs", EPOCHS, "--no-progress")
+    ok(aevb_main(tmp_path, ["train", "--resume", "a", "--epochs", EPOCHS, "--no-progress"]))
     assert_close(weights(d / "one"), weights(tmp_path / "a"), atol=1e-4)
     # and the other way round
-    aevb(tmp_path, env, "train", "--out", "b", "--epochs", EPOCHS // 2, *FLAGS)
+    ok(aevb_main(tmp_path, ["train", "--out", "b", "--epochs", EPOCHS // 2, *FLAGS]))
     aevb(tmp_path, env, "train", "--resume", "b", "--epochs", EPOCHS, "--no-progress", procs=2)
     assert_close(weights(d / "one"), weights(tmp_path / "b"), atol=1e-4)
 

@@ -8,8 +8,6 @@ import json
 import math
 import os
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from aevb.flows import IAF, MADE, FlowPosterior
 from aevb.latent import DiagonalGaussian
 from aevb.objectives import elbo
 from aevb.preprocess import run_data
+from aevb_process import aevb_main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -300,15 +299,12 @@ def env(shared_data: Path) -> dict:
 
 
 def _aevb(env: dict, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "aevb", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
-    )
+    """`aevb ARGS` through `aevb.cli.main` in this process (a subprocess each spent ~2 s importing torch)."""
+    return aevb_main(Path.cwd(), list(args), AEVB_DATA_DIR=env["AEVB_DATA_DIR"])
 
 
 def _all(env: dict, commands: dict[str, list]) -> dict[str, subprocess.CompletedProcess]:
-    with ThreadPoolExecutor(4) as pool:
-        futures = {name: pool.submit(_aevb, env, *argv) for name, argv in commands.items()}
-    return {name: f.result() for name, f in futures.items()}
+    return {name: _aevb(env, *argv) for name, argv in commands.items()}
 
 
 def _ok(r: subprocess.CompletedProcess) -> str:
@@ -316,6 +312,7 @@ def _ok(r: subprocess.CompletedProcess) -> str:
     return r.stdout
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_bad_flow_values_are_one_line_cli_errors(tmp_path, env):
     base = ["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "--no-progress"]
     cases = {
@@ -339,6 +336,7 @@ def test_bad_flow_values_are_one_line_cli_errors(tmp_path, env):
     assert "--flow-steps FLOW_STEPS" in help_text
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_a_flow_run_trains_evaluates_samples_and_encodes_end_to_end(tmp_path, env):
     run = tmp_path / "flow"
     flags = ["--hidden", "32", "--latent-dim", "2", "--epochs", "3", "--seed", "1", "--no-progress"]

@@ -28,6 +28,7 @@ import aevb
 from aevb import ModelConfig, TrainConfig
 from aevb.evaluate import evaluation_record, log_likelihood
 from aevb.objectives import elbo, iwae, log_weights
+from aevb_process import aevb_main
 
 D, D1, D2, SIGMA = 5, 3, 2, 0.5
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -247,7 +248,7 @@ def _aevb(*args, cwd):
     ],
 )
 def test_bad_latents_are_one_line_errors(tmp_path, flags, message):
-    r = _aevb("train", *flags, "--epochs", "1", "--out", "run", cwd=tmp_path)
+    r = aevb_main(tmp_path, ["train", *flags, "--epochs", "1", "--out", "run"])  # in-process: no torch import
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aevb: error: ") and message in lines[0], r.stderr
@@ -278,6 +279,7 @@ def test_burda_default_shapes():
     assert model.noise_dim == 150 and model.top_dim == 50
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_cli_hierarchical_run_end_to_end(tmp_path):
     flags = ["--latents", "6", "2", "--hidden", "32", "--epochs", "3", "--out", "run", "--no-progress"]
     r = _aevb("train", *flags, cwd=tmp_path)

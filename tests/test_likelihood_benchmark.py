@@ -88,6 +88,7 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path):
     assert "## Not reached, and why" in page and "digits test, not the MNIST test set" in page
 
 
+@pytest.mark.slow  # a subprocess: over 3 s
 def test_other_train_args_for_a_started_run_are_refused(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()

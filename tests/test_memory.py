@@ -44,6 +44,7 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # a subprocess under an address-space limit: over 3 s
 def test_a_model_too_large_to_build_is_one_line_and_leaves_no_run(tmp_path):
     h = 100_000_000
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

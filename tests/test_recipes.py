@@ -107,6 +107,7 @@ def test_a_config_file_overrides_the_recipe_and_flags_override_both(tmp_path, ca
     assert stored["train"]["recipe"] == "burda-iwae-1l-k50" and stored["train"]["lr_schedule"] == "burda"
 
 
+@pytest.mark.slow  # subprocesses: over 3 s
 def test_train_with_a_recipe_end_to_end(tmp_path, shared_data):
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "AEVB_DATA_DIR": str(shared_data), "OMP_NUM_THREADS": "1", "PYTHONPATH": src}

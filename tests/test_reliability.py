@@ -1,8 +1,10 @@
 """Fault injection in training: SIGKILL at random moments then --resume, a second trainer on the same run,
 full and read-only disks.
 
-Every training here runs in a real `python -m aevb` subprocess with one thread, so the
-uninterrupted reference and the killed-and-resumed runs execute the very same arithmetic.
+The SIGKILL trainings run in real `python -m aevb` subprocesses with one thread, so the
+uninterrupted reference and the killed-and-resumed runs execute the very same arithmetic; the other
+commands run in this process through `aevb.cli.main` (`aevb_main`: a subprocess each spent ~2 s importing
+torch), beside a real second process where one is needed (the lock).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import aevb
 from aevb_process import (
     aevb_cmd,
+    aevb_main,
     assert_bitwise_equal,
     metrics,
     one_line_error,
@@ -130,15 +133,15 @@ def test_a_second_trainer_on_the_same_run_is_refused(tmp_path, env):
     p = start(tmp_path, env, "train", "--out", "r", "--no-progress", "--epochs", "100000")
     try:
         wait_for(tmp_path / "r" / "checkpoint.safetensors", p)
-        r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--no-progress")
+        r = aevb_main(tmp_path, ["train", "--resume", "r", "--no-progress"])
         one_line_error(r, "r is being trained by another aevb process", f"(pid {p.pid})", "choose another --out")
-        r = aevb_cmd(tmp_path, env, "train", "--out", "r", "--no-progress")
+        r = aevb_main(tmp_path, ["train", "--out", "r", "--no-progress"])
         one_line_error(r, "already holds a run")
     finally:
         p.kill()
         p.wait()
     # the lock died with its process: SIGKILL leaves no stale lock
-    r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", str(trainer_state(tmp_path / "r")["epoch"] + 1))
+    r = aevb_main(tmp_path, ["train", "--resume", "r", "--epochs", str(trainer_state(tmp_path / "r")["epoch"] + 1)])
     assert r.returncode == 0, r.stderr
 
 
@@ -166,7 +169,7 @@ def _fill(folder: Path, leave: int) -> None:
 
 
 def test_full_disk_gives_a_clear_error_and_keeps_the_last_checkpoint(tmpfs, env):
-    r = aevb_cmd(tmpfs, env, "train", "--out", "r", "--no-progress", "--epochs", "1", "--hidden", "64")
+    r = aevb_main(tmpfs, ["train", "--out", "r", "--no-progress", "--epochs", "1", "--hidden", "64"])
     assert r.returncode == 0, r.stderr
     before = tensors(tmpfs / "r" / "checkpoint.safetensors")
     records = metrics(tmpfs / "r")
@@ -174,24 +177,24 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_checkpoint(tmpfs, env)
     # room for a new model file beside the old one, not for a new checkpoint beside the old one
     _fill(tmpfs, leave=sizes["model.safetensors"] + 12 * 4096)
     assert sizes["checkpoint.safetensors"] > sizes["model.safetensors"] + 12 * 4096
-    r = aevb_cmd(tmpfs, env, "train", "--resume", "r", "--epochs", "3", "--no-progress")
+    r = aevb_main(tmpfs, ["train", "--resume", "r", "--epochs", "3", "--no-progress"])
     one_line_error(r, "cannot write r/checkpoint.safetensors: No space left on device")
     assert_bitwise_equal(before, tensors(tmpfs / "r" / "checkpoint.safetensors"))
     assert metrics(tmpfs / "r") == records or len(metrics(tmpfs / "r")) == 2  # whole records only
     assert not list((tmpfs / "r").glob(".*.tmp"))
     (tmpfs / "filler").unlink()
-    r = aevb_cmd(tmpfs, env, "train", "--resume", "r", "--epochs", "2", "--no-progress")
+    r = aevb_main(tmpfs, ["train", "--resume", "r", "--epochs", "2", "--no-progress"])
     assert r.returncode == 0, r.stderr
     assert [m["epoch"] for m in metrics(tmpfs / "r")] == [1, 2]
 
 
 def test_read_only_run_directory_gives_a_clear_error(tmpfs, env):
-    r = aevb_cmd(tmpfs, env, "train", "--out", "r", "--no-progress", "--epochs", "1", "--hidden", "64")
+    r = aevb_main(tmpfs, ["train", "--out", "r", "--no-progress", "--epochs", "1", "--hidden", "64"])
     assert r.returncode == 0, r.stderr
     before = tensors(tmpfs / "r" / "checkpoint.safetensors")
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
-    r = aevb_cmd(tmpfs, env, "train", "--resume", "r", "--epochs", "2", "--no-progress")
+    r = aevb_main(tmpfs, ["train", "--resume", "r", "--epochs", "2", "--no-progress"])
     one_line_error(r, "cannot write r/", "Read-only file system")
-    r = aevb_cmd(tmpfs, env, "train", "--out", "new", "--no-progress", "--epochs", "1")
+    r = aevb_main(tmpfs, ["train", "--out", "new", "--no-progress", "--epochs", "1"])
     one_line_error(r, "cannot create run directory new", "Read-only file system")
     assert_bitwise_equal(before, tensors(tmpfs / "r" / "checkpoint.safetensors"))

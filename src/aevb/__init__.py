@@ -10,6 +10,7 @@ ll = aevb.log_likelihood(model, x, k=5000)            # (16,) nats per example
 
 from .checkpoint import load
 from .config import ModelConfig, TrainConfig
+from .custom import network_sizes
 from .data import Dataset, load_dataset
 from .errors import AevbError, CheckpointError, DataError
 from .evaluate import bits_per_dim, elbo_terms, log_likelihood, summarize
@@ -38,6 +39,7 @@ __all__ = [
     "Dataset",
     "load_dataset",
     "train",
+    "network_sizes",
     "load",
     "elbo",
     "iwae",

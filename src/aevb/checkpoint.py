@@ -78,11 +78,12 @@ def load_weights(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> No
     expected = model.state_dict()
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise CheckpointError(f"{path} does not match the config (missing {missing[:3]}, unexpected {extra[:3]})")
+        what = "the networks given" if model.config.module else "the config"  # your own networks: their names
+        raise CheckpointError(f"{path} does not match {what} (missing {missing[:3]}, unexpected {extra[:3]})")
     for name, t in tensors.items():
         if t.shape != expected[name].shape or t.dtype != expected[name].dtype:
             raise CheckpointError(
-                f"{path}: {name} is {t.dtype} {tuple(t.shape)}, the config needs "
+                f"{path}: {name} is {t.dtype} {tuple(t.shape)}, {_needs(model)} "
                 f"{expected[name].dtype} {tuple(expected[name].shape)}"
             )
         if not torch.isfinite(t).all():
@@ -92,11 +93,34 @@ def load_weights(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> No
     model.load_state_dict(tensors)
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """The trained model of a run directory, in eval mode, rebuilt from its config.json alone."""
+def _needs(model: VAE) -> str:
+    return "the networks given need" if model.config.module else "the config needs"
+
+
+def load(
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
+) -> VAE:
+    """The trained model of a run directory, in eval mode, rebuilt from its config.json alone; a run
+    trained with your own networks (`module`, aevb.custom) needs them again as `encoder` and `decoder`,
+    built as for training: their weights are read from model.safetensors (names and shapes checked)."""
     run_dir = Path(run_dir)
     model_cfg, _ = read_config(run_dir)
-    model = VAE(model_cfg)
+    given = encoder is not None or decoder is not None
+    if model_cfg.module and not given:
+        raise CheckpointError(
+            f"{run_dir} was trained with your own networks (module {model_cfg.module}): pass them, "
+            "aevb.load(run_dir, encoder=..., decoder=...) (the CLI: --module PKG.MOD:BUILD)"
+        )
+    if given and not model_cfg.module:
+        raise CheckpointError(f"{run_dir} uses the in-tree networks (arch {model_cfg.arch}): load it without networks")
+    try:
+        model = VAE(model_cfg, encoder, decoder)
+    except ValueError as e:
+        raise CheckpointError(f"the networks do not fit {run_dir}: {e}") from None
     tensors, _ = read_tensors(run_dir / MODEL)
     load_weights(model, tensors, run_dir / MODEL)
     return model.to(device).eval()

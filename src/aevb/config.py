@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .custom import CUSTOM, IMPORT_PATH
 from .errors import CheckpointError
 from .flows import FLOWS
 from .gradients import GRADIENTS
@@ -79,6 +81,7 @@ class ModelConfig:
     flow_steps: int = 2  # iaf: steps T, each a MADE network; the variable order is reversed between steps
     flow_hidden: tuple[int, ...] = (320, 320)  # iaf: hidden layer sizes of each step's MADE
     flow_context: int = 64  # iaf: size of the context h(x) the encoder emits beside mu and log sigma^2
+    module: str = ""  # your own networks (aevb.custom): "pkg.mod:build" or "custom"; "" = the in-tree `arch`
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -86,6 +89,11 @@ class ModelConfig:
         _check_choice("prior", self.prior, PRIORS)
         _check_choice("condition_on", self.condition_on, CONDITIONS)
         _check_choice("flow", self.flow, FLOWS)
+        _check(
+            self.module in ("", CUSTOM) or re.match(IMPORT_PATH, self.module) is not None,
+            f"module must be an import path PKG.MOD:FUNCTION (or '{CUSTOM}', or '' for the in-tree networks); "
+            f"got {self.module!r}"[:200],
+        )
         _check(self.flow_steps >= 1, f"flow_steps must be >= 1, got {self.flow_steps}")
         _check(len(self.flow_hidden) >= 1 and all(h >= 1 for h in self.flow_hidden), "flow_hidden sizes must be >= 1")
         _check(self.flow_context >= 1, f"flow_context must be >= 1, got {self.flow_context}")

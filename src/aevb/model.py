@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from . import priors
+from .custom import CUSTOM, check_networks, network_sizes
 from .flows import FLOWS, FlowPosterior
 from .hierarchy import Hierarchy
 from .latent import DiagonalGaussian
@@ -24,7 +26,8 @@ class VAE(nn.Module):
     """Kingma & Welling (2013): z ~ N(0, I), x | z ~ p(x | f(z; theta)), q(z|x) = N(mu(x), diag sigma^2(x)).
 
     Inputs x have shape (B, *data_shape) or (B, D); the networks see them flattened to (B, D).
-    The networks are `config.arch` (aevb.nets.ARCHS) and p(z) is `config.prior` (aevb.priors.PRIORS).
+    The networks are `config.arch` (aevb.nets.ARCHS), or your own (aevb.custom: `encoder`, `decoder`), and
+    p(z) is `config.prior` (aevb.priors.PRIORS).
     With `config.flow` (aevb.flows.FLOWS), q(z|x) is that flow on top of the Gaussian, conditioned on a
     context h(x) of `flow_context` numbers the encoder emits beside mu and log sigma^2.
     A conditional VAE (`config.condition_on` "labels"; Sohn et al. 2015) is q(z|x, y) p(z) p(x|z, y):
@@ -34,10 +37,21 @@ class VAE(nn.Module):
     the encoder gives q(z_1|x), the decoder reads z_1, and the latent-structure members below ask the stack.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None):
+        """`encoder` and `decoder`: your own networks (both or neither; aevb.custom says what they map) in
+        place of `config.arch`'s; the config then records `module` "custom" unless it names an import path."""
         super().__init__()
         if config.conditional and config.classes < 1:
             raise ValueError("a conditional VAE needs its number of label classes (classes >= 1)")
+        if (encoder is None) != (decoder is None):
+            raise ValueError("give both networks, encoder and decoder, or neither (the in-tree `arch`)")
+        if encoder is None and config.module:
+            raise ValueError(
+                f"this config's networks are your own (module {config.module}): pass them, "
+                "VAE(config, encoder=..., decoder=...)"
+            )
+        if encoder is not None and not config.module:
+            config = dataclasses.replace(config, module=CUSTOM)
         self.config = config
         self.likelihood = make_likelihood(config)
         if config.standardize:  # set from the training data by aevb.train (`set_standardization`), then saved
@@ -45,10 +59,14 @@ class VAE(nn.Module):
             self.register_buffer("data_scale", torch.ones(config.data_dim))
         # encoder -> [mu, logvar(, flow context)]; decoder -> the likelihood head's parameters; a conv decoder needs
         # them as whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
-        out = self.likelihood.outputs(config.data_dim)
+        sizes = network_sizes(config)
         self.flow = FLOWS[config.flow](config)  # None: q(z|x) is the diagonal Gaussian
-        enc_out = 2 * config.latent_dim + (0 if self.flow is None else self.flow.context)
-        self.encoder, self.decoder = ARCHS[config.arch](config, enc_out, out, out // config.data_dim)
+        if encoder is None:
+            out = sizes.decoder_out
+            self.encoder, self.decoder = ARCHS[config.arch](config, sizes.encoder_out, out, out // config.data_dim)
+        else:
+            check_networks(encoder, decoder, sizes)
+            self.encoder, self.decoder = encoder, decoder
         if config.init == "normal":
             init_normal_(self, config.init_std)
         elif config.init == "glorot":
@@ -117,7 +135,7 @@ class VAE(nn.Module):
         The likelihood head's `encoder_input(x)` is what the encoder sees (poisson: log(1 + x)).
         A stack's posterior (aevb.hierarchy, `--inference`) has the same members, event shape (noise_dim,)."""
         x = self.standardized(x.reshape(x.shape[0], -1))
-        out = self.encoder(self._with_label(self.likelihood.encoder_input(x), y))
+        out = self._run(self.encoder, self._with_label(self.likelihood.encoder_input(x), y))
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
         if self.hierarchy is not None:
@@ -132,7 +150,7 @@ class VAE(nn.Module):
         decoder reads z_1, the first latent_dim numbers of z."""
         if self.hierarchy is not None:
             z = z[..., : self.config.latent_dim]
-        return self.decoder(self._with_label(z, y))
+        return self._run(self.decoder, self._with_label(z, y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z) (p(x|z, y) when conditional): batch shape z.shape[:-1], event shape (D,) over the
@@ -192,6 +210,12 @@ class VAE(nn.Module):
             raise ValueError("this VAE is conditioned on labels: pass y, the labels (B,) in 0..classes-1")
         onehot = nn.functional.one_hot(y.to(h.device, torch.int64), self.config.classes).to(h.dtype)  # (B, C)
         return torch.cat([h, onehot.expand(*h.shape[:-1], onehot.shape[-1])], -1)
+
+    def _run(self, net: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """net(h), (..., out): the in-tree networks take any leading dimensions, your own see rows (N, in)."""
+        if not self.config.module:
+            return net(h)
+        return net(h.reshape(-1, h.shape[-1])).reshape(*h.shape[:-1], -1)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

@@ -70,6 +70,15 @@ def check_data(x: torch.Tensor, config: ModelConfig, source: str) -> torch.Tenso
     return x
 
 
+def fit_to_data(config: ModelConfig, dataset: Dataset) -> ModelConfig:
+    """`config` resolved against the data: its data_shape, and a conditional model's label classes."""
+    try:
+        config = dataclasses.replace(config, data_shape=tuple(dataset.shape))
+    except ValueError as e:  # e.g. --arch conv on a table
+        raise DataError(f"{dataset.name}: {e}") from None
+    return resolve_classes(config, dataset)
+
+
 def resolve_classes(config: ModelConfig, dataset: Dataset) -> ModelConfig:
     """`config` with `classes` set for a conditional model (max label + 1 when 0), after checking that
     every split has labels in 0..classes-1; `config` unchanged for an unconditional one."""

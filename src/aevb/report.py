@@ -94,12 +94,14 @@ def build_report(
     seed: int = 0,
     data_dir: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    model: VAE | None = None,
 ) -> str:
-    """The HTML text of the report of a run directory."""
+    """The HTML text of the report of a run directory; `model`: the run's, loaded already (`load(run_dir)`
+    with your own networks), else loaded here."""
     run_dir = Path(run_dir)
     model_cfg, train_cfg = read_config(run_dir)
     train_cfg = train_cfg or TrainConfig()
-    model = load(run_dir)
+    model = model if model is not None else load(run_dir)
     x, labels, source = run_data(model_cfg, train_cfg.binarize, train_cfg.dataset, "test", None, data_dir)
     y = check_labels(labels, x.shape[0], model_cfg, source)  # a conditional run's labels, else None
     ev = test_evaluation(run_dir, model, train_cfg, x, k, seed, on_batch, y)

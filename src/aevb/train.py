@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import distributed, gradients, memory, rundir, speed
+from . import custom, distributed, gradients, memory, rundir, speed
 from .config import ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import AevbError, DivergedError
@@ -34,7 +34,7 @@ from .loop import (  # noqa: F401  (kl_weight_at stays importable from aevb.trai
 )
 from .model import VAE
 from .optimizers import OPTIMIZERS
-from .preprocess import check_data, check_labels, resolve_binarize, resolve_classes, split
+from .preprocess import check_data, check_labels, fit_to_data, resolve_binarize, split
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,7 +47,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(
-    model_config: ModelConfig | None = None,
+    model_config: ModelConfig | VAE | None = None,
     train_config: TrainConfig | None = None,
     run_dir: str | Path | None = None,
     *,
@@ -58,6 +58,9 @@ def train(
     on_epoch: EpochHook | None = None,
 ) -> VAE:
     """Fit a VAE and return it. With `run_dir`, keep config, metrics and checkpoints there.
+
+    `model_config` may be a built VAE instead (your own networks, aevb.custom): it is trained as it is,
+    seeded by you; its config must fit the data (and a resumed run's stored config).
 
     resume=True continues the run in `run_dir` from its last checkpoint with its stored config;
     only its RESUMABLE_FIELDS (epochs, time limit, checkpoint cadence) are taken from `train_config`, when given.
@@ -115,14 +118,19 @@ def _setup(
 ) -> Training:
     """Configs (a resumed run's stored ones), data, model, optimiser and generator, restored from the
     last checkpoint when resuming; the run directory gets its config and first weights."""
+    built = model_config if isinstance(model_config, VAE) else None  # your own networks, built by the caller
+    if built is not None:
+        model_config = built.config
     if resume:
         assert run is not None
         model_config, train_config = run.resumed_configs(train_config)
     model_config, train_config = model_config or ModelConfig(), train_config or TrainConfig()
+    where = str(run.path) if resume else f"the data ({train_config.dataset})"
+    custom.check_given(model_config, built is not None, str(run.path) if resume else "this config")
     if run is not None and not resume:
         run.begin(model_config, train_config)  # before the data: a run stopped from here on is resumable
     model_config, train_config, data = _load(model_config, train_config, dataset, data_dir, ctx)
-    model, optimizer, generator = _build(model_config, train_config, data)
+    model, optimizer, generator = _build(model_config, train_config, data, built, where)
     if train_config.gradient != "standard":  # stl and dreg need q.detached(): say so before the first step
         with torch.no_grad():
             y = None if data.y_train is None else data.y_train[:1]
@@ -148,11 +156,7 @@ def _load(
     """The configs resolved against the data (its shape, label classes, binarisation) and the data."""
     if dataset is None:
         dataset = load_dataset(train_config.dataset, data_dir)
-    try:
-        model_config = dataclasses.replace(model_config, data_shape=tuple(dataset.shape))
-    except ValueError as e:  # e.g. --arch conv on a table
-        raise AevbError(f"{dataset.name}: {e}") from None
-    model_config = resolve_classes(model_config, dataset)  # a conditional VAE's label classes
+    model_config = fit_to_data(model_config, dataset)
     if train_config.free_bits > 0 and model_config.prior != "normal":
         raise AevbError("--free-bits needs --prior normal (the KL of a mixture prior does not split per dimension)")
     if train_config.free_bits > 0 and model_config.flow != "none":
@@ -179,13 +183,21 @@ def _load(
 
 
 def _build(
-    model_config: ModelConfig, train_config: TrainConfig, data: TrainingData
+    model_config: ModelConfig, train_config: TrainConfig, data: TrainingData, built: VAE | None, where: str
 ) -> tuple[VAE, torch.optim.Optimizer, torch.Generator]:
-    """The seeded model (standardised by the training rows if asked), its optimiser and the training generator."""
-    with memory.allocating(lambda: _building(model_config), "choose a smaller --hidden, --latent-dim or --channels"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(train_config.seed)
-            model = VAE(model_config).to(data.device)
+    """The seeded model, or the `built` one (checked to fit `model_config`, the config of `where`),
+    standardised by the training rows if asked, its optimiser and the training generator."""
+    if built is not None:
+        custom.check_built(built.config, model_config, where)
+        built.config = model_config  # the same but maybe for `module` ("custom" or the run's import path)
+        model = built.to(data.device)
+    else:
+        with memory.allocating(
+            lambda: _building(model_config), "choose a smaller --hidden, --latent-dim or --channels"
+        ):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(train_config.seed)
+                model = VAE(model_config).to(data.device)
     if model_config.standardize:  # the training split's mean and std (a resumed run reads them back)
         model.set_standardization(data.x_train)
     optimizer_class = OPTIMIZERS[train_config.optimizer]

@@ -9,18 +9,47 @@ from pathlib import Path
 import torch
 
 from .. import config as C
-from .. import plots
+from .. import custom, plots
 from ..checkpoint import load, read_config
 from ..errors import AevbError
 from ..files import save_table
+from ..model import VAE
 from ..preprocess import check_labels, run_data
 
 
 def load_run(args: argparse.Namespace):
-    """The run's model (eval mode, CPU) and its training config."""
+    """The run's model (eval mode, CPU) and its training config; a run trained with its own networks
+    gets them from `--module` (built by that import path, their weights read from the run)."""
     model_cfg, train_cfg = read_config(args.run)
     train_cfg = train_cfg or C.TrainConfig()
-    return load(args.run), train_cfg
+    module = check_module(args.run, model_cfg, args.module)
+    if module is None:
+        return load(args.run), train_cfg
+    encoder, decoder = custom.networks(module, model_cfg)
+    return load(args.run, encoder=encoder, decoder=decoder), train_cfg
+
+
+def check_module(run: str | Path, model_cfg: C.ModelConfig, module: str | None) -> str | None:
+    """`--module`, checked to be given exactly when the run was trained with its own networks."""
+    if model_cfg.module and not module:
+        raise AevbError(
+            f"{run} was trained with your own networks (module {model_cfg.module}): pass --module PKG.MOD:BUILD, "
+            "the import path of the function build(config) -> (encoder, decoder) that makes them"
+        )
+    if module and not model_cfg.module:
+        raise AevbError(
+            f"--module is for runs trained with your own networks; {run} has the in-tree --arch {model_cfg.arch}"
+        )
+    return module
+
+
+def custom_model(model_cfg: C.ModelConfig, module: str, seed: int = 0) -> VAE:
+    """VAE(model_cfg) with the networks that the import path `module` builds (torch seeded by `seed`)."""
+    encoder, decoder = custom.networks(module, model_cfg, seed)
+    try:
+        return VAE(model_cfg, encoder, decoder)
+    except ValueError as e:
+        raise AevbError(f"--module {module}: {e}") from None
 
 
 def read_data(args: argparse.Namespace, model, train_cfg: C.TrainConfig):

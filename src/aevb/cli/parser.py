@@ -64,6 +64,10 @@ FIELD_HELP = {
     "flow_steps": "steps of --flow iaf (the variable order is reversed between steps)",
     "flow_hidden": "hidden layer sizes of the MADE network of each --flow iaf step",
     "flow_context": "size of the context h(x) that the encoder emits for --flow iaf",
+    "module": "your own networks: PKG.MOD:BUILD, the import path of build(config) -> (encoder, decoder), "
+    "two torch.nn.Modules mapping rows as aevb.custom says (looked up from the current folder first); they "
+    "replace --arch, --hidden and --channels, the likelihood, prior, flow and --latents above z_1 stay; "
+    "none = the in-tree networks of --arch",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
     "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
@@ -194,6 +198,18 @@ def _add_dist_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_module_flag(p: argparse.ArgumentParser) -> None:
+    """`--module` of a command that reads a run: the builder of a run trained with its own networks."""
+    p.add_argument(
+        "--module",
+        metavar="PKG.MOD:BUILD",
+        default=None,
+        help="runs trained with your own networks (their config's module): the import path of build(config) -> "
+        "(encoder, decoder) that makes them again; the weights come from the run, never a pickle "
+        "(default: none, the in-tree networks)",
+    )
+
+
 def given(args: argparse.Namespace, fields: list[dataclasses.Field]) -> dict[str, Any]:
     out = {}
     for f in fields:
@@ -246,6 +262,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     def run_cmd(name: str, help: str, data: bool = True) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, formatter_class=fmt)
         s.add_argument("run", metavar="RUN", help="run directory written by `aevb train`")
+        add_module_flag(s)
         if data:
             s.add_argument(
                 "--split", default="test", choices=("train", "valid", "test"), help="split of the run's dataset"

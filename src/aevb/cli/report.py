@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from ..errors import AevbError
 from ..report import DEFAULT_K, write_report
-from .parser import positive
+from .common import load_run
+from .parser import add_module_flag, positive
 
 LOOPBACK = "127.0.0.1"
 
@@ -19,6 +20,7 @@ LOOPBACK = "127.0.0.1"
 def register(sub) -> None:
     r = sub.add_parser("report", help="write a self-contained HTML report of a run")
     r.add_argument("run", metavar="RUN", help="run directory written by `aevb train`")
+    add_module_flag(r)
     r.add_argument("--out", default=None, help="HTML path (default: RUN/report.html)")
     r.add_argument(
         "--k",
@@ -37,6 +39,7 @@ def register(sub) -> None:
 
     s = sub.add_parser("serve", help="explore a run's latent space in the browser (local web app)")
     s.add_argument("run", metavar="RUN", help="run directory written by `aevb train`")
+    add_module_flag(s)
     s.add_argument(
         "--host",
         default=LOOPBACK,
@@ -58,10 +61,13 @@ def register(sub) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     """Write RUN/report.html (or --out) atomically."""
     out = Path(args.out) if args.out else Path(args.run) / "report.html"
+    model, _ = load_run(args)
     if not out.parent.is_dir():
         raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
     with tqdm(unit="ex", desc="test log p(x)", leave=False, disable=args.no_progress or None) as bar:
-        path = write_report(args.run, out, k=args.k, seed=args.seed, data_dir=args.data_dir, on_batch=bar.update)
+        path = write_report(
+            args.run, out, k=args.k, seed=args.seed, data_dir=args.data_dir, on_batch=bar.update, model=model
+        )
     print(f"report written to {path}")
 
 
@@ -86,10 +92,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "the explorer (there is no authentication)",
             file=sys.stderr,
         )
+    model, _ = load_run(args)
     sock = listen(args.host, args.port)  # before the slow part, so a taken port fails at once
     try:
         with tqdm(unit="ex", desc="ranking test items", leave=False, disable=args.no_progress or None) as bar:
-            explorer = Explorer(args.run, k=args.k, data_dir=args.data_dir, on_batch=bar.update)
+            explorer = Explorer(args.run, k=args.k, data_dir=args.data_dir, on_batch=bar.update, model=model)
     except BaseException:
         sock.close()
         raise

@@ -16,11 +16,14 @@ from tqdm import tqdm
 from .. import config as C
 from .. import distributed, plots
 from ..checkpoint import read_config, read_state
+from ..data import load_dataset
 from ..errors import AevbError
 from ..files import inside
+from ..preprocess import fit_to_data
 from ..recipes import RECIPES, recipe_fields
 from ..rundir import check_resumable, progress, read_metrics
 from ..train import Step, train
+from .common import check_module, custom_model
 from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
 
 
@@ -30,7 +33,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(recipe_list())
         return
     model_kw, train_kw = given(args, MODEL_FIELDS), given(args, TRAIN_FIELDS)
+    built, dataset = None, None  # a model with your own networks (--module), and the data that sized them
     if args.resume:
+        module = model_kw.pop("module", None)  # not a change: the builder of the run's own networks
         extra = sorted(set(model_kw) | (set(train_kw) - set(C.RESUMABLE_FIELDS)))
         others = [f for f in ("out", "name", "config") if getattr(args, f)]
         if extra or others:
@@ -45,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             train_cfg = dataclasses.replace(train_cfg or C.TrainConfig(), **train_kw)
         except ValueError as e:
             raise AevbError(str(e)) from None
+        if check_module(run_dir, model_cfg, module) is not None:
+            built = custom_model(model_cfg, module, train_cfg.seed)  # its weights: the checkpoint's
         if not _resuming(run_dir, train_cfg):
             return
     else:
@@ -73,11 +80,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             run_dir = inside(args.runs_dir, name)  # a name, maybe from a file: must stay in --runs-dir
         if Path(train_cfg.dataset).suffix:  # a user file: store where it is, not where we stood
             train_cfg = dataclasses.replace(train_cfg, dataset=str(Path(train_cfg.dataset).resolve()))
+        if model_cfg.module:  # your own networks are sized by the data: built here, trained as they are
+            dataset = load_dataset(train_cfg.dataset, args.data_dir)
+            built = custom_model(fit_to_data(model_cfg, dataset), model_cfg.module, train_cfg.seed)
 
     with distributed.session(train_cfg.device, args.dist_backend, args.dist_timeout) as ctx:
         if ctx.distributed and ctx.is_main:
             print(f"training on {ctx.world_size} processes; global batch {train_cfg.batch_size}", flush=True)
-        model = _fit(args, model_cfg, train_cfg, run_dir, ctx)
+        model = _fit(args, built or model_cfg, train_cfg, run_dir, ctx, dataset)
     if not ctx.is_main:
         return
     if plots.is_image(model.config.data_shape):
@@ -153,7 +163,7 @@ def _main_process_print(text: str) -> None:
         print(text, flush=True)
 
 
-def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context):
+def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context, dataset=None):
     bar = _Progress(args.no_progress or not ctx.is_main, train_cfg.objective)
     try:
         return train(
@@ -161,6 +171,7 @@ def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context):
             train_cfg,
             run_dir,
             data_dir=args.data_dir,
+            dataset=dataset,
             resume=bool(args.resume),
             on_step=bar.step,
             on_epoch=bar.epoch,

@@ -13,7 +13,7 @@ from .. import plots
 from ..errors import AevbError
 from ..sampling import interpolate, posterior_means, traverse
 from .common import condition, labels_for, load_run, out_path, read_data, write_images_or_table
-from .parser import HelpFormatter, at_least
+from .parser import HelpFormatter, add_module_flag, at_least
 
 
 def register(sub) -> None:
@@ -22,6 +22,7 @@ def register(sub) -> None:
     def common(name: str, help: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, formatter_class=fmt)
         s.add_argument("run", metavar="RUN", help="run directory written by `aevb train`")
+        add_module_flag(s)
         s.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split the inputs come from")
         s.add_argument("--data", metavar="FILE", default=None, help="take the inputs from this .npy/.npz/.csv file")
         s.add_argument("--data-dir", default=None, help="folder of the built-in datasets")

@@ -18,6 +18,7 @@ import torch
 from ..checkpoint import load, read_config
 from ..config import TrainConfig
 from ..evaluate import log_likelihood
+from ..model import VAE
 from ..plots import is_image
 from ..preprocess import check_labels, run_data
 from ..projection import latent_projection
@@ -57,11 +58,12 @@ class Explorer:
         k: int = 100,
         data_dir: str | None = None,
         on_batch: Callable[[int], None] | None = None,
+        model: VAE | None = None,
     ):
         self.run_dir = Path(run_dir)
         model_cfg, train_cfg = read_config(self.run_dir)
         self.train_cfg = train_cfg or TrainConfig()
-        self.model = load(self.run_dir)
+        self.model = model if model is not None else load(self.run_dir)  # given: built with your own networks
         self.config = model_cfg
         x, labels, self.source = run_data(
             model_cfg, self.train_cfg.binarize, self.train_cfg.dataset, "test", None, data_dir

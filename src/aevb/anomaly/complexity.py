@@ -2,9 +2,11 @@
 
 The compressor is PNG's: each row (N, H*W) in [0, 1] is quantised to 8 bits (round(255 x), clipped to
 0..255), laid out as an H x W grey image, every image row is prefixed with PNG filter byte 0 ("None"),
-and the H * (W + 1) bytes are compressed with `zlib.compress(..., level=9)` (zlib's default window and
-strategy, as Pillow's PNG writer with compress_level=9 and no optimisation writes its IDAT data).
-L(x) = 8 * len(compressed bytes), in bits; PNG's fixed headers and chunk framing are not counted.
+and the H * (W + 1) bytes are compressed with `zlib.compress(..., level=9)` (zlib's default window, memory
+level and strategy). Those bytes are a valid PNG IDAT stream of the image (a PNG decoder reads them back);
+L(x) = 8 * len(compressed bytes), in bits; PNG's fixed signature, headers and chunk framing are not counted.
+The filter is fixed, not chosen per row as PNG encoders such as Pillow's do adaptively, so that L depends on
+the image alone; values outside [0, 1] are clipped by the quantisation.
 """
 
 from __future__ import annotations

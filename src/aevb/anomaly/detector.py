@@ -16,6 +16,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import persist
+from .calibration import conformal_p_values
 from .columns import check_values, likelihoods, rescaled_mask
 from .complexity import infer_image_shape, png_code_length
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
@@ -178,7 +179,6 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.image_shape_ = (int(self.image_shape_[0]), int(self.image_shape_[1]))
             if self.image_shape_[0] * self.image_shape_[1] != d:
                 raise InputError(f"image_shape {self.image_shape_} does not hold rows of {d} columns")
-        self._code_bits = png_code_length(a, self.image_shape_)
         self.background_ = None
         if self.score == "likelihood-ratio":
             noisy = perturbed(x, self.background_noise, self.random_state + 1)
@@ -189,10 +189,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 self.support_ = support(self.train_scores_, self.trim)
             rows = x[torch.from_numpy(self.support_)]
             self.model_ = fit_vae(rows, config, size, self.lr, self.random_state, f"fit {step + 1}", self.verbose)
-            self.train_scores_ = self._scores(x, self.score_)
+            self.train_scores_ = self._scores(x, a, self.score_)
         self.offset_ = self._offset(self.train_scores_)
         self.calibration_scores_ = np.sort(self.train_scores_)
-        del self._code_bits
         return self
 
     def _check_params(self) -> None:
@@ -203,8 +202,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         sh = self.image_shape
         need(
             sh is None
-            or sh == "auto"
-            or (len(sh) == 2 and all(isinstance(v, (int, np.integer)) and v >= 1 for v in sh)),
+            or (isinstance(sh, str) and sh == "auto")
+            or (
+                isinstance(sh, (tuple, list))
+                and len(sh) == 2
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in sh)
+            ),
             f"image_shape must be 'auto', None or (H, W) of integers >= 1; got {sh!r}",
         )
         m = self.background_noise
@@ -274,10 +277,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     # --- scoring -----------------------------------------------------------------------------
 
-    def _scores(self, x: torch.Tensor, name: str, code_bits: np.ndarray | None = None) -> np.ndarray:
+    def _scores(self, x: torch.Tensor, a: np.ndarray, name: str) -> np.ndarray:
+        """Score `name` of the rows `a` (n, d) as given, `x` the model's (rescaled) view of them; (n,) float64."""
         extra = {}
-        if NEEDS.get(name) == "code_bits":
-            extra["code_bits"] = torch.from_numpy(self._code_bits if code_bits is None else code_bits)
+        if NEEDS.get(name) == "code_bits":  # L(x) of the rows as given, in bits; zeros for a table
+            extra["code_bits"] = torch.from_numpy(png_code_length(a, self.image_shape_))
         elif NEEDS.get(name) == "background":
             if getattr(self, "background_", None) is None:
                 raise InputError("the likelihood-ratio score needs a detector fitted with score='likelihood-ratio'")
@@ -287,7 +291,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         # a score that still overflowed float32 belongs to a row far outside the training data: the lowest score
         return np.where(np.isfinite(s), s, np.finfo(np.float64).min)
 
-    def _validate(self, X: Any) -> torch.Tensor:
+    def _validate(self, X: Any) -> tuple[torch.Tensor, np.ndarray]:
         if not hasattr(self, "model_"):
             from sklearn.exceptions import NotFittedError
 
@@ -303,32 +307,37 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if a.shape[1] != self.n_features_in_:
             raise InputError(f"X has {a.shape[1]} features per row; the detector was fitted on {self.n_features_in_}")
         check_values(a, self.likelihood, self.columns)
-        return self._tensor(a), png_code_length(a, self.image_shape_)
+        return self._tensor(a), a
 
     def score_samples(self, X: Any) -> np.ndarray:
         """The fitted score of every row, (n,) in nats: higher = more normal."""
-        x, bits = self._validate(X)
-        return self._scores(x, self.score_, bits)
+        x, a = self._validate(X)
+        return self._scores(x, a, self.score_)
 
     def scores(self, X: Any, name: str) -> np.ndarray:
-        """Any of the three scores (`SCORES`: log-likelihood, elbo, reconstruction) of every row, (n,) nats.
+        """Any score of `SCORES` of every row, (n,) nats; "likelihood-ratio" only when fitted with it (it needs
+        `background_`).
 
         Lets one fitted model be compared under each score; `offset_` belongs to `score_` only.
         """
         if name not in SCORES:
             raise InputError(f"score must be one of {', '.join(SCORES)}; got {name!r}")
-        x, bits = self._validate(X)
-        return self._scores(x, name, bits)
+        x, a = self._validate(X)
+        return self._scores(x, a, name)
 
     def p_values(self, X: Any) -> np.ndarray:
-        """Conformal p-values, (n,) in (0, 1]: (1 + #{training scores <= s}) / (n_train + 1) for each row's
-        score s (higher = more normal, so this counts the training rows at least as anomalous).
+        """Conformal p-values, (n,) in [1 / (n_train + 1), 1]: (1 + #{training scores <= s}) / (n_train + 1)
+        for each row's score s (higher = more normal, so this counts the training rows at least as anomalous
+        as the row). Small = anomalous: flagging p <= alpha flags about a fraction alpha of new normal rows.
 
-        The training scores are in-sample (the VAE was fitted on those rows, there is no held-out split), so
-        they run a little high and the p-values of new normal rows a little low: conservative as an alarm.
+        The training scores are in-sample (`fit` holds no rows out: the VAE was fitted on the rows it ranks
+        against), so they can run higher than those of new normal rows, whose p-values then run low: with an
+        over-fitted model, more than alpha of new normal rows are flagged. `calibration_scores_` holds them.
         """
-        ranked = self.calibration_scores_
-        return (1.0 + np.searchsorted(ranked, self.score_samples(X), side="right")) / (len(ranked) + 1.0)
+        scores = self.score_samples(X)
+        if self.calibration_scores_ is None:
+            raise InputError("this detector was saved before aevb kept its training scores; fit it again")
+        return conformal_p_values(self.calibration_scores_, scores)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """score_samples(X) - offset_, (n,): negative for outliers, positive for inliers."""

@@ -17,12 +17,13 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import persist
 from .calibration import conformal_p_values
-from .columns import check_values, likelihoods, rescaled_mask
+from .columns import check_values, rescaled_mask
 from .complexity import infer_image_shape, png_code_length
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
 from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
-from .scaling import SCALINGS, fit_scaler, transform
+from .params import check_params
+from .scaling import fit_scaler, transform
 from .scores import NEEDS, SCORES
 
 
@@ -195,68 +196,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise InputError(msg)
-
-        sh = self.image_shape
-        need(
-            sh is None
-            or (isinstance(sh, str) and sh == "auto")
-            or (
-                isinstance(sh, (tuple, list))
-                and len(sh) == 2
-                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in sh)
-            ),
-            f"image_shape must be 'auto', None or (H, W) of integers >= 1; got {sh!r}",
-        )
-        m = self.background_noise
-        need(
-            isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1,
-            f"background_noise must be in (0, 1); got {m!r}",
-        )
-        need(self.score in SCORES, f"score must be one of {', '.join(SCORES)}; got {self.score!r}")
-        c = self.contamination
-        need(
-            c == "auto" or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 0.5),
-            f"contamination must be 'auto' or a fraction in (0, 0.5]; got {c!r}",
-        )
-        names = likelihoods()
-        need(self.likelihood in names, f"likelihood must be one of {', '.join(names)}; got {self.likelihood!r}")
-        need(
-            self.standardize is False or self.standardize in SCALINGS,
-            f"standardize must be one of {', '.join(SCALINGS)} or False; got {self.standardize!r}",
-        )
-        need(
-            self.columns is None or isinstance(self.columns, str),
-            f"columns must be None or a string like 'gaussian-learned:3,poisson:2'; got {self.columns!r}",
-        )
-        for name in ("n_samples", "latent_dim", "batch_size", "epochs"):
-            v = getattr(self, name)
-            need(
-                v is None and name != "n_samples" or isinstance(v, (int, np.integer)) and v >= 1,
-                f"{name} must be an integer >= 1; got {v!r}",
-            )
-        need(
-            self.hidden is None or (len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden)),
-            f"hidden must be None or a tuple of layer sizes >= 1; got {self.hidden!r}",
-        )
-        need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0; got {self.lr!r}")
-        t = self.trim
-        need(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 0.5,
-            f"trim must be a fraction in [0, 0.5); got {t!r}",
-        )
-        r = self.refits
-        need(
-            isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 0,
-            f"refits must be an integer >= 0; got {r!r}",
-        )
-        w = self.outlier_weight
-        need(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < 1,
-            f"outlier_weight must be in (0, 1); got {w!r}",
-        )
+        check_params(self)
 
     def _make_scaler(self, a: np.ndarray):
         mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])

@@ -5,6 +5,7 @@ uniformity on held-out normal rows), pickle-free persistence of every score, `ra
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from scipy.stats import kstest
 from sklearn.base import clone
 
@@ -258,17 +260,30 @@ def test_load_refuses_a_background_that_does_not_fit_the_score_and_reads_old_rec
         with pytest.raises(aevb.CheckpointError, match=message):
             aevb.AnomalyDetector.load(variant(name, source, change))
 
-    def version_2(r):  # what this detector's record looked like before: `seed`, a table, no new parameters
+    def version_2(r):  # what this detector's files looked like before: `seed`, a table, no training scores
         r["version"] = 2
         r["params"]["seed"] = r["params"].pop("random_state")
         for key in ("image_shape", "background_noise"):
             r["params"].pop(key)
         r["fitted"].pop("image_shape_")
         r.pop("background_model")
+        weights = tmp_path / "v2" / "detector.safetensors"
+        tensors = {k: v for k, v in load_file(weights).items() if k != "calibration.scores"}
+        save_file(tensors, weights, metadata={"format": "pt"})
+        r["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
 
     old = aevb.AnomalyDetector.load(variant("v2", tmp_path / "plain", version_2))
     assert old.random_state == 2 and "seed" not in old.get_params() and old.image_shape_ is None
+    assert old.calibration_scores_ is None
     np.testing.assert_array_equal(old.score_samples(x_test), plain.score_samples(x_test))
+    with pytest.raises(InputError, match="saved before aevb kept its training scores; fit it again"):
+        old.p_values(x_test)
+    np.save(tmp_path / "test.npy", x_test)
+    scored = aevb_main(tmp_path, ["detect", "score", "v2", "test.npy", "--out", "old.csv"])
+    assert scored.returncode == 0, scored.stderr
+    assert (tmp_path / "old.csv").read_text().splitlines()[0] == "score,decision,label"  # no p_value column
+    old.save(tmp_path / "resaved")  # and it saves again as it is, without training scores
+    assert aevb.AnomalyDetector.load(tmp_path / "resaved").calibration_scores_ is None
 
 
 # --- random_state: scikit-learn's name for the seed ------------------------------------------------------

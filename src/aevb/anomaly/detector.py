@@ -99,13 +99,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         before the background VAE, of the same architecture, is fitted to them (seed random_state + 1).
     random_state : int, default 0
         Seeds the initialisation, the training draws and the evaluation noise: the same data and
-        seed give the same scores, call after call.
+        seed give the same scores, call after call. scikit-learn's name (it was `seed`; a detector saved
+        with `seed` loads with it as random_state).
     verbose : bool, default False
         A progress bar over the training epochs.
 
     Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`RobustScaler`, `StandardScaler` or None),
-    `offset_`, `n_features_in_`, `background_` (score="likelihood-ratio" only), `image_shape_`,
-    `calibration_scores_` (the training scores `p_values` ranks against),
+    `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
+    `image_shape_` ((H, W) or None), `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
     `feature_names_in_` (DataFrame input only), `score_` (the score
     name in use), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the

@@ -69,7 +69,7 @@ def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict, baselines: bool
         )
 
     t = time.perf_counter()
-    det = aevb.AnomalyDetector(seed=seed, **aevb_kw).fit(x_train)
+    det = aevb.AnomalyDetector(random_state=seed, **aevb_kw).fit(x_train)
     fit_s = time.perf_counter() - t
     for name, label in AEVB_SCORES.items():
         t = time.perf_counter()
@@ -274,7 +274,7 @@ def _sweep_job(job: tuple[str, int, dict, str, bool]) -> tuple[str, int, dict[st
     x, y = read_labelled(Path(path))
     xtr, xte, _, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
     t = time.perf_counter()
-    det = aevb.AnomalyDetector(seed=seed, **kw).fit(xtr)
+    det = aevb.AnomalyDetector(random_state=seed, **kw).fit(xtr)
     fit_s = time.perf_counter() - t
     aucs = {"this": float(roc_auc_score(yte, -det.scores(xte, score)))}
     if baselines:

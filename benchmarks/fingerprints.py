@@ -81,7 +81,7 @@ def detector(name: str, data_dir: str) -> str:
     torch.set_num_threads(1)
     d = np.load(Path(data_dir) / "adbench" / f"{name}.npz")
     x = d["X"].astype(np.float64)
-    det = AnomalyDetector(seed=0, refits=1, epochs=5).fit(x)
+    det = AnomalyDetector(random_state=0, refits=1, epochs=5).fit(x)
     return hashlib.sha256(np.ascontiguousarray(det.score_samples(x)).tobytes()).hexdigest()[:16]
 
 

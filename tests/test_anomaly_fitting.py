@@ -60,12 +60,18 @@ def test_fit_vae_is_reproducible_and_leaves_the_global_rng_alone():
 
 def test_the_detector_fits_exactly_fit_vae_on_its_rescaled_rows():
     a = _rows()
-    kw = {"likelihood": "mixed", "columns": "gaussian-robust:3,poisson:1", "refits": 0, "seed": 2, "n_samples": 2}
+    kw = {
+        "likelihood": "mixed",
+        "columns": "gaussian-robust:3,poisson:1",
+        "refits": 0,
+        "random_state": 2,
+        "n_samples": 2,
+    }
     det = aevb.AnomalyDetector(**kw, **SIZE).fit(a)
     mask = rescaled_mask("mixed", kw["columns"], 4)
     x = torch.from_numpy(np.ascontiguousarray(transform(det.scaler_, a, mask), dtype=np.float32))
     config = model_config(4, det.size_, "mixed", kw["columns"], det.logvar_min, det.outlier_weight)
-    expected = fit_vae(x, config, det.size_, det.lr, det.seed)
+    expected = fit_vae(x, config, det.size_, det.lr, det.random_state)
     for (name, p), q in zip(expected.state_dict().items(), det.model_.state_dict().values()):
         assert torch.equal(p, q), name
 

@@ -25,7 +25,7 @@ def curve_and_cluster(n_normal: int, n_anomal: int, seed: int) -> tuple[np.ndarr
     return x, np.r_[np.zeros(n_normal), np.ones(n_anomal)].astype(int)
 
 
-FAST = {"epochs": 40, "n_samples": 20, "seed": 1}
+FAST = {"epochs": 40, "n_samples": 20, "random_state": 1}
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_on_real_data_the_refits_leave_the_training_anomalies_out(shared_data):
     d = np.load(shared_data / "adbench" / "31_satimage-2.npz", allow_pickle=False)
     x, y = d["X"].astype(np.float64), d["y"].astype(int)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
-    refitted = aevb.AnomalyDetector(seed=0, n_samples=20).fit(x_train)  # the defaults: trim 0.05, 2 refits
-    once = aevb.AnomalyDetector(refits=0, seed=0, n_samples=20).fit(x_train)
+    refitted = aevb.AnomalyDetector(random_state=0, n_samples=20).fit(x_train)  # the defaults: trim 0.05, 2 refits
+    once = aevb.AnomalyDetector(refits=0, random_state=0, n_samples=20).fit(x_train)
     assert (refitted.trim, refitted.refits) == (0.05, 2)
     assert refitted.support_[y_train == 1].mean() <= 0.1  # at most 10% of the training anomalies kept
     auc_refitted = roc_auc_score(y_test, -refitted.score_samples(x_test))

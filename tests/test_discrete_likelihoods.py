@@ -393,7 +393,7 @@ def test_student_t_runs_end_to_end_in_training_and_in_the_detector(tmp_path):
     )
     assert torch.isfinite(aevb.log_likelihood(model, torch.tensor(x[:20], dtype=torch.float32), k=50)).all()
     test = np.vstack([rng.standard_t(4, size=(200, 5)), rng.standard_t(4, size=(20, 5)) + 8])
-    det = aevb.AnomalyDetector(likelihood="student-t", seed=0).fit(x)
+    det = aevb.AnomalyDetector(likelihood="student-t", random_state=0).fit(x)
     assert roc_auc_score(np.r_[np.zeros(200), np.ones(20)], -det.score_samples(test)) > 0.95
     det.save(tmp_path / "d")
     assert np.array_equal(aevb.AnomalyDetector.load(tmp_path / "d").score_samples(test), det.score_samples(test))

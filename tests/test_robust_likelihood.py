@@ -97,8 +97,8 @@ def test_on_real_contaminated_data_the_training_anomalies_stay_improbable(shared
     x, y = d["X"].astype(np.float64), d["y"].astype(int)
     x_train, x_test, _, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
     # one fit each (refits=0): the likelihoods alone; the refits are tests/test_concentration.py's
-    robust = aevb.AnomalyDetector(seed=0, n_samples=20, refits=0).fit(x_train)
-    learned = aevb.AnomalyDetector(likelihood="gaussian-learned", seed=0, n_samples=20, refits=0).fit(x_train)
+    robust = aevb.AnomalyDetector(random_state=0, n_samples=20, refits=0).fit(x_train)
+    learned = aevb.AnomalyDetector(likelihood="gaussian-learned", random_state=0, n_samples=20, refits=0).fit(x_train)
     assert robust.model_.config.likelihood == "gaussian-robust" and robust.model_.config.outlier_weight == 0.2
     auc_robust = roc_auc_score(y_test, -robust.score_samples(x_test))
     auc_learned = roc_auc_score(y_test, -learned.score_samples(x_test))

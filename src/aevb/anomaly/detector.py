@@ -16,12 +16,15 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import persist
-from .columns import check_values, likelihoods, rescaled_mask
+from .calibration import conformal_p_values
+from .columns import check_values, rescaled_mask
+from .complexity import infer_image_shape, png_code_length
 from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
-from .fitting import chosen_size, fit_vae, model_config
+from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
-from .scaling import SCALINGS, fit_scaler, transform
-from .scores import SCORES
+from .params import check_params
+from .scaling import fit_scaler, transform
+from .scores import NEEDS, SCORES
 
 
 class AnomalyDetector(OutlierMixin, BaseEstimator):
@@ -29,11 +32,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    score : "log-likelihood" (default), "elbo" or "reconstruction"
+    score : "log-likelihood" (default), "elbo", "reconstruction", "complexity" or "likelihood-ratio"
         The anomaly score, per row in nats (higher = more normal): the importance-sampled log p(x)
         with k = `n_samples` (the IWAE bound L_k), the ELBO with L = `n_samples` draws and the
-        analytic KL, or An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
-        draws z ~ q(z|x) of log p(x|z).
+        analytic KL, An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
+        draws z ~ q(z|x) of log p(x|z), "complexity" = log p(x) + L(x) ln 2 with L(x) the PNG code
+        length in bits (Serra et al. 2020; `aevb.anomaly.complexity`), or "likelihood-ratio" =
+        log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`).
     contamination : "auto" or float in (0, 0.5]
         Sets `offset_` from the training scores: a fraction c puts it at their c-quantile (so about
         c of the training rows are outliers); "auto" at the lower Tukey fence Q1 - 1.5 IQR.
@@ -84,14 +89,25 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         training rows (ADBench's setting: they are not removed) then no longer shape the final model,
         even when they form a cluster that a single fit models as well as the normal rows. 0 fits once;
         each refit costs one more fit. The rows of the last fit are the fitted attribute `support_`.
-    seed : int, default 0
+    image_shape : "auto" (default), (H, W) or None
+        For score="complexity": the rows are H x W grey images in [0, 1]. "auto" takes (s, s) when a row has
+        s*s >= 64 columns and every training value is in [0, 1], else None: a table, whose code length is 0,
+        so that "complexity" equals "log-likelihood". Fitted as `image_shape_`.
+    background_noise : float in (0, 1), default 0.2
+        For score="likelihood-ratio": the fraction mu of the (rescaled) training values that are replaced by
+        a uniform draw between their column's minimum and maximum (Ren et al. 2019 flip mu = 0.2 of the pixels)
+        before the background VAE, of the same architecture, is fitted to them (seed random_state + 1).
+    random_state : int, default 0
         Seeds the initialisation, the training draws and the evaluation noise: the same data and
-        seed give the same scores, call after call.
+        seed give the same scores, call after call. scikit-learn's name (it was `seed`; a detector saved
+        with `seed` loads with it as random_state).
     verbose : bool, default False
         A progress bar over the training epochs.
 
     Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`RobustScaler`, `StandardScaler` or None),
-    `offset_`, `n_features_in_`, `feature_names_in_` (DataFrame input only), `score_` (the score
+    `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
+    `image_shape_` ((H, W) or None), `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
+    `feature_names_in_` (DataFrame input only), `score_` (the score
     name in use), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the
     training rows; not saved by `save`).
@@ -114,7 +130,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         standardize: str | bool = "robust",
         trim: float = TRIM_DEFAULT,
         refits: int = REFITS_DEFAULT,
-        seed: int = 0,
+        image_shape: tuple[int, int] | str | None = "auto",
+        background_noise: float = 0.2,
+        random_state: int = 0,
         verbose: bool = False,
     ):
         self.score = score
@@ -132,7 +150,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.standardize = standardize
         self.trim = trim
         self.refits = refits
-        self.seed = seed
+        self.image_shape = image_shape
+        self.background_noise = background_noise
+        self.random_state = random_state
         self.verbose = verbose
 
     # --- fitting -----------------------------------------------------------------------------
@@ -156,63 +176,28 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.size_ = size = chosen_size(n, d, self.get_params())
         config = model_config(d, size, self.likelihood, self.columns, self.logvar_min, self.outlier_weight)
         self.score_ = self.score
+        self.image_shape_ = infer_image_shape(a) if self.image_shape == "auto" else self.image_shape
+        if self.image_shape_ is not None:
+            self.image_shape_ = (int(self.image_shape_[0]), int(self.image_shape_[1]))
+            if self.image_shape_[0] * self.image_shape_[1] != d:
+                raise InputError(f"image_shape {self.image_shape_} does not hold rows of {d} columns")
+        self.background_ = None
+        if self.score == "likelihood-ratio":
+            noisy = perturbed(x, self.background_noise, self.random_state + 1)
+            self.background_ = fit_vae(noisy, config, size, self.lr, self.random_state + 1, "background", self.verbose)
         self.support_ = np.ones(n, dtype=bool)
         for step in range(self.refits + 1 if self.trim > 0 else 1):
             if step:  # a concentration step: refit afresh on the rows the last model scores highest
                 self.support_ = support(self.train_scores_, self.trim)
             rows = x[torch.from_numpy(self.support_)]
-            self.model_ = fit_vae(rows, config, size, self.lr, self.seed, f"fit {step + 1}", self.verbose)
-            self.train_scores_ = self._scores(x, self.score_)
+            self.model_ = fit_vae(rows, config, size, self.lr, self.random_state, f"fit {step + 1}", self.verbose)
+            self.train_scores_ = self._scores(x, a, self.score_)
         self.offset_ = self._offset(self.train_scores_)
+        self.calibration_scores_ = np.sort(self.train_scores_)
         return self
 
     def _check_params(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise InputError(msg)
-
-        need(self.score in SCORES, f"score must be one of {', '.join(SCORES)}; got {self.score!r}")
-        c = self.contamination
-        need(
-            c == "auto" or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 0.5),
-            f"contamination must be 'auto' or a fraction in (0, 0.5]; got {c!r}",
-        )
-        names = likelihoods()
-        need(self.likelihood in names, f"likelihood must be one of {', '.join(names)}; got {self.likelihood!r}")
-        need(
-            self.standardize is False or self.standardize in SCALINGS,
-            f"standardize must be one of {', '.join(SCALINGS)} or False; got {self.standardize!r}",
-        )
-        need(
-            self.columns is None or isinstance(self.columns, str),
-            f"columns must be None or a string like 'gaussian-learned:3,poisson:2'; got {self.columns!r}",
-        )
-        for name in ("n_samples", "latent_dim", "batch_size", "epochs"):
-            v = getattr(self, name)
-            need(
-                v is None and name != "n_samples" or isinstance(v, (int, np.integer)) and v >= 1,
-                f"{name} must be an integer >= 1; got {v!r}",
-            )
-        need(
-            self.hidden is None or (len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden)),
-            f"hidden must be None or a tuple of layer sizes >= 1; got {self.hidden!r}",
-        )
-        need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0; got {self.lr!r}")
-        t = self.trim
-        need(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 0.5,
-            f"trim must be a fraction in [0, 0.5); got {t!r}",
-        )
-        r = self.refits
-        need(
-            isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 0,
-            f"refits must be an integer >= 0; got {r!r}",
-        )
-        w = self.outlier_weight
-        need(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < 1,
-            f"outlier_weight must be in (0, 1); got {w!r}",
-        )
+        check_params(self)
 
     def _make_scaler(self, a: np.ndarray):
         mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])
@@ -233,13 +218,21 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     # --- scoring -----------------------------------------------------------------------------
 
-    def _scores(self, x: torch.Tensor, name: str) -> np.ndarray:
+    def _scores(self, x: torch.Tensor, a: np.ndarray, name: str) -> np.ndarray:
+        """Score `name` of the rows `a` (n, d) as given, `x` the model's (rescaled) view of them; (n,) float64."""
+        extra = {}
+        if NEEDS.get(name) == "code_bits":  # L(x) of the rows as given, in bits; zeros for a table
+            extra["code_bits"] = torch.from_numpy(png_code_length(a, self.image_shape_))
+        elif NEEDS.get(name) == "background":
+            if getattr(self, "background_", None) is None:
+                raise InputError("the likelihood-ratio score needs a detector fitted with score='likelihood-ratio'")
+            extra["background"] = self.background_
         with torch.no_grad():
-            s = SCORES[name](self.model_, x, self.n_samples, seed=self.seed).double().numpy()
+            s = SCORES[name](self.model_, x, self.n_samples, seed=self.random_state, **extra).double().numpy()
         # a score that still overflowed float32 belongs to a row far outside the training data: the lowest score
         return np.where(np.isfinite(s), s, np.finfo(np.float64).min)
 
-    def _validate(self, X: Any) -> torch.Tensor:
+    def _validate(self, X: Any) -> tuple[torch.Tensor, np.ndarray]:
         if not hasattr(self, "model_"):
             from sklearn.exceptions import NotFittedError
 
@@ -255,20 +248,37 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if a.shape[1] != self.n_features_in_:
             raise InputError(f"X has {a.shape[1]} features per row; the detector was fitted on {self.n_features_in_}")
         check_values(a, self.likelihood, self.columns)
-        return self._tensor(a)
+        return self._tensor(a), a
 
     def score_samples(self, X: Any) -> np.ndarray:
         """The fitted score of every row, (n,) in nats: higher = more normal."""
-        return self._scores(self._validate(X), self.score_)
+        x, a = self._validate(X)
+        return self._scores(x, a, self.score_)
 
     def scores(self, X: Any, name: str) -> np.ndarray:
-        """Any of the three scores (`SCORES`: log-likelihood, elbo, reconstruction) of every row, (n,) nats.
+        """Any score of `SCORES` of every row, (n,) nats; "likelihood-ratio" only when fitted with it (it needs
+        `background_`).
 
         Lets one fitted model be compared under each score; `offset_` belongs to `score_` only.
         """
         if name not in SCORES:
             raise InputError(f"score must be one of {', '.join(SCORES)}; got {name!r}")
-        return self._scores(self._validate(X), name)
+        x, a = self._validate(X)
+        return self._scores(x, a, name)
+
+    def p_values(self, X: Any) -> np.ndarray:
+        """Conformal p-values, (n,) in [1 / (n_train + 1), 1]: (1 + #{training scores <= s}) / (n_train + 1)
+        for each row's score s (higher = more normal, so this counts the training rows at least as anomalous
+        as the row). Small = anomalous: flagging p <= alpha flags about a fraction alpha of new normal rows.
+
+        The training scores are in-sample (`fit` holds no rows out: the VAE was fitted on the rows it ranks
+        against), so they can run higher than those of new normal rows, whose p-values then run low: with an
+        over-fitted model, more than alpha of new normal rows are flagged. `calibration_scores_` holds them.
+        """
+        scores = self.score_samples(X)
+        if self.calibration_scores_ is None:
+            raise InputError("this detector was saved before aevb kept its training scores; fit it again")
+        return conformal_p_values(self.calibration_scores_, scores)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """score_samples(X) - offset_, (n,): negative for outliers, positive for inliers."""

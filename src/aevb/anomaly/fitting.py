@@ -103,3 +103,13 @@ def fit_vae(
             raise AevbError(f"training diverged in epoch {epoch}; try a smaller lr") from None
         bar.set_postfix(elbo=f"{position.total.item() / x.shape[0]:.3f}")
     return model.eval()
+
+
+def perturbed(x: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """x (n, d) with each value, independently with probability `fraction`, replaced by a uniform draw between
+    its column's minimum and maximum (Ren et al. 2019's background data); a new tensor."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = x.min(0).values, x.max(0).values
+    flip = torch.rand(x.shape, generator=g) < fraction
+    noise = lo + (hi - lo) * torch.rand(x.shape, generator=g)
+    return torch.where(flip, noise, x)

@@ -1,14 +1,19 @@
 """A fitted detector on disk: a folder with `detector.json` and `detector.safetensors`. Never pickle.
 
-- detector.safetensors  the VAE's weights (`model.*`) and the scaler (`scaler.mean`: the centre, the mean
-                        or the median; `scaler.scale`)
-- detector.json         format and version, the estimator's parameters, the model config, the fitted
-                        scalars (offset_, n_features_in_, feature names, score, size, the scaler's
-                        kind) and the SHA-256
-                        of the weights file, so that a pair of files that do not belong together is refused
+- detector.safetensors  the VAE's weights (`model.*`), the background VAE's (`background.*`, score
+                        "likelihood-ratio" only), the scaler (`scaler.mean`: the centre, the mean or the
+                        median; `scaler.scale`) and the sorted training scores (`calibration.scores`,
+                        float64, what `p_values` ranks against)
+- detector.json         format and version, the estimator's parameters, the model config (and the
+                        background's), the fitted scalars (offset_, n_features_in_, feature names, score,
+                        image shape, size, the scaler's kind) and the SHA-256 of the weights file, so that
+                        a pair of files that do not belong together is refused
 Both files are written atomically, the weights first: the JSON, written last, commits the pair.
-Version 1 (before robust scaling and the count/class likelihoods) is read too: its scaler is "standard".
-A record without `refits` (saved before the concentration steps) loads with refits=0, as it was fitted.
+Older versions are read too. Version 1 (before robust scaling and the count/class likelihoods): its scaler
+is "standard". Versions 1 and 2 (before the complexity and likelihood-ratio scores): the parameter `seed`
+is read as `random_state`, the rows are a table (image_shape_ None), and there are no calibration scores
+(`calibration_scores_` None: `p_values` asks for a refit). A record without `refits` (saved before the
+concentration steps) loads with refits=0, as it was fitted.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
 from ..model import VAE
 from .scaling import SCALINGS, center, rebuild
+from .scores import NEEDS, SCORES
 
-FORMAT, VERSION = "aevb-anomaly-detector", 2
+FORMAT, VERSION = "aevb-anomaly-detector", 3
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
 
 
@@ -43,7 +49,12 @@ def save(det, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AevbError(f"cannot create {folder}: {e.strerror or e}") from None
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in det.model_.state_dict().items()}
+    tensors = _prefixed("model.", det.model_)
+    background = getattr(det, "background_", None)
+    if background is not None:
+        tensors.update(_prefixed("background.", background))
+    if getattr(det, "calibration_scores_", None) is not None:  # None: loaded from a file saved before them
+        tensors["calibration.scores"] = torch.from_numpy(np.ascontiguousarray(det.calibration_scores_, np.float64))
     if det.scaler_ is not None:
         tensors["scaler.mean"] = torch.from_numpy(center(det.scaler_).astype(np.float64))
         tensors["scaler.scale"] = torch.from_numpy(det.scaler_.scale_.astype(np.float64))
@@ -54,11 +65,13 @@ def save(det, folder: Path) -> Path:
         "version": VERSION,
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.get_params().items()},
         "model": to_dict(det.model_.config),
+        "background_model": None if background is None else to_dict(background.config),
         "fitted": {
             "offset_": det.offset_,
             "n_features_in_": det.n_features_in_,
             "feature_names_in_": None if names is None else [str(n) for n in names],
             "score_": det.score_,
+            "image_shape_": None if det.image_shape_ is None else list(det.image_shape_),
             "size_": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.size_.items()},
             "standardized": det.scaler_ is not None,
             "scaler": det.standardize if det.scaler_ is not None else None,
@@ -77,19 +90,26 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     rec = read_json(folder, JSON_NAME, "a saved detector")
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an aevb anomaly detector (format {_get(rec, 'format')!r})")
-    if rec.get("version") not in (1, VERSION):
-        raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads versions 1 and {VERSION}")
+    if rec.get("version") not in (1, 2, VERSION):
+        raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads versions 1 to {VERSION}")
     try:
         params, fitted = dict(rec["params"]), dict(rec["fitted"])
         if rec["version"] == 1:  # "auto" and True meant mean / standard deviation then
             params["standardize"] = "standard" if params.get("standardize") in ("auto", True) else False
             fitted["scaler"] = "standard" if fitted["standardized"] else None
+        if "seed" in params:  # saved before the scikit-learn name (version <= 2)
+            params["random_state"] = params.pop("seed")
+        if isinstance(params.get("image_shape"), list):
+            params["image_shape"] = tuple(params["image_shape"])
         if "refits" not in params:  # saved before the concentration steps: it was fitted once
             params["refits"] = 0
         if params.get("hidden") is not None:
             params["hidden"] = tuple(params["hidden"])
         det = detector(params)
         model_config, _ = from_dict(rec["model"])
+        background_config = None if rec.get("background_model") is None else from_dict(rec["background_model"])[0]
+        shape = fitted.get("image_shape_")  # absent before version 3: a table
+        shape = None if shape is None else (int(shape[0]), int(shape[1]))
         offset, d = float(fitted["offset_"]), int(fitted["n_features_in_"])
         score, names, standardized = fitted["score_"], fitted["feature_names_in_"], bool(fitted["standardized"])
         kind = fitted["scaler"]
@@ -101,8 +121,15 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         raise CheckpointError(f"{path} is invalid: {e}") from None
     if not math.isfinite(offset):
         raise CheckpointError(f"{path}: offset_ is {offset}, not a finite number")
-    if model_config.data_dim != d or score not in ("log-likelihood", "elbo", "reconstruction"):
+    if model_config.data_dim != d or score not in SCORES:
         raise CheckpointError(f"{path}: n_features_in_ {d} or score {score!r} does not match the model config")
+    if (NEEDS.get(score) == "background") != (background_config is not None):
+        has = "with" if background_config is not None else "without"
+        raise CheckpointError(f"{path}: score {score!r} {has} a background model")
+    if background_config is not None and background_config.data_dim != d:
+        raise CheckpointError(f"{path}: the background model has {background_config.data_dim} features, not {d}")
+    if shape is not None and (shape[0] < 1 or shape[1] < 1 or shape[0] * shape[1] != d):
+        raise CheckpointError(f"{path}: image_shape_ {list(shape)} does not hold rows of {d} features")
     if names is not None and len(names) != d:
         raise CheckpointError(f"{path}: {len(names)} feature names for {d} features")
     weights = folder / WEIGHTS_NAME
@@ -111,9 +138,18 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
             f"{weights} does not match {JSON_NAME} (SHA-256 differs): the pair was not saved together"
         )
     tensors, _ = read_tensors(weights)
-    model = VAE(model_config)
-    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, weights)
-    extra = sorted(k for k in tensors if not k.startswith("model.") and k not in ("scaler.mean", "scaler.scale"))
+    model = _model(model_config, tensors, "model.", weights)
+    background = None if background_config is None else _model(background_config, tensors, "background.", weights)
+    calibration = tensors.get("calibration.scores")
+    if calibration is not None and (
+        calibration.dtype != torch.float64
+        or calibration.dim() != 1
+        or calibration.numel() < 1
+        or bool((calibration[1:] < calibration[:-1]).any())
+    ):
+        raise CheckpointError(f"{weights}: calibration.scores is not a sorted float64 vector")
+    known = ("scaler.mean", "scaler.scale", "calibration.scores")
+    extra = sorted(k for k in tensors if not k.startswith(("model.", "background.")) and k not in known)
     if extra:
         raise CheckpointError(f"{weights}: unexpected tensors {extra[:3]}")
     det.scaler_ = None
@@ -125,11 +161,25 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         if not (scale > 0).all():
             raise CheckpointError(f"{weights}: scaler.scale has entries <= 0")
         det.scaler_ = rebuild(kind, mean.numpy().astype(np.float64), scale.numpy().astype(np.float64))
-    det.model_ = model.eval()
+    det.model_ = model
     det.offset_, det.n_features_in_, det.score_, det.size_ = offset, d, score, size
+    det.image_shape_, det.background_ = shape, background
+    det.calibration_scores_ = None if calibration is None else calibration.numpy()
     if names is not None:
         det.feature_names_in_ = np.asarray(names, dtype=object)
     return det
+
+
+def _prefixed(prefix: str, model: VAE) -> dict[str, torch.Tensor]:
+    # the unwrapped module's own names under `prefix`; clone so no two entries share storage
+    return {prefix + k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _model(config, tensors: dict[str, torch.Tensor], prefix: str, path: Path) -> VAE:
+    """A VAE of `config` holding the tensors saved under `prefix`, in eval mode; CheckpointError if they differ."""
+    model = VAE(config)
+    load_weights(model, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, path)
+    return model.eval()
 
 
 def _get(rec: Any, key: str) -> Any:

@@ -1,5 +1,8 @@
 """Anomaly scores of a fitted VAE, per example (N,) in nats; higher means more normal.
 
+"complexity" adds the input's PNG code length (Serra et al. 2020); "likelihood-ratio" subtracts the
+log p(x) of a background VAE fitted to noise-perturbed training rows (Ren et al. 2019).
+
 Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
 draws depend only on (seed, j), so the numbers do not depend on the batch size and repeated calls
 give identical results. The scores are the objectives' own estimators (`aevb.objectives`), evaluated
@@ -8,6 +11,7 @@ with that noise: nothing here re-derives a density.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -45,9 +49,31 @@ def log_likelihood_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 
     return log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed)
 
 
+def complexity_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500, *, code_bits):
+    """Serra et al. (2020) corrected for input complexity: log p(x) + L(x) ln 2, (N,) nats, higher = more normal.
+
+    log p(x) is the importance-sampled estimate (k = `samples`); `code_bits` (N,) is L(x), the PNG code length
+    in bits (`complexity.png_code_length`). This is -S(x) ln 2 for Serra's S(x) = -log2 p(x) - L(x).
+    """
+    return log_likelihood_score(model, x, samples, seed, batch_size) + torch.as_tensor(code_bits) * math.log(2.0)
+
+
+def likelihood_ratio_score(
+    model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500, *, background: VAE
+):
+    """Ren et al. (2019): log p_model(x) - log p_background(x), both importance-sampled (k = `samples`,
+    the same noise); (N,) nats, higher = more normal."""
+    fg = log_likelihood_score(model, x, samples, seed, batch_size).double()
+    return fg - log_likelihood_score(background, x, samples, seed, batch_size).double()
+
+
 ScoreFn = Callable[..., torch.Tensor]
 SCORES: dict[str, ScoreFn] = {
     "log-likelihood": log_likelihood_score,
     "elbo": elbo_score,
     "reconstruction": reconstruction_probability,
+    "complexity": complexity_score,
+    "likelihood-ratio": likelihood_ratio_score,
 }
+NEEDS: dict[str, str] = {"complexity": "code_bits", "likelihood-ratio": "background"}
+"""The extra keyword argument a score takes: the detector supplies it."""

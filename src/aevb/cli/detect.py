@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..anomaly.calibration import conformal_p_values
 from ..anomaly.columns import likelihoods, rescaled_kinds
 from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
 from ..anomaly.scores import SCORES
@@ -47,6 +48,18 @@ def _number_in(interval: str, inside):
 
 
 _weight = _number_in("(0, 1)", lambda v: 0 < v < 1)
+
+
+def _image_shape(text: str):
+    """'auto', 'none' (None: a table) or HxW (a tuple of two integers >= 1)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    h, x, w = text.partition("x")
+    if not (x and h.isdigit() and w.isdigit() and int(h) >= 1 and int(w) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto', 'none' or HxW (e.g. 28x28)")
+    return int(h), int(w)
+
+
 _trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
 
 
@@ -63,7 +76,28 @@ def register(subparsers) -> None:
     f.add_argument("--split", default="train", choices=("train", "valid", "test"), help="split of a built-in dataset")
     f.add_argument("--exclude-class", type=int, default=None, metavar="C", help="leave out rows with label C")
     f.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
-    f.add_argument("--score", default="log-likelihood", choices=tuple(SCORES), help="anomaly score")
+    f.add_argument(
+        "--score",
+        default="log-likelihood",
+        choices=tuple(SCORES),
+        help="anomaly score, in nats, higher = more normal: complexity = log p(x) + PNG code length x ln 2 "
+        "(Serra et al. 2020), likelihood-ratio = log p(x) - log p_background(x) (Ren et al. 2019)",
+    )
+    f.add_argument(
+        "--image-shape",
+        type=_image_shape,
+        default="auto",
+        metavar="HxW",
+        help="with --score complexity: rows are HxW grey images in [0, 1]; 'auto' = square when a row has "
+        "s*s >= 64 values all in [0, 1], else 'none' (a table: code length 0)",
+    )
+    f.add_argument(
+        "--background-noise",
+        type=_weight,
+        default=0.2,
+        help="with --score likelihood-ratio: fraction mu in (0, 1) of the training values replaced by uniform "
+        "noise for the background VAE",
+    )
     f.add_argument("--contamination", type=_contamination, default="auto", help="'auto' or the outlier fraction")
     f.add_argument("--n-samples", type=positive, default=100, help="importance samples k / posterior draws L")
     f.add_argument(
@@ -113,13 +147,25 @@ def register(subparsers) -> None:
         help=f"refits afresh without the --trim lowest-scoring training rows (0: fit once); None = {REFITS_DEFAULT} "
         "for a .csv/.npy/.npz table, 0 for a built-in dataset (a clean labelled split: nothing to leave out)",
     )
-    f.add_argument("--seed", type=int, default=0, help="seed of the initialisation, training and scoring noise")
+    f.add_argument(
+        "--random-state",
+        "--seed",
+        dest="random_state",
+        type=int,
+        default=0,
+        help="seed of the initialisation, training and scoring noise (--seed: the same flag, its old name)",
+    )
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("score", help="score every row of DATA with a fitted detector", formatter_class=fmt)
     s.add_argument("detector", metavar="DIR", help="folder written by `aevb detect fit`")
     s.add_argument("data", metavar="DATA", help=_DATA_HELP)
-    s.add_argument("--out", required=True, help=".csv/.npy/.npz with one row per input row: score, decision, label")
+    s.add_argument(
+        "--out",
+        required=True,
+        help=".csv/.npy/.npz with one row per input row: score, decision, label, p_value (the conformal p-value "
+        "against the training scores; absent for a detector saved before aevb kept them)",
+    )
     s.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split of a built-in dataset")
     s.add_argument(
         "--anomaly-class", type=int, default=None, metavar="C", help="also print ROC-AUC with label C as anomaly"
@@ -182,7 +228,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         columns=args.columns,
         latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, trim=args.trim,
-        refits=_default_refits(args.data) if args.refits is None else args.refits, seed=args.seed,
+        refits=_default_refits(args.data) if args.refits is None else args.refits,
+        image_shape=args.image_shape, background_noise=args.background_noise, random_state=args.random_state,
         verbose=not args.no_progress,
     )  # fmt: skip
     det.fit(x)
@@ -195,6 +242,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if not det.support_.all():
         print(f"{det.refits} refits, each without the {(~det.support_).sum()} training rows scored lowest")
     print(f"score {det.score_} (nats, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
+    if det.score_ == "complexity":
+        shape = "none (a table: code length 0)" if det.image_shape_ is None else "x".join(map(str, det.image_shape_))
+        print(f"image shape {shape}")
     print(f"wrote {out}{os.sep}")
 
 
@@ -212,7 +262,10 @@ def cmd_score(args: argparse.Namespace) -> None:
     score = det.score_samples(x)
     decision = score - det.offset_
     label = np.where(decision < 0, -1, 1)
-    save_table(out, {"score": score, "decision": decision, "label": label})
+    columns = {"score": score, "decision": decision, "label": label}
+    if det.calibration_scores_ is not None:
+        columns["p_value"] = conformal_p_values(det.calibration_scores_, score)
+    save_table(out, columns)
     print(f"{len(x)} rows, {int((label < 0).sum())} flagged as outliers (score {det.score_}); wrote {out}")
     if args.anomaly_class is not None:
         if y is None:

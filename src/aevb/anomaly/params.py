@@ -1,0 +1,79 @@
+"""The checks of `AnomalyDetector`'s parameters, run by `fit` and by `load` (through `from_params`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .columns import likelihoods
+from .inputs import InputError
+from .scaling import SCALINGS
+from .scores import SCORES
+
+
+def check_params(det: Any) -> None:
+    """InputError naming the first of the detector's parameters that is out of its range."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise InputError(msg)
+
+    sh = det.image_shape
+    need(
+        sh is None
+        or (isinstance(sh, str) and sh == "auto")
+        or (
+            isinstance(sh, (tuple, list))
+            and len(sh) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in sh)
+        ),
+        f"image_shape must be 'auto', None or (H, W) of integers >= 1; got {sh!r}",
+    )
+    m = det.background_noise
+    need(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1,
+        f"background_noise must be in (0, 1); got {m!r}",
+    )
+    need(det.score in SCORES, f"score must be one of {', '.join(SCORES)}; got {det.score!r}")
+    c = det.contamination
+    need(
+        c == "auto" or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 0.5),
+        f"contamination must be 'auto' or a fraction in (0, 0.5]; got {c!r}",
+    )
+    names = likelihoods()
+    need(det.likelihood in names, f"likelihood must be one of {', '.join(names)}; got {det.likelihood!r}")
+    need(
+        det.standardize is False or det.standardize in SCALINGS,
+        f"standardize must be one of {', '.join(SCALINGS)} or False; got {det.standardize!r}",
+    )
+    need(
+        det.columns is None or isinstance(det.columns, str),
+        f"columns must be None or a string like 'gaussian-learned:3,poisson:2'; got {det.columns!r}",
+    )
+    for name in ("n_samples", "latent_dim", "batch_size", "epochs"):
+        v = getattr(det, name)
+        need(
+            v is None and name != "n_samples" or isinstance(v, (int, np.integer)) and v >= 1,
+            f"{name} must be an integer >= 1; got {v!r}",
+        )
+    need(
+        det.hidden is None or (len(det.hidden) >= 1 and all(int(h) >= 1 for h in det.hidden)),
+        f"hidden must be None or a tuple of layer sizes >= 1; got {det.hidden!r}",
+    )
+    need(isinstance(det.lr, (int, float)) and det.lr > 0, f"lr must be > 0; got {det.lr!r}")
+    t = det.trim
+    need(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 0.5,
+        f"trim must be a fraction in [0, 0.5); got {t!r}",
+    )
+    r = det.refits
+    need(
+        isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 0,
+        f"refits must be an integer >= 0; got {r!r}",
+    )
+    w = det.outlier_weight
+    need(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < 1,
+        f"outlier_weight must be in (0, 1); got {w!r}",
+    )

@@ -16,8 +16,17 @@
   theta keep the usual sum_i w~_i d log w_i/dtheta: the weighting is a hook on z's gradient, so
   theta's backward pass is the standard one operation for operation.
 
-A posterior opts in with `q.detached()` (aevb.latent); one without it (a flow posterior that cannot
-score a given z) cannot use stl or dreg, and `require_detached` says so in one line.
+A posterior opts in with `q.detached()` (aevb.latent): the diagonal Gaussian (its mu and sigma detached)
+and both stacks of `aevb.hierarchy` (bottom-up and ladder: each layer's Gaussian recomputed from its
+differentiable parent z through the nets with detached parameters, so that log q keeps the path through
+the parents; that module's docstring says which parameters count as q's). For a stack, "theta" above
+is every parameter off z's path; the ladder's `down` nets are on both sides and get the usual theta
+term plus the path term, which is unbiased for them too.
+
+The IAF flow posterior (aevb.flows) has no `detached()`: scoring a given z with the parameters cut
+needs z_0 = flow^-1(z), and an IAF's inverse is sequential, D passes of every MADE step per draw (D the
+latent size) against one for the draw itself, so each training step would cost about D times the
+flow's forward pass. `require_detached` refuses it (and any other such posterior) in one line.
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ def require_detached(q: Any) -> None:
     if not callable(getattr(q, "detached", None)):
         raise ValueError(
             f"--gradient stl and dreg need a posterior that scores a given z with its parameters cut from "
-            f"the graph (q.detached()); {type(q).__name__} has none: use --gradient standard"
+            f"the graph (q.detached()); {type(q).__name__} has none (a flow would need its sequential inverse "
+            f"per draw): use --gradient standard"
         )
 
 

@@ -18,12 +18,29 @@ KL of a stack has no closed form (`kl` is None): the ELBO estimates log q(z|x) -
 from the same draws (estimator A), an unbiased estimate; the importance-sampled log p(x) uses the exact
 log q and log p of each draw. `mean` is the pass of conditional means (each layer's Gaussian at the
 means of the layers it depends on): E_q[z] exactly for linear nets, the code plotted otherwise.
+
+`q.detached()` (the stl and dreg estimators of `aevb.gradients`) scores a given z with q's parameters phi
+cut from the graph but not z's: each layer's Gaussian is recomputed from the (differentiable) layers it
+is conditioned on, through the same nets run with detached parameters (`frozen`). log q(z|x) then keeps
+its dependence on z, parents included (the path term), and loses the direct one on phi (the score term).
+phi is every parameter q's density reads:
+
+- bottom-up: the encoder (q(z_1|x)) and the `up` nets;
+- ladder: the encoder and the `up` nets (the bottom-up Gaussians N(mu^_l, sigma^_l^2), which depend on x
+  alone and are simply detached) and the `down` nets as they enter q through the precision-weighted
+  product. The `down` nets are also theta, in log p(z): that use is not cut, so they receive the usual
+  sum_i w~_i d log p(x, z_i)/dtheta at fixed z plus, being on z's path, the stl / dreg path term. The
+  score term dropped for them has the same zero mean (k = 1) and the same DReG identity (k > 1) as the
+  encoder's: dreg stays unbiased for every parameter, the shared ones included. (On the two-layer
+  linear-Gaussian model of the tests, k = 5: dreg's variance is 0.14-0.19 of the standard estimator's for
+  the encoder and `up` nets of either stack, about the same, 1.13, for the ladder's `down` nets.)
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,6 +65,13 @@ def _gaussian(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag exp(logvar)) summed over the last dimension, z.shape[:-1] nats."""
     return Normal(mu, torch.exp(0.5 * logvar), validate_args=False).log_prob(z).sum(-1)
+
+
+def frozen(net: nn.Module) -> Callable[..., torch.Tensor]:
+    """net's forward with its parameters and buffers detached (no copy): the same numbers, and a graph
+    only through the inputs. What `detached()` posteriors run their nets with."""
+    tensors = {n: t.detach() for n, t in (*net.named_parameters(), *net.named_buffers())}
+    return lambda *inputs: torch.func.functional_call(net, tensors, inputs)
 
 
 def layer_hidden(config: ModelConfig, lower: int) -> tuple[int, ...]:
@@ -123,8 +147,9 @@ class BottomUp:
     """q(z|x) = q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1}) (Burda et al. 2016): each layer a diagonal Gaussian
     whose parameters are an MLP (`up`) of the draw below. Members as `aevb.latent.DiagonalGaussian`'s."""
 
-    def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor):
+    def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor, up: Sequence[Callable] | None = None):
         self.h, self.mu1, self.logvar1 = h, mu, logvar  # q(z_1|x): (B, d_1)
+        self.up = h.up if up is None else up  # q(z_{l+1} | z_l)'s nets: h.up, or their `frozen` forwards
 
     @property
     def noise_dim(self) -> int:
@@ -137,7 +162,7 @@ class BottomUp:
         zs, scales, lq = [], [], 0.0
         for i in range(len(self.h.sizes)):
             if i > 0:
-                mu, logvar = _gaussian(self.h.up[i - 1](zs[-1]))
+                mu, logvar = _gaussian(self.up[i - 1](zs[-1]))
             z = pick(i, mu, logvar)
             zs.append(z)
             scales.append(torch.exp(0.5 * logvar).expand_as(z))
@@ -159,6 +184,11 @@ class BottomUp:
         zs = self.h.split(z)
         return self._walk(lambda i, mu, logvar: zs[i])[1]
 
+    def detached(self) -> BottomUp:
+        """This q with phi (the encoder's q(z_1|x) and the `up` nets) cut from the graph: `log_prob(z)` has the
+        same numbers, and a gradient along z alone, each layer's parents included (module docstring)."""
+        return BottomUp(self.h, self.mu1.detach(), self.logvar1.detach(), [frozen(net) for net in self.h.up])
+
     @functools.cached_property
     def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self._walk(lambda i, mu, logvar: mu)
@@ -179,7 +209,7 @@ class Ladder:
     2016, eqs. 17-19). Members as `aevb.latent.DiagonalGaussian`'s."""
 
     def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor):
-        self.h = h
+        self.h, self.down = h, h.down  # p(z_l | z_{l+1})'s nets, as q reads them: h.down, or `frozen` forwards
         self.hats = [(mu, logvar)]  # the deterministic bottom-up pass: N(mu^_l, sigma^_l^2) per layer, (B, d_l)
         for up in h.up:
             self.hats.append(_gaussian(up(torch.cat(self.hats[-1], -1))))
@@ -194,7 +224,7 @@ class Ladder:
         mu_hat, lv_hat = self.hats[i]
         if above is None:  # the top layer: q(z_L|x) is the bottom-up Gaussian
             return mu_hat, lv_hat
-        mu_p, lv_p = self.h.conditional(i, above)
+        mu_p, lv_p = _gaussian(self.down[i](above))  # the generative p(z_l | z_{l+1}) (h.conditional)
         logvar = -torch.logaddexp(-lv_hat, -lv_p)  # 1/sigma^2 = 1/sigma^_l^2 + 1/sigma_p^2
         w = torch.sigmoid(lv_p - lv_hat)  # the bottom-up Gaussian's share of the precision
         return w * mu_hat + (1 - w) * mu_p, logvar
@@ -225,6 +255,16 @@ class Ladder:
         """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
         zs = self.h.split(z)
         return self._walk(lambda i, mu, logvar: zs[i])[1]
+
+    def detached(self) -> Ladder:
+        """This q with phi cut from the graph: the bottom-up Gaussians detached and the `down` nets run
+        `frozen` inside q (not in log p(z)); `log_prob(z)` has the same numbers, and a gradient along z
+        alone, each layer's parent z_{l+1} included (module docstring)."""
+        q = copy.copy(self)
+        q.__dict__.pop("_means", None)  # a cached pass of the graph-carrying q
+        q.hats = [(mu.detach(), logvar.detach()) for mu, logvar in self.hats]
+        q.down = [frozen(net) for net in self.h.down]
+        return q
 
     @functools.cached_property
     def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,8 +11,9 @@ An objective, the evaluation, DDP or the anomaly detector never reads q's parame
   `q.log_prob(z)` (log q(z|x) of any z, where the posterior can score one) and, optionally,
   `q.detached()` (the same posterior with its parameters cut from the graph: `q.detached().log_prob(z)`
   has the numbers of `q.log_prob(z)` and a gradient only along z's own path, none to the encoder
-  through q's parameters; what the stl and dreg gradient estimators of `aevb.gradients` need; a
-  posterior without it cannot use them, and `--gradient stl|dreg` is then a one-line error);
+  through q's parameters, the parents of a stack's layers included; what the stl and dreg gradient
+  estimators of `aevb.gradients` need; a posterior without it (the flow's) cannot use them, and
+  `--gradient stl|dreg` is then a one-line error);
 - `model.log_prior(z)` (log p(z)), `model.kl(q)` (KL(q || p) in closed form, or None where there is
   none) and `model.sample_prior(n, generator)` (z ~ p(z): every prior draw goes through the model's
   prior, N(0, I) or the learned mixtures of `aevb.priors`).

@@ -97,7 +97,8 @@ FIELD_HELP = {
     "(needs pip install aevb[tensorboard]; view with: tensorboard --logdir RUN)",
     "free_bits": "NATS per latent dimension (per example) below which the KL is not penalised; 0 = off",
     "gradient": "the encoder's gradient estimator of the same bound: standard; dreg = doubly reparameterised "
-    "(Tucker et al. 2019; --objective iwae); stl = sticking the landing (Roeder et al. 2017; biased for k > 1)",
+    "(Tucker et al. 2019; --objective iwae); stl = sticking the landing (Roeder et al. 2017; biased for k > 1); "
+    "both for one layer or --latents, not --flow iaf",
     "lr_schedule": "learning rate per step: constant; burda = 3^i epochs at --lr * 10^(-i/7), i = 0..7 (Burda et "
     "al. 2016, 3,280 epochs); cosine or linear = decay from --lr to --lr-final over --epochs",
     "lr_final": "learning rate that --lr-schedule cosine or linear reaches at the last epoch",

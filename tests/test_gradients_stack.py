@@ -16,17 +16,16 @@ import pytest
 import torch
 
 import aevb
-import test_hierarchy
 from aevb.gradients import draw
 from aevb.objectives import elbo, iwae
 from aevb_process import aevb_main, assert_bitwise_equal, metrics, one_line_error, tensors
-from test_hierarchy import D1, D2, INFERENCE, D, linear_gaussian_vae, perturbed
+from linear_gaussian import D1, D2, INFERENCE, D, linear_gaussian_truth, linear_gaussian_vae, perturbed
 
 
 @pytest.fixture(scope="module")
 def truth():
     """test_hierarchy's two-layer model: its parameters, closed-form marginal and 20 points drawn from it."""
-    return test_hierarchy.truth.__wrapped__()
+    return linear_gaussian_truth()
 
 
 NETS = {  # the linear nets of linear_gaussian_vae, by name

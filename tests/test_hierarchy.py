@@ -155,10 +155,8 @@ def test_resume_after_a_crash_is_bitwise_equal(tmp_path, inference, digits):
 
 
 def _aevb(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "aevb", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True
-    )
+    """`aevb ARGS` run in this process (the CLI's numbers and files; the process boundary is tested elsewhere)."""
+    return aevb_main(cwd, list(args))
 
 
 @pytest.mark.parametrize(
@@ -207,7 +205,7 @@ def test_burda_default_shapes():
     assert model.noise_dim == 150 and model.top_dim == 50
 
 
-@pytest.mark.slow  # subprocesses: over 3 s
+@pytest.mark.slow  # trains and runs six commands: over 3 s
 def test_cli_hierarchical_run_end_to_end(tmp_path):
     flags = ["--latents", "6", "2", "--hidden", "32", "--epochs", "3", "--out", "run", "--no-progress"]
     r = _aevb("train", *flags, cwd=tmp_path)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from . import custom, distributed, gradients, memory, rundir, speed
 from .config import ModelConfig, TrainConfig
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .data.python import from_python, is_python_name
 from .errors import AevbError, DivergedError
 from .evaluate import elbo_terms
@@ -35,16 +35,7 @@ from .loop import (  # noqa: F401  (kl_weight_at stays importable from aevb.trai
 )
 from .model import VAE
 from .optimizers import OPTIMIZERS
-from .preprocess import check_data, check_labels, fit_to_data, resolve_binarize, split
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU; asking for CUDA without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AevbError("--device cuda was asked for, but CUDA is not available on this machine")
-    return torch.device(name)
+from .training_data import TrainingData, load_training_data
 
 
 def train(
@@ -99,16 +90,6 @@ def train(
         raise
 
 
-class TrainingData(NamedTuple):
-    """The training and validation rows on the training `device`, with their labels (a conditional model) or None."""
-
-    device: torch.device
-    x_train: torch.Tensor
-    y_train: torch.Tensor | None
-    x_valid: torch.Tensor
-    y_valid: torch.Tensor | None
-
-
 @dataclasses.dataclass
 class Training:
     """What the epochs need and advance, once every rank got through the setup."""
@@ -149,7 +130,7 @@ def _setup(
         )
     if run is not None and not resume:
         run.begin(model_config, train_config)  # before the data: a run stopped from here on is resumable
-    model_config, train_config, data = _load(model_config, train_config, dataset, data_dir, ctx)
+    model_config, train_config, data = load_training_data(model_config, train_config, dataset, data_dir, ctx)
     model, optimizer, generator = _build(model_config, train_config, data, built, where)
     if train_config.gradient != "standard":  # stl and dreg need q.detached(): say so before the first step
         with torch.no_grad():
@@ -164,42 +145,6 @@ def _setup(
             state, position = run.restore(model, optimizer, generator, data.x_train.shape[0], data.device)
         run.start(model_config, train_config, model)
     return Training(train_config, Fitting.of(model, optimizer, generator, train_config, ctx), data, state, position)
-
-
-def _load(
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    dataset: Dataset | None,
-    data_dir: str | Path | None,
-    ctx: distributed.Context,
-) -> tuple[ModelConfig, TrainConfig, TrainingData]:
-    """The configs resolved against the data (its shape, label classes, binarisation) and the data."""
-    if dataset is None:
-        dataset = load_dataset(train_config.dataset, data_dir)
-    model_config = fit_to_data(model_config, dataset)
-    if train_config.free_bits > 0 and model_config.prior != "normal":
-        raise AevbError("--free-bits needs --prior normal (the KL of a mixture prior does not split per dimension)")
-    if train_config.free_bits > 0 and model_config.flow != "none":
-        raise AevbError("--free-bits needs --flow none (the KL of a flow posterior does not split per dimension)")
-    if train_config.free_bits > 0 and len(model_config.layers) > 1:
-        raise AevbError("--free-bits is for one latent layer (the KL of a stack of --latents has no closed form)")
-    binarize = resolve_binarize(train_config.binarize, model_config.likelihood, dataset)
-    train_config = dataclasses.replace(train_config, binarize=binarize)
-    device = resolve_device(train_config.device)
-    if device.type == "cuda" and ctx.distributed:
-        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
-    x_train = check_data(split(dataset, "train", binarize), model_config, f"{dataset.name} (train)")
-    x_valid = check_data(split(dataset, "valid", binarize), model_config, f"{dataset.name} (valid)")
-    with memory.allocating(f"moving {dataset.name} ({memory.size(x_train.nbytes + x_valid.nbytes)}) to {device}"):
-        x_train, x_valid = x_train.to(device), x_valid.to(device)
-    y_train, y_valid = (
-        None if y is None else y.to(device)
-        for y in (
-            check_labels(dataset.train_labels, x_train.shape[0], model_config, f"{dataset.name} (train)"),
-            check_labels(dataset.valid_labels, x_valid.shape[0], model_config, f"{dataset.name} (valid)"),
-        )
-    )
-    return model_config, train_config, TrainingData(device, x_train, y_train, x_valid, y_valid)
 
 
 def _build(

@@ -1,12 +1,6 @@
-"""Hierarchical latents (aevb.hierarchy) against a two-layer linear-Gaussian model with a closed-form log p(x):
-
-    z_2 ~ N(0, I),  z_1 | z_2 ~ N(A z_2 + a, S),  x | z_1 ~ N(B z_1 + b, sigma^2 I)
-
-so x ~ N(B a + b, B (A A^T + S) B^T + sigma^2 I). A is diagonal and B's columns orthogonal, so that the
-true posterior is representable by both posteriors: bottom-up p(z_1|x) p(z_2|z_1) (x and z_2 are
-independent given z_1) and ladder p(z_2|x) p(z_1|z_2, x) (the precision-weighted product of p(z_1|z_2)
-and the likelihood's Gaussian in z_1). The model's networks are replaced by linear maps set to these
-posteriors; the ELBO is then exact, and a perturbed posterior gives the IWAE bounds' ordering.
+"""Hierarchical latents (aevb.hierarchy) against the two-layer linear-Gaussian model of tests/linear_gaussian.py,
+whose log p(x) is a closed-form Gaussian: with the true posterior the ELBO is exact, and a perturbed posterior
+gives the IWAE bounds' ordering.
 """
 
 from __future__ import annotations

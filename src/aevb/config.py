@@ -103,10 +103,6 @@ class ModelConfig:
             "or --prior normal or mog with a flow",
         )
         _check_layers(self)
-        _check(
-            self.flow == "none" or len(self.layers) == 1,
-            "--flow iaf is for one latent layer (--latent-dim); a stack of --latents takes --flow none",
-        )
         _check(self.classes >= 0, "classes must be >= 0")
         _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
         _check(

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from .flows import FLOWS, IAF, FlowPosterior
 from .nets import MLP
 
 if TYPE_CHECKING:  # config reads INFERENCE: this module must not import config when it runs
@@ -60,6 +61,14 @@ def _gaussian(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = out.float()
     mu, logvar = out.chunk(2, dim=-1)
     return mu, logvar
+
+
+def _with_context(out: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mu, log sigma^2, h) of an output [mu | log sigma^2 | h] (..., 2d + context), fp32 (`_gaussian`)."""
+    if out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()
+    mu_logvar, h = out.split((out.shape[-1] - context, context), dim=-1)
+    return (*_gaussian(mu_logvar), h)
 
 
 def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -80,6 +89,44 @@ def layer_hidden(config: ModelConfig, lower: int) -> tuple[int, ...]:
     return tuple(config.latent_hidden) or (lower, lower)
 
 
+class LayerGaussian:
+    """One layer's Gaussian N(mu, diag exp(logvar)), (..., B, d), as a posterior (the members of
+    `aevb.latent.DiagonalGaussian` a layer uses): what a layer's flow, if any, sits on."""
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor):
+        self.mu, self.logvar = mu, logvar
+
+    @property
+    def noise_dim(self) -> int:
+        return self.mu.shape[-1]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mu
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
+        return self.mu + torch.exp(0.5 * self.logvar) * eps
+
+    def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.rsample_from(eps)
+        return z, self.log_prob(z)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return _log_normal(z, self.mu, self.logvar)
+
+
+def _layer_q(
+    flows: Sequence[IAF] | None, i: int, mu: torch.Tensor, logvar: torch.Tensor, context: torch.Tensor | None
+) -> LayerGaussian | FlowPosterior:
+    """Layer l = i + 1's q: its Gaussian, with the layer's IAF on top (context (B, C)) when the stack has flows."""
+    q = LayerGaussian(mu, logvar)
+    return q if flows is None else flows[i].posterior(q, context)
+
+
 class Hierarchy(nn.Module):
     """Layers 2..L of the stack: `up[i]` (inference, from layer i+1 to layer i+2) and `down[i]`
     (p(z_{i+1} | z_{i+2})) for i = 0 .. L-2. z_1's posterior comes from the model's encoder (module docstring)."""
@@ -91,13 +138,19 @@ class Hierarchy(nn.Module):
         # the ladder's bottom-up pass reads layer l's [mu^, log sigma^2]; bottom-up inference reads the draw z_l
         width = 2 if config.inference == "ladder" else 1
         act = config.activation
+        # with --flow, layers 2..L get an IAF each (`flows`; z_1's is the model's `flow`) and each `up` net also
+        # emits the context h of the layer it gives the Gaussian of (the ladder's: from the bottom-up pass)
+        made = [FLOWS[config.flow](config, d) for d in self.sizes[1:]]
+        self.context = 0 if made[0] is None else config.flow_context
         self.up = nn.ModuleList(
-            MLP(width * lo, layer_hidden(config, lo), 2 * hi, act) for lo, hi in zip(self.sizes, self.sizes[1:])
+            MLP(width * lo, layer_hidden(config, lo), 2 * hi + self.context, act)
+            for lo, hi in zip(self.sizes, self.sizes[1:])
         )
         self.down = nn.ModuleList(
             MLP(hi, tuple(reversed(layer_hidden(config, lo))), 2 * lo, act)
             for lo, hi in zip(self.sizes, self.sizes[1:])
         )
+        self.flows = None if made[0] is None else nn.ModuleList(made)  # created last: a stack without keeps its draws
 
     @property
     def noise_dim(self) -> int:
@@ -111,9 +164,12 @@ class Hierarchy(nn.Module):
         """(mu, log sigma^2) of p(z_l | z_{l+1} = above) for layer l = i + 1 (i 0-based, < L-1): 2 x (..., d_l)."""
         return _gaussian(self.down[i](above))
 
-    def posterior(self, encoded: torch.Tensor) -> BottomUp | Ladder:
-        """q(z|x) from the encoder's output [mu | log sigma^2] of z_1 (B, 2 d_1), fp32."""
-        return POSTERIORS[self.inference](self, *encoded.chunk(2, dim=-1))
+    def posterior(self, encoded: torch.Tensor, flow: IAF | None = None) -> BottomUp | Ladder:
+        """q(z|x) from the encoder's output [mu | log sigma^2 (| h)] of z_1 (B, 2 d_1 (+ C)), fp32; `flow`: z_1's
+        IAF (the model's `flow`), given exactly when this stack has `flows`."""
+        if self.flows is None:
+            return POSTERIORS[self.inference](self, *encoded.chunk(2, dim=-1))
+        return POSTERIORS[self.inference](self, *_with_context(encoded, self.context), [flow, *self.flows])
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z_L) + sum_l log p(z_l | z_{l+1}), z.shape[:-1] nats."""
@@ -147,32 +203,47 @@ class BottomUp:
     """q(z|x) = q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1}) (Burda et al. 2016): each layer a diagonal Gaussian
     whose parameters are an MLP (`up`) of the draw below. Members as `aevb.latent.DiagonalGaussian`'s."""
 
-    def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor, up: Sequence[Callable] | None = None):
-        self.h, self.mu1, self.logvar1 = h, mu, logvar  # q(z_1|x): (B, d_1)
+    def __init__(
+        self,
+        h: Hierarchy,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        context: torch.Tensor | None = None,
+        flows: Sequence[IAF] | None = None,
+        up: Sequence[Callable] | None = None,
+    ):
+        self.h, self.mu1, self.logvar1, self.context1 = h, mu, logvar, context  # q(z_1|x): (B, d_1), h_1 (B, C)
+        self.flows = flows  # one IAF per layer, bottom first, or None
         self.up = h.up if up is None else up  # q(z_{l+1} | z_l)'s nets: h.up, or their `frozen` forwards
+        if flows is not None:  # no stl / dreg for flows (aevb.gradients): `require_detached` sees no method
+            self.detached = None
 
     @property
     def noise_dim(self) -> int:
         return self.h.noise_dim
 
-    def _walk(self, pick: Callable, eps: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Up the stack: layer l's (mu, logvar) from the layer below, z_l = pick(i, mu, logvar) (l = i + 1); returns
-        z (..., sum d), log q(z|x) (...,) nats and the conditional scales side by side."""
-        mu, logvar = self.mu1, self.logvar1
+    def _walk(self, pick: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Up the stack: layer l's q (l = i + 1; its Gaussian from the layer below, its flow's context beside it)
+        gives (z_l, log q(z_l | z_{l-1})) = pick(i, q); returns z (..., sum d), log q(z|x) (...,) nats and the
+        conditional scales (of the Gaussians under any flows) side by side."""
+        mu, logvar, context = self.mu1, self.logvar1, self.context1
         zs, scales, lq = [], [], 0.0
         for i in range(len(self.h.sizes)):
             if i > 0:
-                mu, logvar = _gaussian(self.up[i - 1](zs[-1]))
-            z = pick(i, mu, logvar)
+                out = self.up[i - 1](zs[-1])
+                mu, logvar, context = _with_context(out, self.h.context) if self.flows else (*_gaussian(out), None)
+            q = _layer_q(self.flows, i, mu, logvar, context)
+            z, lq_i = pick(i, q)
             zs.append(z)
-            scales.append(torch.exp(0.5 * logvar).expand_as(z))
-            lq = lq + _log_normal(z, mu, logvar)
+            scales.append(q.stddev.expand_as(z))
+            lq = lq + lq_i
         return torch.cat(zs, -1), lq, torch.cat(scales, -1)
 
     def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable."""
+        """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable;
+        with flows, sum_l [log q_0(z_l,0) - log |det dz_l / dz_l,0|] along the draw, exact (aevb.flows)."""
         e = self.h.split(eps)
-        z, lq, _ = self._walk(lambda i, mu, logvar: mu + torch.exp(0.5 * logvar) * e[i])
+        z, lq, _ = self._walk(lambda i, q: q.rsample_with_log_prob(e[i]))
         return z, lq
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
@@ -180,18 +251,18 @@ class BottomUp:
         return self.rsample_with_log_prob(eps)[0]
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
+        """log q(z|x) of any z (..., B, sum d), (..., B) nats (with flows: each layer's inverse, aevb.flows)."""
         zs = self.h.split(z)
-        return self._walk(lambda i, mu, logvar: zs[i])[1]
+        return self._walk(lambda i, q: (zs[i], q.log_prob(zs[i])))[1]
 
     def detached(self) -> BottomUp:
         """This q with phi (the encoder's q(z_1|x) and the `up` nets) cut from the graph: `log_prob(z)` has the
         same numbers, and a gradient along z alone, each layer's parents included (module docstring)."""
-        return BottomUp(self.h, self.mu1.detach(), self.logvar1.detach(), [frozen(net) for net in self.h.up])
+        return BottomUp(self.h, self.mu1.detach(), self.logvar1.detach(), up=[frozen(net) for net in self.h.up])
 
     @functools.cached_property
     def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._walk(lambda i, mu, logvar: mu)
+        return self._walk(lambda i, q: (q.mean, 0.0))
 
     @property
     def mean(self) -> torch.Tensor:
@@ -208,11 +279,24 @@ class Ladder:
     """q(z|x) = q(z_L|x) prod_l q(z_l | z_{l+1}, x) with top-down precision weighting (Sonderby et al.
     2016, eqs. 17-19). Members as `aevb.latent.DiagonalGaussian`'s."""
 
-    def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor):
+    def __init__(
+        self,
+        h: Hierarchy,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        context: torch.Tensor | None = None,
+        flows: Sequence[IAF] | None = None,
+    ):
         self.h, self.down = h, h.down  # p(z_l | z_{l+1})'s nets, as q reads them: h.down, or `frozen` forwards
         self.hats = [(mu, logvar)]  # the deterministic bottom-up pass: N(mu^_l, sigma^_l^2) per layer, (B, d_l)
+        self.flows, self.contexts = flows, [context]  # one IAF per layer and its context h_l (B, C) from that pass
         for up in h.up:
-            self.hats.append(_gaussian(up(torch.cat(self.hats[-1], -1))))
+            out = up(torch.cat(self.hats[-1], -1))
+            mu, logvar, context = _with_context(out, h.context) if flows else (*_gaussian(out), None)
+            self.hats.append((mu, logvar))
+            self.contexts.append(context)
+        if flows is not None:  # no stl / dreg for flows (aevb.gradients): `require_detached` sees no method
+            self.detached = None
 
     @property
     def noise_dim(self) -> int:
@@ -230,21 +314,23 @@ class Ladder:
         return w * mu_hat + (1 - w) * mu_p, logvar
 
     def _walk(self, pick: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Down the stack from z_L: layer l's (mu, logvar) given the layer above, z_l = pick(i, mu, logvar) (l = i + 1);
+        """Down the stack from z_L: layer l's q given the layer above (the precision-weighted Gaussian, with the
+        layer's IAF on top when the stack has flows) gives (z_l, log q(z_l | z_{l+1}, x)) = pick(i, q) (l = i + 1);
         returns z (..., sum d), log q(z|x) (...,) nats and the conditional scales, bottom first."""
         zs, scales, lq, above = [], [], 0.0, None
         for i in reversed(range(len(self.h.sizes))):
-            mu, logvar = self._layer(i, above)
-            above = pick(i, mu, logvar)
+            q = _layer_q(self.flows, i, *self._layer(i, above), self.contexts[i])
+            above, lq_i = pick(i, q)
             zs.insert(0, above)
-            scales.insert(0, torch.exp(0.5 * logvar).expand_as(above))
-            lq = lq + _log_normal(above, mu, logvar)
+            scales.insert(0, q.stddev.expand_as(above))
+            lq = lq + lq_i
         return torch.cat(zs, -1), lq, torch.cat(scales, -1)
 
     def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable."""
+        """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable;
+        with flows, sum_l [log q_0(z_l,0) - log |det dz_l / dz_l,0|] along the draw, exact (aevb.flows)."""
         e = self.h.split(eps)
-        z, lq, _ = self._walk(lambda i, mu, logvar: mu + torch.exp(0.5 * logvar) * e[i])
+        z, lq, _ = self._walk(lambda i, q: q.rsample_with_log_prob(e[i]))
         return z, lq
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
@@ -252,9 +338,9 @@ class Ladder:
         return self.rsample_with_log_prob(eps)[0]
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
+        """log q(z|x) of any z (..., B, sum d), (..., B) nats (with flows: each layer's inverse, aevb.flows)."""
         zs = self.h.split(z)
-        return self._walk(lambda i, mu, logvar: zs[i])[1]
+        return self._walk(lambda i, q: (zs[i], q.log_prob(zs[i])))[1]
 
     def detached(self) -> Ladder:
         """This q with phi cut from the graph: the bottom-up Gaussians detached and the `down` nets run
@@ -268,7 +354,7 @@ class Ladder:
 
     @functools.cached_property
     def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._walk(lambda i, mu, logvar: mu)
+        return self._walk(lambda i, q: (q.mean, 0.0))
 
     @property
     def mean(self) -> torch.Tensor:

@@ -60,7 +60,7 @@ class VAE(nn.Module):
         # encoder -> [mu, logvar(, flow context)]; decoder -> the likelihood head's parameters; a conv decoder needs
         # them as whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
         sizes = network_sizes(config)
-        self.flow = FLOWS[config.flow](config)  # None: q(z|x) is the diagonal Gaussian
+        self.flow = FLOWS[config.flow](config, config.latent_dim)  # z_1's flow; None: q(z|x) is the diagonal Gaussian
         if encoder is None:
             out = sizes.decoder_out
             self.encoder, self.decoder = ARCHS[config.arch](config, sizes.encoder_out, out, out // config.data_dim)
@@ -139,7 +139,7 @@ class VAE(nn.Module):
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
         if self.hierarchy is not None:
-            return self.hierarchy.posterior(out)
+            return self.hierarchy.posterior(out, self.flow)
         d = self.config.latent_dim
         mu, logvar, context = out.split((d, d, out.shape[-1] - 2 * d), dim=-1)
         q = DiagonalGaussian(mu, torch.exp(0.5 * logvar))

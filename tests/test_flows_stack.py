@@ -140,10 +140,12 @@ def test_importance_sampled_log_px_with_flows_on_the_true_posterior_stack_conver
     assert (lw.mean(0) < exact).all()  # the ELBO is a strict lower bound now
 
 
+FLOW_STACK = ["--latents", "6", "3", "--flow", "iaf", "--flow-steps", "2", "--hidden", "32", "--seed", "2"]
+
+
 def _train(out: Path, data_dir: str, *extra) -> list:
-    return ["train", "--dataset", "digits", "--latents", "6", "3", "--flow", "iaf", "--flow-steps", "2"] + [
-        "--hidden", "32", "--seed", "2", "--no-progress", "--data-dir", data_dir, "--out", out, *extra
-    ]
+    """`aevb train` of a two-layer flow stack on digits (defaults: --flow-hidden 320 320, --flow-context 64)."""
+    return ["train", "--dataset", "digits", *FLOW_STACK, "--no-progress", "--data-dir", data_dir, "--out", out, *extra]
 
 
 @pytest.mark.parametrize("inference", INFERENCE)

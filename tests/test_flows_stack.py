@@ -162,6 +162,8 @@ def test_a_flow_stack_trains_evaluates_and_resumes_bit_for_bit(tmp_path, shared_
     assert_bitwise_equal(tensors(whole / "model.safetensors"), tensors(part / "model.safetensors"))
     cfg = json.loads((whole / "config.json").read_text())["model"]
     assert (cfg["latents"], cfg["flow"], cfg["flow_steps"], cfg["inference"]) == ([6, 3], "iaf", 2, inference)
+    for f in (p for run in (whole, part) for p in run.rglob("*") if p.is_file()):  # pickle-free: no pickle, no zip
+        assert not f.read_bytes()[:2].startswith((b"\x80", b"PK")), f
     model = aevb.load(whole)
     assert model.flow is not None and len(model.hierarchy.flows) == 1
     r = aevb_main(tmp_path, ["eval", whole, "--k", "20", "--seed", "3", "--no-progress", "--data-dir", data])

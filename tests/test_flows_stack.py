@@ -18,7 +18,7 @@ from torch.distributions import Normal
 import aevb
 from aevb import ModelConfig
 from aevb.evaluate import log_likelihood
-from aevb.objectives import log_weights
+from aevb.objectives import elbo, log_weights
 from aevb.preprocess import run_data
 from aevb_process import aevb_main, assert_bitwise_equal, one_line_error, tensors
 from linear_gaussian import INFERENCE, linear_gaussian_truth, linear_gaussian_vae
@@ -95,6 +95,19 @@ def test_flow_stack_parameters_and_checkpoint_names():
     assert digest(dataclasses.replace(stack, inference="ladder")) == "ac12b325266a34d4"
     one = ModelConfig(data_shape=(6,), hidden=(8,), latent_dim=3, flow="iaf", flow_hidden=(5,), flow_context=2)
     assert digest(one) == "d395eb3b16f6ca52"
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_a_flow_stack_under_bf16_autocast_keeps_fp32_densities_close_to_fp32(inference):
+    cfg = ModelConfig(data_shape=(5,), hidden=(16,), latents=(3, 2), inference=inference, likelihood="gaussian")
+    cfg = dataclasses.replace(cfg, flow="iaf", flow_hidden=(16,), flow_context=4)
+    torch.manual_seed(0)
+    model, x = aevb.VAE(cfg), torch.randn(8, 5)
+    fp32 = elbo(model, x, estimator="mc", generator=torch.Generator().manual_seed(0)).elbo
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = elbo(model, x, estimator="mc", generator=torch.Generator().manual_seed(0)).elbo
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.05)  # bf16 nets (3 significant digits), fp32 densities
 
 
 def _padded(lin: nn.Linear, context: int, g: torch.Generator) -> nn.Linear:

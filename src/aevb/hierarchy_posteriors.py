@@ -163,12 +163,13 @@ class BottomUp:
 
     @property
     def mean(self) -> torch.Tensor:
-        """The conditional means: mu_1(x), then mu_l at z_{l-1} = the mean below, (B, sum d)."""
+        """The conditional means: mu_1(x), then mu_l at z_{l-1} = the mean below, (B, sum d); with flows, each
+        layer's flow of its Gaussian's mean (`FlowPosterior.mean`)."""
         return self._means[0]
 
     @property
     def stddev(self) -> torch.Tensor:
-        """The conditional standard deviations along `mean`'s pass, (B, sum d)."""
+        """The conditional standard deviations along `mean`'s pass, (B, sum d) (of the Gaussians under any flows)."""
         return self._means[2]
 
 
@@ -255,12 +256,13 @@ class Ladder:
 
     @property
     def mean(self) -> torch.Tensor:
-        """The conditional means top down: mu^_L, then q's mean at z_{l+1} = the mean above, (B, sum d)."""
+        """The conditional means top down: mu^_L, then q's mean at z_{l+1} = the mean above, (B, sum d); with
+        flows, each layer's flow of its Gaussian's mean (`FlowPosterior.mean`)."""
         return self._means[0]
 
     @property
     def stddev(self) -> torch.Tensor:
-        """The conditional standard deviations along `mean`'s pass, (B, sum d)."""
+        """The conditional standard deviations along `mean`'s pass, (B, sum d) (of the Gaussians under any flows)."""
         return self._means[2]
 
 

@@ -29,7 +29,8 @@ class VAE(nn.Module):
     The networks are `config.arch` (aevb.nets.ARCHS), or your own (aevb.custom: `encoder`, `decoder`), and
     p(z) is `config.prior` (aevb.priors.PRIORS).
     With `config.flow` (aevb.flows.FLOWS), q(z|x) is that flow on top of the Gaussian, conditioned on a
-    context h(x) of `flow_context` numbers the encoder emits beside mu and log sigma^2.
+    context h(x) of `flow_context` numbers the encoder emits beside mu and log sigma^2 (a stack's every layer
+    has its own flow: `flow` is z_1's, aevb.hierarchy).
     A conditional VAE (`config.condition_on` "labels"; Sohn et al. 2015) is q(z|x, y) p(z) p(x|z, y):
     `encode`, `decode` and `sample` then take the labels y, (B,) int64 in 0..classes-1, which both
     networks see one-hot beside their input; an unconditional model ignores y.

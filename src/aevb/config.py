@@ -77,7 +77,7 @@ class ModelConfig:
     condition_on: str = "none"  # "labels": encoder and decoder also see the one-hot label y (a conditional VAE)
     classes: int = 0  # condition_on labels: label classes 0..classes-1 (0: resolved from the training labels)
     standardize: bool = False  # the model sees (x - mean) / std of the training set; densities stay in x's units
-    flow: str = "none"  # q(z|x): "none" the diagonal Gaussian; "iaf" inverse autoregressive flow on top of it
+    flow: str = "none"  # q(z|x): "none" the diagonal Gaussian; "iaf" inverse autoregressive flow on it (each layer's)
     flow_steps: int = 2  # iaf: steps T, each a MADE network; the variable order is reversed between steps
     flow_hidden: tuple[int, ...] = (320, 320)  # iaf: hidden layer sizes of each step's MADE
     flow_context: int = 64  # iaf: size of the context h(x) the encoder emits beside mu and log sigma^2
@@ -103,10 +103,6 @@ class ModelConfig:
             "or --prior normal or mog with a flow",
         )
         _check_layers(self)
-        _check(
-            self.flow == "none" or len(self.layers) == 1,
-            "--flow iaf is for one latent layer (--latent-dim); a stack of --latents takes --flow none",
-        )
         _check(self.classes >= 0, "classes must be >= 0")
         _check(self.condition_on == "labels" or self.classes == 0, "classes is only for --condition-on labels (else 0)")
         _check(

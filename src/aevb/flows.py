@@ -16,7 +16,8 @@ to the next. Each step's Jacobian dz_t/dz_{t-1} is triangular with diagonal sigm
 log q along the draw (what the objectives and the importance-sampled log p(x) use); `log_prob(z)` of a
 given z inverts the flow, D sequential passes per step (fine for tests and small batches).
 `IAF.posterior(q0, h)` turns any diagonal Gaussian and its context into a flow posterior: one IAF per
-latent layer gives each layer of a hierarchy its own flow.
+latent layer gives each layer of a hierarchy its own flow (aevb.hierarchy: layer 1's is the model's `flow`,
+layers 2..L's the stack's `flows`, each conditioned on a context from the net that gives the layer's Gaussian).
 
 The MADE networks run like the encoder (in bf16 under autocast); their outputs are cast to fp32 and
 the update and log-determinant are computed in fp32, like every density in aevb.
@@ -126,7 +127,8 @@ class IAF(nn.Module):
         return z, log_det
 
     def posterior(self, base: DiagonalGaussian, h: torch.Tensor) -> FlowPosterior:
-        """q(z|x): this flow on top of the Gaussian q_0 = `base` (batch (B,), event (D,)) with context h (B, C)."""
+        """q(z|x): this flow on top of the Gaussian q_0 = `base` (batch (B,), event (D,)) with context h (B, C).
+        `base` may be any diagonal Gaussian with DiagonalGaussian's members (a stack's layer, aevb.hierarchy)."""
         return FlowPosterior(base, self, h)
 
 
@@ -174,10 +176,11 @@ class FlowPosterior:
         return self.base.log_prob(z0) - log_det
 
 
-def _iaf(c: ModelConfig) -> IAF:
-    return IAF(c.latent_dim, c.flow_context, c.flow_hidden, c.flow_steps, c.activation)
+def _iaf(c: ModelConfig, dim: int) -> IAF:
+    return IAF(dim, c.flow_context, c.flow_hidden, c.flow_steps, c.activation)
 
 
-# The posterior flows `--flow` names (`ModelConfig.flow` is checked against this dict): config -> the
-# flow module (None: the diagonal Gaussian itself). The encoder then also emits the flow's context.
-FLOWS: dict[str, Callable[[ModelConfig], IAF | None]] = {"none": lambda c: None, "iaf": _iaf}
+# The posterior flows `--flow` names (`ModelConfig.flow` is checked against this dict): (config, size of the
+# latent layer) -> the flow module (None: the diagonal Gaussian itself). The encoder then also emits the flow's
+# context (and in a stack each layer's `up` net its own layer's, aevb.hierarchy).
+FLOWS: dict[str, Callable[[ModelConfig, int], IAF | None]] = {"none": lambda c, dim: None, "iaf": _iaf}

@@ -13,6 +13,12 @@ the decoder's `down` nets mirroring the `up` nets. Two posteriors (`INFERENCE`, 
   and q(z_l | z_{l+1}, x) is the precision-weighted product of N(mu^_l, sigma^_l^2) and the generative
   p(z_l | z_{l+1}) (the `down` nets, shared with the generative path).
 
+With `--flow iaf`, each layer's Gaussian carries an IAF (Kingma et al. 2016; `aevb.flows`) conditioned on a
+context from the net that gives that Gaussian: z_1's flow is the model's `flow` (context from the encoder),
+layers 2..L's are this module's `flows` (contexts from the `up` nets: bottom-up, of the draw below; ladder,
+of the bottom-up pass, the flow then on the precision-weighted Gaussian). log q(z|x) stays exact along a
+draw. The posteriors themselves are in `aevb.hierarchy_posteriors`.
+
 z is all layers side by side, bottom first, (..., sum(latents)); the noise eps has the same layout. The
 KL of a stack has no closed form (`kl` is None): the ELBO estimates log q(z|x) - log p(z) by Monte Carlo
 from the same draws (estimator A), an unbiased estimate; the importance-sampled log p(x) uses the exact
@@ -23,7 +29,7 @@ means of the layers it depends on): E_q[z] exactly for linear nets, the code plo
 cut from the graph but not z's: each layer's Gaussian is recomputed from the (differentiable) layers it
 is conditioned on, through the same nets run with detached parameters (`frozen`). log q(z|x) then keeps
 its dependence on z, parents included (the path term), and loses the direct one on phi (the score term).
-phi is every parameter q's density reads:
+phi is every parameter q's density reads (a stack with flows has no `detached()`: stl and dreg refuse it):
 
 - bottom-up: the encoder (q(z_1|x)) and the `up` nets;
 - ladder: the encoder and the `up` nets (the bottom-up Gaussians N(mu^_l, sigma^_l^2), which depend on x
@@ -38,40 +44,20 @@ phi is every parameter q's density reads:
 
 from __future__ import annotations
 
-import copy
-import functools
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Normal
 
+from .flows import FLOWS, IAF
+from .hierarchy_posteriors import POSTERIORS, BottomUp, Ladder, log_normal, split_gaussian, split_with_context
 from .nets import MLP
 
 if TYPE_CHECKING:  # config reads INFERENCE: this module must not import config when it runs
     from .config import ModelConfig
 
-
-def _gaussian(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, log sigma^2) of a net's output [mu | log sigma^2], (..., 2d) -> 2 x (..., d), in fp32
-    when autocast ran the net in bf16."""
-    if out.dtype in (torch.float16, torch.bfloat16):
-        out = out.float()
-    mu, logvar = out.chunk(2, dim=-1)
-    return mu, logvar
-
-
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag exp(logvar)) summed over the last dimension, z.shape[:-1] nats."""
-    return Normal(mu, torch.exp(0.5 * logvar), validate_args=False).log_prob(z).sum(-1)
-
-
-def frozen(net: nn.Module) -> Callable[..., torch.Tensor]:
-    """net's forward with its parameters and buffers detached (no copy): the same numbers, and a graph
-    only through the inputs. What `detached()` posteriors run their nets with."""
-    tensors = {n: t.detach() for n, t in (*net.named_parameters(), *net.named_buffers())}
-    return lambda *inputs: torch.func.functional_call(net, tensors, inputs)
+__all__ = ["INFERENCE", "POSTERIORS", "BottomUp", "Hierarchy", "Ladder", "layer_hidden"]
 
 
 def layer_hidden(config: ModelConfig, lower: int) -> tuple[int, ...]:
@@ -91,13 +77,19 @@ class Hierarchy(nn.Module):
         # the ladder's bottom-up pass reads layer l's [mu^, log sigma^2]; bottom-up inference reads the draw z_l
         width = 2 if config.inference == "ladder" else 1
         act = config.activation
+        # with --flow, layers 2..L get an IAF each (`flows`; z_1's is the model's `flow`) and each `up` net also
+        # emits the context h of the layer it gives the Gaussian of (the ladder's: from the bottom-up pass)
+        made = [FLOWS[config.flow](config, d) for d in self.sizes[1:]]
+        self.context = 0 if made[0] is None else config.flow_context
         self.up = nn.ModuleList(
-            MLP(width * lo, layer_hidden(config, lo), 2 * hi, act) for lo, hi in zip(self.sizes, self.sizes[1:])
+            MLP(width * lo, layer_hidden(config, lo), 2 * hi + self.context, act)
+            for lo, hi in zip(self.sizes, self.sizes[1:])
         )
         self.down = nn.ModuleList(
             MLP(hi, tuple(reversed(layer_hidden(config, lo))), 2 * lo, act)
             for lo, hi in zip(self.sizes, self.sizes[1:])
         )
+        self.flows = None if made[0] is None else nn.ModuleList(made)  # created last: a stack without keeps its draws
 
     @property
     def noise_dim(self) -> int:
@@ -109,18 +101,21 @@ class Hierarchy(nn.Module):
 
     def conditional(self, i: int, above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log sigma^2) of p(z_l | z_{l+1} = above) for layer l = i + 1 (i 0-based, < L-1): 2 x (..., d_l)."""
-        return _gaussian(self.down[i](above))
+        return split_gaussian(self.down[i](above))
 
-    def posterior(self, encoded: torch.Tensor) -> BottomUp | Ladder:
-        """q(z|x) from the encoder's output [mu | log sigma^2] of z_1 (B, 2 d_1), fp32."""
-        return POSTERIORS[self.inference](self, *encoded.chunk(2, dim=-1))
+    def posterior(self, encoded: torch.Tensor, flow: IAF | None = None) -> BottomUp | Ladder:
+        """q(z|x) from the encoder's output [mu | log sigma^2 (| h)] of z_1 (B, 2 d_1 (+ C)), fp32; `flow`: z_1's
+        IAF (the model's `flow`), given exactly when this stack has `flows`."""
+        if self.flows is None:
+            return POSTERIORS[self.inference](self, *encoded.chunk(2, dim=-1))
+        return POSTERIORS[self.inference](self, *split_with_context(encoded, self.context), [flow, *self.flows])
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z_L) + sum_l log p(z_l | z_{l+1}), z.shape[:-1] nats."""
         zs = self.split(z)
         lp = Normal(0.0, 1.0, validate_args=False).log_prob(zs[-1]).sum(-1)
         for i in range(len(zs) - 1):
-            lp = lp + _log_normal(zs[i], *self.conditional(i, zs[i + 1]))
+            lp = lp + log_normal(zs[i], *self.conditional(i, zs[i + 1]))
         return lp
 
     def sample_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -143,144 +138,4 @@ class Hierarchy(nn.Module):
         return torch.cat(zs, -1)
 
 
-class BottomUp:
-    """q(z|x) = q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1}) (Burda et al. 2016): each layer a diagonal Gaussian
-    whose parameters are an MLP (`up`) of the draw below. Members as `aevb.latent.DiagonalGaussian`'s."""
-
-    def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor, up: Sequence[Callable] | None = None):
-        self.h, self.mu1, self.logvar1 = h, mu, logvar  # q(z_1|x): (B, d_1)
-        self.up = h.up if up is None else up  # q(z_{l+1} | z_l)'s nets: h.up, or their `frozen` forwards
-
-    @property
-    def noise_dim(self) -> int:
-        return self.h.noise_dim
-
-    def _walk(self, pick: Callable, eps: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Up the stack: layer l's (mu, logvar) from the layer below, z_l = pick(i, mu, logvar) (l = i + 1); returns
-        z (..., sum d), log q(z|x) (...,) nats and the conditional scales side by side."""
-        mu, logvar = self.mu1, self.logvar1
-        zs, scales, lq = [], [], 0.0
-        for i in range(len(self.h.sizes)):
-            if i > 0:
-                mu, logvar = _gaussian(self.up[i - 1](zs[-1]))
-            z = pick(i, mu, logvar)
-            zs.append(z)
-            scales.append(torch.exp(0.5 * logvar).expand_as(z))
-            lq = lq + _log_normal(z, mu, logvar)
-        return torch.cat(zs, -1), lq, torch.cat(scales, -1)
-
-    def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable."""
-        e = self.h.split(eps)
-        z, lq, _ = self._walk(lambda i, mu, logvar: mu + torch.exp(0.5 * logvar) * e[i])
-        return z, lq
-
-    def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
-        """z (..., B, sum d) from noise eps (..., B, sum d)."""
-        return self.rsample_with_log_prob(eps)[0]
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
-        zs = self.h.split(z)
-        return self._walk(lambda i, mu, logvar: zs[i])[1]
-
-    def detached(self) -> BottomUp:
-        """This q with phi (the encoder's q(z_1|x) and the `up` nets) cut from the graph: `log_prob(z)` has the
-        same numbers, and a gradient along z alone, each layer's parents included (module docstring)."""
-        return BottomUp(self.h, self.mu1.detach(), self.logvar1.detach(), [frozen(net) for net in self.h.up])
-
-    @functools.cached_property
-    def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._walk(lambda i, mu, logvar: mu)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """The conditional means: mu_1(x), then mu_l at z_{l-1} = the mean below, (B, sum d)."""
-        return self._means[0]
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        """The conditional standard deviations along `mean`'s pass, (B, sum d)."""
-        return self._means[2]
-
-
-class Ladder:
-    """q(z|x) = q(z_L|x) prod_l q(z_l | z_{l+1}, x) with top-down precision weighting (Sonderby et al.
-    2016, eqs. 17-19). Members as `aevb.latent.DiagonalGaussian`'s."""
-
-    def __init__(self, h: Hierarchy, mu: torch.Tensor, logvar: torch.Tensor):
-        self.h, self.down = h, h.down  # p(z_l | z_{l+1})'s nets, as q reads them: h.down, or `frozen` forwards
-        self.hats = [(mu, logvar)]  # the deterministic bottom-up pass: N(mu^_l, sigma^_l^2) per layer, (B, d_l)
-        for up in h.up:
-            self.hats.append(_gaussian(up(torch.cat(self.hats[-1], -1))))
-
-    @property
-    def noise_dim(self) -> int:
-        return self.h.noise_dim
-
-    def _layer(self, i: int, above: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, log sigma^2) of q(z_l | z_{l+1} = above, x): the bottom-up Gaussian times p(z_l | z_{l+1}),
-        renormalised: precisions add, the mean is the precision-weighted mean."""
-        mu_hat, lv_hat = self.hats[i]
-        if above is None:  # the top layer: q(z_L|x) is the bottom-up Gaussian
-            return mu_hat, lv_hat
-        mu_p, lv_p = _gaussian(self.down[i](above))  # the generative p(z_l | z_{l+1}) (h.conditional)
-        logvar = -torch.logaddexp(-lv_hat, -lv_p)  # 1/sigma^2 = 1/sigma^_l^2 + 1/sigma_p^2
-        w = torch.sigmoid(lv_p - lv_hat)  # the bottom-up Gaussian's share of the precision
-        return w * mu_hat + (1 - w) * mu_p, logvar
-
-    def _walk(self, pick: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Down the stack from z_L: layer l's (mu, logvar) given the layer above, z_l = pick(i, mu, logvar) (l = i + 1);
-        returns z (..., sum d), log q(z|x) (...,) nats and the conditional scales, bottom first."""
-        zs, scales, lq, above = [], [], 0.0, None
-        for i in reversed(range(len(self.h.sizes))):
-            mu, logvar = self._layer(i, above)
-            above = pick(i, mu, logvar)
-            zs.insert(0, above)
-            scales.insert(0, torch.exp(0.5 * logvar).expand_as(above))
-            lq = lq + _log_normal(above, mu, logvar)
-        return torch.cat(zs, -1), lq, torch.cat(scales, -1)
-
-    def rsample_with_log_prob(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, log q(z|x)) from noise eps (..., B, sum d): (..., B, sum d) and (..., B) nats, differentiable."""
-        e = self.h.split(eps)
-        z, lq, _ = self._walk(lambda i, mu, logvar: mu + torch.exp(0.5 * logvar) * e[i])
-        return z, lq
-
-    def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
-        """z (..., B, sum d) from noise eps (..., B, sum d)."""
-        return self.rsample_with_log_prob(eps)[0]
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z|x) of any z (..., B, sum d), (..., B) nats."""
-        zs = self.h.split(z)
-        return self._walk(lambda i, mu, logvar: zs[i])[1]
-
-    def detached(self) -> Ladder:
-        """This q with phi cut from the graph: the bottom-up Gaussians detached and the `down` nets run
-        `frozen` inside q (not in log p(z)); `log_prob(z)` has the same numbers, and a gradient along z
-        alone, each layer's parent z_{l+1} included (module docstring)."""
-        q = copy.copy(self)
-        q.__dict__.pop("_means", None)  # a cached pass of the graph-carrying q
-        q.hats = [(mu.detach(), logvar.detach()) for mu, logvar in self.hats]
-        q.down = [frozen(net) for net in self.h.down]
-        return q
-
-    @functools.cached_property
-    def _means(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._walk(lambda i, mu, logvar: mu)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """The conditional means top down: mu^_L, then q's mean at z_{l+1} = the mean above, (B, sum d)."""
-        return self._means[0]
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        """The conditional standard deviations along `mean`'s pass, (B, sum d)."""
-        return self._means[2]
-
-
-# --inference: the posterior of a stack, built from the Hierarchy and q(z_1|x)'s encoder output
-POSTERIORS: dict[str, Callable[..., BottomUp | Ladder]] = {"bottom-up": BottomUp, "ladder": Ladder}
 INFERENCE = tuple(POSTERIORS)

@@ -29,7 +29,8 @@ class VAE(nn.Module):
     The networks are `config.arch` (aevb.nets.ARCHS), or your own (aevb.custom: `encoder`, `decoder`), and
     p(z) is `config.prior` (aevb.priors.PRIORS).
     With `config.flow` (aevb.flows.FLOWS), q(z|x) is that flow on top of the Gaussian, conditioned on a
-    context h(x) of `flow_context` numbers the encoder emits beside mu and log sigma^2.
+    context h(x) of `flow_context` numbers the encoder emits beside mu and log sigma^2 (a stack's every layer
+    has its own flow: `flow` is z_1's, aevb.hierarchy).
     A conditional VAE (`config.condition_on` "labels"; Sohn et al. 2015) is q(z|x, y) p(z) p(x|z, y):
     `encode`, `decode` and `sample` then take the labels y, (B,) int64 in 0..classes-1, which both
     networks see one-hot beside their input; an unconditional model ignores y.
@@ -60,7 +61,7 @@ class VAE(nn.Module):
         # encoder -> [mu, logvar(, flow context)]; decoder -> the likelihood head's parameters; a conv decoder needs
         # them as whole channels per pixel (every head's outputs but mixed's, which is for tables, are a multiple of D)
         sizes = network_sizes(config)
-        self.flow = FLOWS[config.flow](config)  # None: q(z|x) is the diagonal Gaussian
+        self.flow = FLOWS[config.flow](config, config.latent_dim)  # z_1's flow; None: q(z|x) is the diagonal Gaussian
         if encoder is None:
             out = sizes.decoder_out
             self.encoder, self.decoder = ARCHS[config.arch](config, sizes.encoder_out, out, out // config.data_dim)
@@ -139,7 +140,7 @@ class VAE(nn.Module):
         if out.dtype in (torch.float16, torch.bfloat16):  # autocast: q's parameters (and sigma's exp) in fp32
             out = out.float()
         if self.hierarchy is not None:
-            return self.hierarchy.posterior(out)
+            return self.hierarchy.posterior(out, self.flow)
         d = self.config.latent_dim
         mu, logvar, context = out.split((d, d, out.shape[-1] - 2 * d), dim=-1)
         q = DiagonalGaussian(mu, torch.exp(0.5 * logvar))

@@ -60,10 +60,10 @@ FIELD_HELP = {
     f"For the location-scale likelihoods: {', '.join(standardizable(C.ModelConfig()))}",
     "flow": "q(z|x): none = the diagonal Gaussian; iaf = inverse autoregressive flow on top of it (Kingma et al. "
     "2016): --flow-steps MADE steps conditioned on an encoder context; log q(z|x) stays exact, the KL is then a "
-    "Monte Carlo estimate",
-    "flow_steps": "steps of --flow iaf (the variable order is reversed between steps)",
+    "Monte Carlo estimate; with --latents, one IAF per layer",
+    "flow_steps": "steps of --flow iaf, per latent layer (the variable order is reversed between steps)",
     "flow_hidden": "hidden layer sizes of the MADE network of each --flow iaf step",
-    "flow_context": "size of the context h(x) that the encoder emits for --flow iaf",
+    "flow_context": "size of the context h(x) that the encoder (and, with --latents, each up net) emits for --flow iaf",
     "module": "your own networks: PKG.MOD:BUILD, the import path of build(config) -> (encoder, decoder), "
     "two torch.nn.Modules mapping rows as aevb.custom says (looked up from the current folder first); they "
     "replace --arch, --hidden and --channels, the likelihood, prior, flow and --latents above z_1 stay; "

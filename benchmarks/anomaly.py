@@ -356,10 +356,13 @@ def main() -> None:
     w.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
     r = sub.add_parser("report", help="write docs/benchmarks/anomaly.md from every record; print its tables")
     r.add_argument("--docs", type=Path, default=DOCS, help="folder of the records and the page (default: %(default)s)")
+    r.add_argument(
+        "--seeds", type=int, nargs="+", help="print the tables on only these seeds and write nothing (default: all)"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.part == "report":
-        return report(args.docs)
+        return report(args.docs, args.seeds)
     {"tabular": tabular, "images": images, "sweep": sweep}[args.part](args)
 
 

@@ -88,12 +88,16 @@ def head_to_head(row: dict, methods: list[str]) -> dict[str, tuple[int, bool]]:
     out = {}
     for m in methods:
         others = [row[o]["auc"][0] for o in methods if o != m]
-        out[m] = (1 + sum(v > row[m]["auc"][0] for v in others), row[m]["auc"][0] >= max(others) - WIN_MARGIN)
+        best_other = max(others, default=-np.inf)
+        out[m] = (1 + sum(v > row[m]["auc"][0] for v in others), row[m]["auc"][0] >= best_other - WIN_MARGIN)
     return out
 
 
-def tables(datasets: dict[str, dict]) -> list[str]:
-    """Markdown: ROC-AUC and AP per set (with aevb's rank), and the summary; the seeds they use."""
+def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str]:
+    """Markdown: ROC-AUC and AP per set (with aevb's rank), and the summary; the seeds they use (only: of
+    these seeds)."""
+    if only is not None:
+        datasets = {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
     methods, seeds, left_out = common(datasets)
     if not methods or not seeds:
         return ["No seed was run by every method on every set: nothing to compare.", ""]
@@ -157,7 +161,7 @@ def text_table(datasets: dict[str, dict]) -> str:
     return "\n".join(lines[:1] + lines[start:ap] + lines[summary:])
 
 
-def section(title: str, records: list[dict]) -> list[str]:
+def section(title: str, records: list[dict], only: list[int] | None = None) -> list[str]:
     """One part's section: the commands of its records, then its tables."""
     protocols = {json.dumps({k: r.get(k) for k in ("train_rows", "test_rows")}) for r in records}
     if len(protocols) > 1:  # other subsets of the images: their rows are not on the same splits
@@ -171,16 +175,18 @@ def section(title: str, records: list[dict]) -> list[str]:
             lines.append(f"  - its PyOD VAE, IsolationForest and PCA rows copied from `{copied}`")
     vs = {json.dumps(r["versions"]) for r in records if "versions" in r}
     lines += [""] + ["Versions: " + ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) + "." for v in sorted(vs)]
-    if records[-1].get("aevb"):
-        lines.append(f"aevb settings: `{records[-1]['aevb']}`.")
+    ran_aevb = [r for r in records if r.get("aevb") and "aevb" in r.get("detectors", ["aevb"])]
+    if ran_aevb:
+        lines.append(f"aevb settings: `{ran_aevb[-1]['aevb']}`.")
     datasets = merged_datasets(records)
     if all(name.split("_")[0].isdigit() for name in datasets):  # ADBench: in the sets' numeric order
         datasets = dict(sorted(datasets.items(), key=lambda kv: int(kv[0].split("_")[0])))
-    return lines + [""] + tables(datasets)
+    return lines + [""] + tables(datasets, only)
 
 
-def report(docs: Path) -> None:
-    """Write docs/anomaly.md from the records in `docs` and print each part's tables."""
+def report(docs: Path, only: list[int] | None = None) -> None:
+    """Write docs/anomaly.md from the records in `docs` and print each part's tables; only: print the tables
+    on these seeds alone and write nothing."""
     lines = [
         "# Anomaly detection benchmark",
         "",
@@ -191,9 +197,11 @@ def report(docs: Path) -> None:
     for part, title in PARTS.items():
         records = read_records(sorted(docs.glob(f"anomaly_{part}*.json")))
         if records:
-            body = section(title, records)
+            body = section(title, records, only)
             print("\n".join(body))
             lines += body
+    if only is not None:
+        return
     notes = docs / "anomaly_notes.md"
     if notes.exists():
         lines += [notes.read_text()]

@@ -93,3 +93,11 @@ def test_page_means_and_wins_from_two_records(tmp_path):
     assert "| 1_x | 10 | 2 | 10.0% | 0.700 ± 0.100 | **0.750 ± 0.000** | 2 of 2 |" in page
     assert f"| {aevb} | 0.800 | 0.400 | 1.50 | 1 of 2 | 1.00 | 0.50 |" in page
     assert "| KNN | 0.700 | 0.350 | 1.50 | 1 of 2 | 1.00 | 0.50 |" in page
+
+
+def test_tables_on_chosen_seeds_only():
+    aevb = anomaly_report.AEVB
+    sets = {"1_x": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row(aevb, 0, 0.8), _row(aevb, 1, 0.6)]}}
+    lines = anomaly_report.tables(sets, only=[1])
+    assert lines[0].startswith("Seeds: 1 ")
+    assert "| 1_x | 10 | 2 | 10.0% | **0.600** | 1 of 1 (win) |" in lines

@@ -1,0 +1,209 @@
+"""The anomaly benchmark's page: docs/benchmarks/anomaly.md, written from every record that
+`benchmarks/anomaly.py tabular|images` left beside it (anomaly_tabular*.json, anomaly_mnist*.json,
+anomaly_fashion-mnist*.json).
+
+Records of several invocations (other datasets, seeds or detectors) are combined per part: a row is
+(dataset, method, seed), and where two records hold the same one, the later record's (its "written"
+time; records without one count as oldest) is kept. The tables use the seeds that every method has on
+every set, so that each mean is over the same splits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from aevb.files import atomic_write_text
+
+AEVB_SCORES = {"log-likelihood": "aevb log p(x)", "elbo": "aevb ELBO", "reconstruction": "aevb recon. prob."}
+AEVB = AEVB_SCORES["log-likelihood"]  # the aevb column ranked against the peers: one entry, a fair count
+PEER_ORDER = ("PyOD VAE", "IsolationForest", "PCA", "MCD", "HBOS", "COPOD", "ECOD", "KNN", "LOF")
+WIN_MARGIN = 0.005  # first, or within this ROC-AUC of the first, counts as a win
+PARTS = {
+    "tabular": "ADBench classical tabular datasets",
+    "mnist": "MNIST one-class-out",
+    "fashion-mnist": "Fashion-MNIST one-class-out",
+}
+
+
+def read_records(paths: list[Path]) -> list[dict]:
+    """The JSON records at `paths`, oldest first (by their "written" time, then name)."""
+    recs = [(json.loads(p.read_text()), p.name) for p in paths]
+    return [r for r, _ in sorted(recs, key=lambda rn: (rn[0].get("written", ""), rn[1]))]
+
+
+def merged_datasets(paths_or_records: list) -> dict[str, dict]:
+    """{dataset: {n, d, anomalies, rows}} over several records; a (method, seed) row in several records:
+    the latest record's."""
+    records = paths_or_records
+    if records and isinstance(records[0], Path):
+        records = read_records(records)
+    out: dict[str, dict] = {}
+    for rec in records:
+        for name, d in rec["datasets"].items():
+            rows = {(r["method"], r["seed"]): r for r in out.get(name, {}).get("rows", [])}
+            rows.update({(r["method"], r["seed"]): r for r in d["rows"]})
+            out[name] = {**d, "rows": list(rows.values())}
+    return out
+
+
+def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
+    """(methods on every set, in column order; the seeds all of them have on every set; methods left out)."""
+    present = {r["method"] for d in datasets.values() for r in d["rows"]}
+    order = [m for m in (*AEVB_SCORES.values(), *PEER_ORDER) if m in present]
+    order += sorted(present - set(order))
+    have = {m: [{r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()] for m in order}
+    methods = [m for m in order if all(have[m])]
+    seeds = set.intersection(*(s for m in methods for s in have[m])) if methods else set()
+    return methods, sorted(seeds), [m for m in order if m not in methods]
+
+
+def summarize(datasets: dict[str, dict], methods: list[str], seeds: list[int]) -> dict:
+    """{dataset: {method: {auc|ap|fit_s|score_s: (mean, std) over `seeds`}}}."""
+    table = {}
+    for name, d in datasets.items():
+        table[name] = {}
+        for m in methods:
+            rs = [r for r in d["rows"] if r["method"] == m and r["seed"] in seeds]
+            table[name][m] = {
+                k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
+                for k in ("auc", "ap", "fit_s", "score_s")
+            }
+    return table
+
+
+def ranks(row: dict, methods: list[str]) -> dict[str, float]:
+    """Each method's rank by mean ROC-AUC on one set (1 = best; ties share the mean rank)."""
+    from scipy.stats import rankdata
+
+    return dict(zip(methods, rankdata([-row[m]["auc"][0] for m in methods])))
+
+
+def head_to_head(row: dict, methods: list[str]) -> dict[str, tuple[int, bool]]:
+    """Per method of the head-to-head (aevb log p(x) and every peer): (rank by mean ROC-AUC, 1 = best; a win:
+    first or within WIN_MARGIN of the best of the others)."""
+    out = {}
+    for m in methods:
+        others = [row[o]["auc"][0] for o in methods if o != m]
+        best_other = max(others, default=-np.inf)
+        out[m] = (1 + sum(v > row[m]["auc"][0] for v in others), row[m]["auc"][0] >= best_other - WIN_MARGIN)
+    return out
+
+
+def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str]:
+    """Markdown: ROC-AUC and AP per set (with aevb's rank), and the summary; the seeds they use (only: of
+    these seeds)."""
+    if only is not None:
+        datasets = {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
+    methods, seeds, left_out = common(datasets)
+    if not methods or not seeds:
+        return ["No seed was run by every method on every set: nothing to compare.", ""]
+    table = summarize(datasets, methods, seeds)
+    h2h = [m for m in (AEVB, *PEER_ORDER) if m in methods]
+    lines = [f"Seeds: {', '.join(map(str, seeds))} (those every method below was run on, on every set)."]
+    if left_out:
+        lines[0] += f" Left out, as not run on every set: {', '.join(left_out)}."
+    lines.append("")
+    one = len(seeds) == 1
+    for metric, label in (("auc", "ROC-AUC"), ("ap", "Average precision")):
+        spread = "" if one else " (mean ± std over seeds)"
+        lines += [f"### {label}{spread}; best in bold", ""]
+        extra = f" | {AEVB} rank |" if metric == "auc" and AEVB in h2h else " |"
+        lines += [
+            "| dataset | n | d | anomalies | " + " | ".join(methods) + extra,
+            "|---|---:|---:|---:|" + "---:|" * (len(methods) + (extra != " |")),
+        ]
+        for name, row in table.items():
+            d, best = datasets[name], max(row[m][metric][0] for m in methods)
+            cells = []
+            for m in methods:
+                mean, std = row[m][metric]
+                text = f"{mean:.3f}" if one else f"{mean:.3f} ± {std:.3f}"
+                cells.append(f"**{text}**" if mean == best else text)
+            if extra != " |":
+                rank, win = head_to_head(row, h2h)[AEVB]
+                cells.append(f"{rank} of {len(h2h)}" + (" (win)" if win else ""))
+            lines.append(f"| {name} | {d['n']} | {d['d']} | {d['anomalies']:.1%} | " + " | ".join(cells) + " |")
+        means = [np.mean([row[m][metric][0] for row in table.values()]) for m in methods]
+        cells = [f"**{v:.3f}**" for v in means] + ([] if extra == " |" else [""])
+        lines += ["| **mean** | | | | " + " | ".join(cells) + " |", ""]
+    all_ranks = [ranks(row, methods) for row in table.values()]
+    wins = {m: sum(head_to_head(row, h2h)[m][1] for row in table.values()) for m in h2h}
+    lines += [
+        "### Summary",
+        "",
+        f"Wins: first by mean ROC-AUC among {', '.join(h2h)}, or within {WIN_MARGIN} of "
+        "the first. Times: mean over sets of the mean seconds per fit and per scoring of the test part.",
+        "",
+        "| method | mean ROC-AUC | mean AP | mean rank (all columns) | wins | fit s | score s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in methods:
+        mean = {k: np.mean([row[m][k][0] for row in table.values()]) for k in ("auc", "ap", "fit_s", "score_s")}
+        rank = np.mean([r[m] for r in all_ranks])
+        win = f"{wins[m]} of {len(table)}" if m in wins else ""
+        lines.append(
+            f"| {m} | {mean['auc']:.3f} | {mean['ap']:.3f} | {rank:.2f} | {win} | {mean['fit_s']:.2f} | "
+            f"{mean['score_s']:.2f} |"
+        )
+    return lines + [""]
+
+
+def text_table(datasets: dict[str, dict]) -> str:
+    """The ROC-AUC table and the summary of one record's datasets, for the terminal."""
+    lines = tables(datasets)
+    start = lines.index(next(x for x in lines if x.startswith("### ROC-AUC")))
+    ap = lines.index(next(x for x in lines if x.startswith("### Average precision")))
+    summary = lines.index("### Summary")
+    return "\n".join(lines[:1] + lines[start:ap] + lines[summary:])
+
+
+def section(title: str, records: list[dict], only: list[int] | None = None) -> list[str]:
+    """One part's section: the commands of its records, then its tables."""
+    protocols = {json.dumps({k: r.get(k) for k in ("train_rows", "test_rows")}) for r in records}
+    if len(protocols) > 1:  # other subsets of the images: their rows are not on the same splits
+        sys.exit(f"{title}: records with different train_rows/test_rows ({protocols}); remove all but one kind")
+    lines = [f"## {title}", "", "Records (oldest first; a row in several records is the latest one's):", ""]
+    for r in records:
+        what = f"detectors {', '.join(r['detectors'])}" if "detectors" in r else "aevb and its baselines"
+        lines.append(f"- `{r['command']}` ({r.get('written', 'before the records had times')}; {what})")
+        if r.get("baselines_from"):
+            copied = " ; ".join(r["baselines_from"]["commands"])
+            lines.append(f"  - its PyOD VAE, IsolationForest and PCA rows copied from `{copied}`")
+    vs = {json.dumps(r["versions"]) for r in records if "versions" in r}
+    lines += [""] + ["Versions: " + ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) + "." for v in sorted(vs)]
+    ran_aevb = [r for r in records if r.get("aevb") and "aevb" in r.get("detectors", ["aevb"])]
+    if ran_aevb:
+        lines.append(f"aevb settings: `{ran_aevb[-1]['aevb']}`.")
+    datasets = merged_datasets(records)
+    if all(name.split("_")[0].isdigit() for name in datasets):  # ADBench: in the sets' numeric order
+        datasets = dict(sorted(datasets.items(), key=lambda kv: int(kv[0].split("_")[0])))
+    return lines + [""] + tables(datasets, only)
+
+
+def report(docs: Path, only: list[int] | None = None) -> None:
+    """Write docs/anomaly.md from the records in `docs` and print each part's tables; only: print the tables
+    on these seeds alone and write nothing."""
+    lines = [
+        "# Anomaly detection benchmark",
+        "",
+        "Written by `python benchmarks/anomaly.py report` from the JSON records beside this page; every number "
+        "below was measured in the runs whose commands are shown.",
+        "",
+    ]
+    for part, title in PARTS.items():
+        records = read_records(sorted(docs.glob(f"anomaly_{part}*.json")))
+        if records:
+            body = section(title, records, only)
+            print("\n".join(body))
+            lines += body
+    if only is not None:
+        return
+    notes = docs / "anomaly_notes.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    atomic_write_text(docs / "anomaly.md", "\n".join(lines) + "\n")
+    print(f"wrote {docs / 'anomaly.md'}")

@@ -1,0 +1,103 @@
+"""benchmarks/anomaly.py's peers and page: every peer of the registry ranks a planted outlier cluster above
+the inliers, and the page combines records (latest row wins, common seeds) and counts wins as documented."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import anomaly_peers  # noqa: E402
+import anomaly_report  # noqa: E402
+
+
+def _planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, x_test, y_test): inliers near a 2-D plane in 6-D; the test part adds a tight cluster of 15
+    outliers off the plane and beyond every feature's inlier range (y = 1)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(2, 6))
+
+    def inliers(n):
+        return rng.normal(size=(n, 2)) @ w + 0.1 * rng.normal(size=(n, 6))
+
+    off_plane = np.linalg.svd(w)[2][2]  # a unit vector orthogonal to the plane
+    centre = 6.0 * np.abs(w).sum(0) + 3.0 * off_plane  # every feature far out, and off the plane
+    outliers = centre + 0.1 * rng.normal(size=(15, 6))
+    x_test = np.concatenate([inliers(150), outliers])
+    return inliers(300), x_test, np.r_[np.zeros(150), np.ones(15)]
+
+
+SLOW = {"PyOD VAE"}  # 30 epochs of a torch model: 5-17 s on a loaded 2-core machine
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in anomaly_peers.PEERS]
+)
+def test_each_peer_ranks_a_planted_cluster_above_the_inliers(name):
+    if name in anomaly_peers.NEEDS_PYOD:
+        pytest.importorskip("pyod", reason="pyod is not installed (the `bench` extra)")
+    x_train, x_test, y_test = _planted()
+    score = anomaly_peers.PEERS[name](x_train, 0)(x_test)
+    assert score.shape == (len(x_test),)
+    assert roc_auc_score(y_test, score) > 0.9
+
+
+def _row(method, seed, auc):
+    return {"method": method, "seed": seed, "auc": auc, "ap": auc / 2, "fit_s": 1.0, "score_s": 0.5}
+
+
+def test_records_combine_latest_row_wins_on_common_seeds():
+    meta = {"n": 1, "d": 1, "anomalies": 0.1}
+    old = {"datasets": {"a": {**meta, "rows": [_row("KNN", 0, 0.6), _row("KNN", 1, 0.7)]}}}
+    newer = {**meta, "rows": [_row("KNN", 0, 0.9), _row("LOF", 0, 0.5)]}
+    new = {"written": "2026-01-01T00:00:00+00:00", "datasets": {"a": newer}}
+    merged = anomaly_report.merged_datasets([old, new])
+    aucs = {(r["method"], r["seed"]): r["auc"] for r in merged["a"]["rows"]}
+    assert aucs == {("KNN", 0): 0.9, ("KNN", 1): 0.7, ("LOF", 0): 0.5}
+    methods, seeds, left_out = anomaly_report.common(merged)
+    assert (methods, seeds, left_out) == (["KNN", "LOF"], [0], [])  # LOF has only seed 0: KNN's seed 1 is out
+
+
+def test_aevb_rank_and_wins_within_the_margin():
+    aevb = anomaly_report.AEVB
+    row = {aevb: {"auc": (0.900, 0)}, "KNN": {"auc": (0.904, 0)}, "LOF": {"auc": (0.950, 0)}}
+    h2h = anomaly_report.head_to_head(row, [aevb, "KNN", "LOF"])
+    assert h2h[aevb] == (3, False) and h2h["LOF"] == (1, True) and h2h["KNN"] == (2, False)
+    row["LOF"]["auc"] = (0.9045, 0)  # now within 0.005 of the first: a win, though third
+    h2h = anomaly_report.head_to_head(row, [aevb, "KNN", "LOF"])
+    assert h2h[aevb] == (3, True) and h2h["KNN"] == (2, True)
+
+
+def test_page_means_and_wins_from_two_records(tmp_path):
+    aevb = anomaly_report.AEVB
+    sets = {
+        "1_x": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row(aevb, 0, 0.8), _row(aevb, 1, 0.6)]},
+        "2_y": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row(aevb, 0, 0.9), _row(aevb, 1, 0.9)]},
+    }
+    peers = {
+        "1_x": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row("KNN", 0, 0.75), _row("KNN", 1, 0.75)]},
+        "2_y": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row("KNN", 0, 0.5), _row("KNN", 1, 0.8)]},
+    }
+    for name, datasets in (("_a", sets), ("_b", peers)):
+        rec = {"command": f"run {name}", "versions": {"aevb": "0"}, "datasets": datasets}
+        (tmp_path / f"anomaly_tabular{name}.json").write_text(json.dumps(rec))
+    anomaly_report.report(tmp_path)
+    page = (tmp_path / "anomaly.md").read_text()
+    assert "Seeds: 0, 1 " in page and "`run _a`" in page and "`run _b`" in page
+    # aevb: 1_x mean 0.70 < KNN 0.75 (rank 2, not within 0.005); 2_y 0.90 > 0.65: one win of two
+    assert "| 1_x | 10 | 2 | 10.0% | 0.700 ± 0.100 | **0.750 ± 0.000** | 2 of 2 |" in page
+    assert f"| {aevb} | 0.800 | 0.400 | 1.50 | 1 of 2 | 1.00 | 0.50 |" in page
+    assert "| KNN | 0.700 | 0.350 | 1.50 | 1 of 2 | 1.00 | 0.50 |" in page
+
+
+def test_tables_on_chosen_seeds_only():
+    aevb = anomaly_report.AEVB
+    sets = {"1_x": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row(aevb, 0, 0.8), _row(aevb, 1, 0.6)]}}
+    lines = anomaly_report.tables(sets, only=[1])
+    assert lines[0].startswith("Seeds: 1 ")
+    assert "| 1_x | 10 | 2 | 10.0% | **0.600** | 1 of 1 (win) |" in lines

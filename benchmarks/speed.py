@@ -37,148 +37,22 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 import aevb
 from aevb import speed
-from aevb.evaluate import elbo_terms, log_likelihood
-from aevb.loop import Fitting, run_epoch
-from aevb.optimizers import OPTIMIZERS
+from aevb.evaluate import log_likelihood
 from aevb.preprocess import binarize_once
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported
+from speed_loops import Aevb, D, Reference  # noqa: E402
+from speed_peak import eval_flops, matmul_gflops, peaks, train_flops  # noqa: E402
 
 NETS = {  # name: (hidden, latent, activation, batch)
     "examples 784-400-20 relu b128": (400, 20, "relu", 128),
     "paper 784-500-20 tanh b100": (500, 20, "tanh", 100),
     "examples 784-400-20 relu b1024": (400, 20, "relu", 1024),
 }
-D = 784
-
-
-# ---------------------------------------------------------------- the machine's limit
-
-
-def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.5) -> float:
-    """GFLOP/s of (m, k) @ (k, n) in dtype, best of 3 timed blocks."""
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    for _ in range(3):
-        a @ b
-    reps = max(1, int(seconds * 1e11 / (2 * m * k * n)))
-    best = math.inf
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * m * k * n * reps / best / 1e9
-
-
-def peaks(hidden: int, batch: int, seconds: float = 0.5, dtypes=("fp32", "bf16")) -> dict[str, float]:
-    """fp32 and bf16 matmul GFLOP/s at the encoder's and decoder's big layer (batch rows), the faster."""
-    out = {}
-    for name in dtypes:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
-        enc = matmul_gflops(batch, D, hidden, dtype, seconds)
-        dec = matmul_gflops(batch, hidden, D, dtype, seconds)
-        out[name] = max(enc, dec)
-    return out
-
-
-def train_flops(hidden: int, latent: int) -> float:
-    """FLOPs of one example's forward and backward pass: 2 per MAC forward, 4 backward (weights and
-    inputs), less the input gradient of the first layer, which nothing needs."""
-    macs = D * hidden + hidden * 2 * latent + latent * hidden + hidden * D
-    return 6 * macs - 2 * D * hidden
-
-
-def eval_flops(hidden: int, latent: int) -> float:
-    """FLOPs per importance sample: the decoder's forward (the encoder runs once per image)."""
-    return 2 * (latent * hidden + hidden * D)
-
-
-# ---------------------------------------------------------------- the reference loop
-
-
-class RefVAE(nn.Module):
-    """The PyTorch examples VAE's network, hidden/latent sizes and activation as given."""
-
-    def __init__(self, hidden: int, latent: int, act: str):
-        super().__init__()
-        self.fc1, self.fc21, self.fc22 = nn.Linear(D, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
-        self.fc3, self.fc4 = nn.Linear(latent, hidden), nn.Linear(hidden, D)
-        self.act = torch.relu if act == "relu" else torch.tanh
-
-    def forward(self, x):
-        h = self.act(self.fc1(x))
-        mu, logvar = self.fc21(h), self.fc22(h)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(self.act(self.fc3(z)))), mu, logvar
-
-
-def ref_loss(recon, x, mu, logvar):  # the examples' loss: the negative ELBO summed over the batch
-    bce = F.binary_cross_entropy(recon, x, reduction="sum")
-    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-
-
-class Reference:
-    """Model, optimiser and DataLoader of the reference loop; `epoch(x)` trains one pass."""
-
-    def __init__(self, hidden, latent, act, batch, seed=0):
-        torch.manual_seed(seed)
-        self.model, self.batch = RefVAE(hidden, latent, act), batch
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-
-    def epoch(self, x: torch.Tensor) -> float:
-        """One pass over x (grey levels, dynamically binarised per batch); returns seconds."""
-        self.model.train()
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=self.batch, shuffle=True)
-        t = time.perf_counter()
-        for (xb,) in loader:
-            xb = torch.bernoulli(xb)
-            self.opt.zero_grad()
-            loss = ref_loss(*self._fwd(xb))
-            loss.backward()
-            loss.item()
-            self.opt.step()
-        return time.perf_counter() - t
-
-    def _fwd(self, xb):
-        recon, mu, logvar = self.model(xb)
-        return recon, xb, mu, logvar
-
-    @torch.no_grad()
-    def test_elbo(self, x: torch.Tensor) -> float:
-        self.model.eval()
-        total = 0.0
-        for i in range(0, x.shape[0], 1000):
-            xb = x[i : i + 1000]
-            total += ref_loss(*self._fwd(xb)).item()
-        return -total / x.shape[0]
-
-
-class Aevb:
-    """aevb's model and optimiser as `aevb.train` builds them; `epoch(x)` runs its trainer's loop."""
-
-    def __init__(self, hidden, latent, act, batch, precision="fp32", compile="off", seed=0):
-        self.mc = aevb.ModelConfig(data_shape=(D,), latent_dim=latent, hidden=(hidden,), activation=act)
-        self.tc = aevb.TrainConfig(
-            batch_size=batch, binarize="dynamic", precision=precision, compile=compile, seed=seed
-        )
-        torch.manual_seed(seed)
-        self.model = aevb.VAE(self.mc)
-        opt = OPTIMIZERS[self.tc.optimizer]
-        self.opt = opt(self.model.parameters(), lr=self.tc.lr, **speed.optimizer_options(opt, torch.device("cpu")))
-        self.gen = torch.Generator().manual_seed(seed)
-        self.fitting = Fitting.of(self.model, self.opt, self.gen, self.tc)
-
-    def epoch(self, x: torch.Tensor) -> float:
-        t = time.perf_counter()
-        run_epoch(self.fitting, x, self.tc)
-        return time.perf_counter() - t
-
-    def test_elbo(self, x: torch.Tensor) -> float:
-        return elbo_terms(self.model, x, seed=0).elbo.mean().item()
 
 
 # ---------------------------------------------------------------- the parts

@@ -19,6 +19,7 @@ import aevb
 from aevb.gradients import draw
 from aevb.objectives import elbo, iwae
 from aevb_process import aevb_main, assert_bitwise_equal, metrics, one_line_error, tensors
+from compiled_dreg import assert_dreg_compiled_equals_eager
 from linear_gaussian import D1, D2, INFERENCE, D, linear_gaussian_truth, linear_gaussian_vae, perturbed
 
 
@@ -223,24 +224,10 @@ def test_a_flow_posterior_is_refused_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_dreg_on_a_stack_under_torch_compile_equals_eager():
     # the frozen nets (torch.func.functional_call) and the hook on z compile (about 90 s cold, for both posteriors)
-    from aevb import speed
-    from aevb.config import TrainConfig
-    from aevb.objectives import OBJECTIVES
-
     for inference in INFERENCE:
         torch.manual_seed(0)
         cfg = aevb.ModelConfig(data_shape=(12,), latents=(3, 2), latent_hidden=(8,), hidden=(16,), inference=inference)
         model = aevb.VAE(cfg)
         x = torch.rand(8, 12, generator=torch.Generator().manual_seed(1)).bernoulli()
         eps = torch.randn(5, 8, 5, generator=torch.Generator().manual_seed(2))
-        grads = {}
-        for compiled in ("off", "on"):
-            train = TrainConfig(objective="iwae", k=5, gradient="dreg", compile=compiled)
-            model.zero_grad()
-            (-speed.objective(OBJECTIVES["iwae"], train)(model, x, train, eps, None).mean()).backward()
-            grads[compiled] = [p.grad.clone() for p in model.parameters()]
-        for a, b in zip(grads["off"], grads["on"]):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        model.zero_grad()
-        (-iwae(model, x, 5, eps=eps).mean()).backward()  # and DReG is not the standard gradient
-        assert not torch.allclose(grads["on"][0], model.encoder.net[0].weight.grad)
+        assert_dreg_compiled_equals_eager(model, x, eps)

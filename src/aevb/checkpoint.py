@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from . import custom
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .errors import CheckpointError
 from .files import atomic_write, atomic_write_text
@@ -109,14 +110,15 @@ def load(
     built as for training: their weights are read from model.safetensors (names and shapes checked)."""
     run_dir = Path(run_dir)
     model_cfg, _ = read_config(run_dir)
-    given = encoder is not None or decoder is not None
-    if model_cfg.module and not given:
-        raise CheckpointError(
-            f"{run_dir} was trained with your own networks (module {model_cfg.module}): pass them, "
-            "aevb.load(run_dir, encoder=..., decoder=...) (the CLI: --module PKG.MOD:BUILD)"
-        )
-    if given and not model_cfg.module:
-        raise CheckpointError(f"{run_dir} uses the in-tree networks (arch {model_cfg.arch}): load it without networks")
+    custom.check_given(
+        model_cfg,
+        encoder is not None or decoder is not None,
+        str(run_dir),
+        has="was trained with",
+        give="pass them, aevb.load(run_dir, encoder=..., decoder=...) (the CLI: --module PKG.MOD:BUILD)",
+        without="load it without networks",
+        error=CheckpointError,
+    )
     try:
         model = VAE(model_cfg, encoder, decoder)
     except ValueError as e:

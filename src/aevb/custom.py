@@ -123,16 +123,24 @@ def networks(path: str, config: ModelConfig, seed: int = 0) -> tuple[nn.Module, 
     return built
 
 
-def check_given(config: ModelConfig, built: bool, where: str) -> None:
-    """AevbError unless a model was `built` (by the caller, with its networks) exactly when `config`
-    (that of `where`: a run, or the data of a new one) names your own networks."""
-    if config.module and not built:
-        raise AevbError(
-            f"{where} has your own networks (module {config.module}): train the model built with them, "
-            "train(VAE(config, encoder=..., decoder=...), ...) (the CLI: --module PKG.MOD:BUILD)"
-        )
-    if built and not config.module:
-        raise AevbError(f"{where} uses the in-tree networks (arch {config.arch}): train it from its config")
+def check_given(
+    config: ModelConfig,
+    given: bool,
+    where: str,
+    *,
+    give: str,
+    without: str,
+    has: str = "has",
+    error: type[AevbError] = AevbError,
+) -> None:
+    """The rule of your own networks: they are given (`given`: a model built with them, or the networks
+    themselves) exactly when `config` (that of `where`: a run, or the data of a new one) records a `module`.
+    Else `error`, one line: "`where` `has` your own networks ...: `give`" (how to pass them) or "`where`
+    uses the in-tree networks ...: `without`" (what to do instead), in the words of the caller's API."""
+    if config.module and not given:
+        raise error(f"{where} {has} your own networks (module {config.module}): {give}")
+    if given and not config.module:
+        raise error(f"{where} uses the in-tree networks (arch {config.arch}): {without}")
 
 
 def check_built(built: ModelConfig, needed: ModelConfig, where: str) -> None:

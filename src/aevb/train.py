@@ -120,7 +120,14 @@ def _setup(
         model_config, train_config = run.resumed_configs(train_config)
     model_config, train_config = model_config or ModelConfig(), train_config or TrainConfig()
     where = str(run.path) if resume else f"the data ({train_config.dataset})"
-    custom.check_given(model_config, built is not None, str(run.path) if resume else "this config")
+    custom.check_given(
+        model_config,
+        built is not None,
+        str(run.path) if resume else "this config",
+        give="train the model built with them, train(VAE(config, encoder=..., decoder=...), ...) "
+        "(the CLI: --module PKG.MOD:BUILD)",
+        without="train it from its config",
+    )
     if dataset is not None and is_python_name(dataset.name) and not resume:
         train_config = dataclasses.replace(train_config, dataset=dataset.name)  # recorded in config.json
     if dataset is None and is_python_name(train_config.dataset):

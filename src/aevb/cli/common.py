@@ -31,15 +31,15 @@ def load_run(args: argparse.Namespace):
 
 def check_module(run: str | Path, model_cfg: C.ModelConfig, module: str | None) -> str | None:
     """`--module`, checked to be given exactly when the run was trained with its own networks."""
-    if model_cfg.module and not module:
-        raise AevbError(
-            f"{run} was trained with your own networks (module {model_cfg.module}): pass --module PKG.MOD:BUILD, "
-            "the import path of the function build(config) -> (encoder, decoder) that makes them"
-        )
-    if module and not model_cfg.module:
-        raise AevbError(
-            f"--module is for runs trained with your own networks; {run} has the in-tree --arch {model_cfg.arch}"
-        )
+    custom.check_given(
+        model_cfg,
+        bool(module),
+        str(run),
+        has="was trained with",
+        give="pass --module PKG.MOD:BUILD, the import path of the function build(config) -> (encoder, decoder) "
+        "that makes them",
+        without="--module is for runs trained with your own networks",
+    )
     return module
 
 

@@ -25,7 +25,7 @@ from ..recipes import RECIPES, recipe_fields
 from ..rundir import check_resumable, progress, read_metrics
 from ..train import Step, train
 from .common import check_module, custom_model
-from .parser import MODEL_FIELDS, TRAIN_FIELDS, given
+from .fields import MODEL_FIELDS, TRAIN_FIELDS, given
 
 
 def cmd_train(args: argparse.Namespace) -> None:

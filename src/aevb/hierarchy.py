@@ -44,6 +44,7 @@ phi is every parameter q's density reads (a stack with flows has no `detached()`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -110,12 +111,19 @@ class Hierarchy(nn.Module):
             return POSTERIORS[self.inference](self, *encoded.chunk(2, dim=-1))
         return POSTERIORS[self.inference](self, *split_with_context(encoded, self.context), [flow, *self.flows])
 
+    def log_conditional(self, i: int, zs: Sequence[torch.Tensor] | Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """log p(z_l | z_{l+1}) of layer l = i + 1 (0-based i) at the layers zs[i], zs[i + 1], each (..., d); at the
+        top (i = L-1) log N(z_L; 0, I). zs[i].shape[:-1] nats."""
+        if i == len(self.sizes) - 1:
+            return Normal(0.0, 1.0, validate_args=False).log_prob(zs[i]).sum(-1)
+        return log_normal(zs[i], *self.conditional(i, zs[i + 1]))
+
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z_L) + sum_l log p(z_l | z_{l+1}), z.shape[:-1] nats."""
         zs = self.split(z)
-        lp = Normal(0.0, 1.0, validate_args=False).log_prob(zs[-1]).sum(-1)
+        lp = self.log_conditional(len(zs) - 1, zs)
         for i in range(len(zs) - 1):
-            lp = lp + log_normal(zs[i], *self.conditional(i, zs[i + 1]))
+            lp = lp + self.log_conditional(i, zs)
         return lp
 
     def sample_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

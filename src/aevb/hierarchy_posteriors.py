@@ -3,7 +3,9 @@ how `detached()` cuts them): `BottomUp` and `Ladder`, each layer a diagonal Gaus
 with `--flow iaf` that layer's IAF on top of it (`aevb.flows`; layer 1's is the model's `flow`, layers
 2..L's the `Hierarchy`'s `flows`). log q(z|x) is the sum of the layers' exact log-densities given their
 parents, so with flows, along a draw: sum_l [log N(eps_l) - log |det dz_l/deps_l|] with z's parents fixed,
-the log-determinant of the whole (block-triangular) dz/deps.
+the log-determinant of the whole (block-triangular) dz/deps. `rsample_with_kl` gives each layer's term of
+the KL along a draw: in closed form where the layer's q and p are Gaussians of the same parents (`kl_normal`;
+which layers: `aevb.hierarchy`'s docstring), log q - log p of the draw otherwise.
 
 Flow contexts: bottom-up, h_1 comes from the encoder beside [mu_1, log sigma_1^2] and h_l from layer l's
 `up` net beside its Gaussian (a function of the draw z_{l-1}); ladder, each h_l comes from the deterministic

@@ -127,10 +127,11 @@ def test_evaluation_record_reports_active_units_per_layer(truth):
 # --- training, resume, checkpoints, CLI ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("objective", ["iwae", "elbo"])  # elbo: estimator B, the layers' closed-form KL terms
 @pytest.mark.parametrize("inference", INFERENCE)
-def test_resume_after_a_crash_is_bitwise_equal(tmp_path, inference, digits):
+def test_resume_after_a_crash_is_bitwise_equal(tmp_path, inference, objective, digits):
     m = ModelConfig(latents=(6, 3), latent_hidden=(16,), hidden=(32,), inference=inference)
-    cfg = TrainConfig(epochs=2, checkpoint_every=4, seed=1, objective="iwae", k=3)
+    cfg = TrainConfig(epochs=2, checkpoint_every=4, seed=1, objective=objective, k=3)
     whole = aevb.train(m, cfg, tmp_path / "whole", dataset=digits)
 
     def crash(s):  # epoch 2, batch 7; the last checkpoint is step 16, inside epoch 2

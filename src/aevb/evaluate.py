@@ -49,7 +49,9 @@ def elbo_terms(
     y: torch.Tensor | None = None,
 ) -> ELBOTerms:
     """The ELBO and its two terms for every row of x, each (N,) in nats (L = `samples`); a
-    conditional model's (of log p(x|y)) with the labels y (N,)."""
+    conditional model's (of log p(x|y)) with the labels y (N,). `estimator` as `aevb.objectives.elbo`'s: with
+    "analytic" the KL is in closed form, a stack's in each layer that has one (aevb.hierarchy), Monte Carlo
+    elsewhere; log_px_z is the same for either estimator (the same draws)."""
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     parts = []
@@ -163,8 +165,9 @@ def evaluation_record(
     estimate: LogLikelihood = log_likelihood,
 ) -> dict[str, Any]:
     """The evaluation summary of the rows x (N, ...), JSON-ready: examples, k, seed; the mean and standard
-    error (`_se`) of the ELBO, its terms log_px_z and kl, and the importance-sampled log_likelihood (k
-    samples, `batch_size` examples at a time), all nats per example; bits_per_dim of the mean log p(x);
+    error (`_se`) of the ELBO, its terms log_px_z and kl (estimator B, `elbo_terms`), and the importance-sampled
+    log_likelihood (k samples, `batch_size` examples at a time, the exact log q and log p of each draw), all nats
+    per example; bits_per_dim of the mean log p(x);
     active_units of latent_dim (all layers' units of a stack; per layer in active_units_per_layer, sizes in
     latents) and each unit's posterior_mean_variance (layers side by side, bottom first). A conditional model's, of
     log p(x|y), with the labels y (N,). `estimate` replaces `log_likelihood` (e.g. the data-parallel one

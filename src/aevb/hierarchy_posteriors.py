@@ -3,7 +3,9 @@ how `detached()` cuts them): `BottomUp` and `Ladder`, each layer a diagonal Gaus
 with `--flow iaf` that layer's IAF on top of it (`aevb.flows`; layer 1's is the model's `flow`, layers
 2..L's the `Hierarchy`'s `flows`). log q(z|x) is the sum of the layers' exact log-densities given their
 parents, so with flows, along a draw: sum_l [log N(eps_l) - log |det dz_l/deps_l|] with z's parents fixed,
-the log-determinant of the whole (block-triangular) dz/deps.
+the log-determinant of the whole (block-triangular) dz/deps. `rsample_with_kl` gives each layer's term of
+the KL along a draw: in closed form where the layer's q and p are Gaussians of the same parents (`kl_normal`;
+which layers: `aevb.hierarchy`'s docstring), log q - log p of the draw otherwise.
 
 Flow contexts: bottom-up, h_1 comes from the encoder beside [mu_1, log sigma_1^2] and h_l from layer l's
 `up` net beside its Gaussian (a function of the draw z_{l-1}); ladder, each h_l comes from the deterministic
@@ -49,6 +51,16 @@ def split_with_context(out: torch.Tensor, context: int) -> tuple[torch.Tensor, t
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag exp(logvar)) summed over the last dimension, z.shape[:-1] nats."""
     return Normal(mu, torch.exp(0.5 * logvar), validate_args=False).log_prob(z).sum(-1)
+
+
+def kl_normal(
+    mu: torch.Tensor, logvar: torch.Tensor, mu_p: torch.Tensor | None = None, logvar_p: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(mu_p, diag exp(logvar_p))) summed over the last dimension, (...,) nats:
+    1/2 sum(logvar_p - logvar + (exp(logvar) + (mu - mu_p)^2) / exp(logvar_p) - 1); against N(0, I) without p."""
+    if mu_p is None:
+        return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+    return 0.5 * (logvar_p - logvar + (torch.exp(logvar) + (mu - mu_p).square()) * torch.exp(-logvar_p) - 1.0).sum(-1)
 
 
 def frozen(net: nn.Module) -> Callable[..., torch.Tensor]:
@@ -147,6 +159,27 @@ class BottomUp:
         """z (..., B, sum d) from noise eps (..., B, sum d)."""
         return self.rsample_with_log_prob(eps)[0]
 
+    def rsample_with_kl(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, kl) from noise eps (..., B, sum d): z as `rsample_from`'s, and each layer's term of KL(q(z|x) || p(z))
+        along that draw, (..., B, L) nats, bottom first; the sum's mean over draws is the KL. Layer L's term is
+        KL(q(z_L | z_{L-1}) || N(0, I)) in closed form given the draw z_{L-1}; a lower layer's is Monte Carlo,
+        log q(z_l | z_{l-1}) - log p(z_l | z_{l+1}) (q and p condition on different layers), as is a flow's."""
+        e, top, terms, closed = self.h.split(eps), len(self.h.sizes) - 1, [], []
+
+        def pick(i: int, q: LayerGaussian | FlowPosterior) -> tuple[torch.Tensor, float]:
+            closed.append(i == top and isinstance(q, LayerGaussian))
+            if closed[-1]:  # its Gaussian is fixed by z_{L-1}, drawn already; z_L is drawn for log p(z_{L-1} | z_L)
+                terms.append(kl_normal(q.mu, q.logvar))
+                return q.rsample_from(e[i]), 0.0
+            z, lq = q.rsample_with_log_prob(e[i])
+            terms.append(lq)  # log p(z_l | z_{l+1}) is subtracted once z_{l+1} is drawn
+            return z, 0.0
+
+        z = self._walk(pick)[0]
+        zs = self.h.split(z)
+        kl = [t if c else t - self.h.log_conditional(i, zs) for i, (t, c) in enumerate(zip(terms, closed))]
+        return z, torch.stack([t.expand(z.shape[:-1]) for t in kl], -1)
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) of any z (..., B, sum d), (..., B) nats (with flows: each layer's inverse, aevb.flows)."""
         zs = self.h.split(z)
@@ -234,6 +267,25 @@ class Ladder:
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
         """z (..., B, sum d) from noise eps (..., B, sum d)."""
         return self.rsample_with_log_prob(eps)[0]
+
+    def rsample_with_kl(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, kl) from noise eps (..., B, sum d): z as `rsample_from`'s, and each layer's term of KL(q(z|x) || p(z))
+        along that draw, (..., B, L) nats, bottom first; the sum's mean over draws is the KL. Each term is in closed
+        form given the draw above: KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})), two diagonal Gaussians of the same
+        z_{l+1}, and KL(q(z_L|x) || N(0, I)) at the top; under a flow, log q - log p along the draw (Monte Carlo)."""
+        e, top, zs, terms = self.h.split(eps), len(self.h.sizes) - 1, {}, {}
+
+        def pick(i: int, q: LayerGaussian | FlowPosterior) -> tuple[torch.Tensor, float]:
+            if isinstance(q, LayerGaussian):  # p(z_l | z_{l+1}) of the generative `down` nets (not a frozen q's)
+                zs[i] = q.rsample_from(e[i])
+                terms[i] = kl_normal(q.mu, q.logvar, *(() if i == top else self.h.conditional(i, zs[i + 1])))
+            else:
+                zs[i], lq = q.rsample_with_log_prob(e[i])
+                terms[i] = lq - self.h.log_conditional(i, zs)
+            return zs[i], 0.0
+
+        z = self._walk(pick)[0]
+        return z, torch.stack([terms[i].expand(z.shape[:-1]) for i in range(top + 1)], -1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) of any z (..., B, sum d), (..., B) nats (with flows: each layer's inverse, aevb.flows)."""

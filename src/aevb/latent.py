@@ -15,8 +15,9 @@ An objective, the evaluation, DDP or the anomaly detector never reads q's parame
   estimators of `aevb.gradients` need; a posterior without it (the flow's) cannot use them, and
   `--gradient stl|dreg` is then a one-line error);
 - `model.log_prior(z)` (log p(z)), `model.kl(q)` (KL(q || p) in closed form, or None where there is
-  none) and `model.sample_prior(n, generator)` (z ~ p(z): every prior draw goes through the model's
-  prior, N(0, I) or the learned mixtures of `aevb.priors`).
+  none), `model.kl_along(q, eps)` (a stack's draws and per-draw KL with each layer's closed form given the
+  layers it is conditioned on, where it has one; None for one layer) and `model.sample_prior(n, generator)`
+  (z ~ p(z): every prior draw goes through the model's prior, N(0, I) or the learned mixtures of `aevb.priors`).
 
 `DiagonalGaussian` is the one-layer posterior of Kingma & Welling (2013). A stack of latent layers
 (`aevb.hierarchy`: `BottomUp`, `Ladder`) or a flow posterior is another posterior object with the same

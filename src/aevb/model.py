@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from . import priors
 from .custom import CUSTOM, check_networks, network_sizes
 from .flows import FLOWS, FlowPosterior
-from .hierarchy import Hierarchy
+from .hierarchy import BottomUp, Hierarchy, Ladder
 from .latent import DiagonalGaussian
 from .likelihoods import make_likelihood
 from .nets import ARCHS, init_glorot_, init_normal_
@@ -81,7 +81,7 @@ class VAE(nn.Module):
     @property
     def analytic_kl(self) -> bool:
         """Whether KL(q(z|x) || p(z)) has a closed form (`kl`): the diagonal Gaussian q (no flow) against N(0, I)
-        (a stack of layers has none)."""
+        (a stack of layers has none as a whole; its layers' terms given the draws: `kl_along`)."""
         return self.hierarchy is None and self.flow is None and self.prior_net.analytic_kl
 
     # --- the latent structure (aevb.latent): all that objectives, evaluation and the detector ask of z ---
@@ -115,8 +115,19 @@ class VAE(nn.Module):
         return self.prior().log_prob(z) if self.hierarchy is None else self.hierarchy.log_prior(z)
 
     def kl(self, q: DiagonalGaussian | FlowPosterior) -> torch.Tensor | None:
-        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior, a flow, a stack)."""
+        """KL(q(z|x) || p(z)) in closed form, (B,) nats; None when it has none (a mixture prior, a flow, a stack:
+        a stack's layers that have one are in `kl_along`)."""
         return q.kl_standard_normal() if self.analytic_kl else None
+
+    def kl_along(self, q: BottomUp | Ladder, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(z, kl) for a stack: q's draws z from the noise eps (..., B, noise_dim), and per draw an unbiased estimate
+        of KL(q(z|x) || p(z)), (..., B) nats: each layer's term in closed form given the draws of the layers it is
+        conditioned on where it has one, log q - log p along the draw elsewhere (`q.rsample_with_kl`, aevb.hierarchy).
+        None for one layer, whose KL is in closed form as a whole (`kl`) or not at all."""
+        if self.hierarchy is None:
+            return None
+        z, kl = q.rsample_with_kl(eps)  # (..., B, noise_dim), (..., B, L)
+        return z, kl.sum(-1)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z), (n, latent_dim), reproducible through `generator`: the model's own prior (for

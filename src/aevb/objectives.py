@@ -2,8 +2,9 @@
 
 They see the model's latent structure only through `aevb.latent`'s interface: `model.noise_dim`,
 `q = model.encode(x)` with `q.rsample_from(eps)` and `q.rsample_with_log_prob(eps)` (log q(z|x) of
-its own draws), `model.log_prior(z)` and
-`model.kl(q)`, so another posterior or prior changes nothing here.
+its own draws), `model.log_prior(z)`,
+`model.kl(q)` and `model.kl_along(q, eps)` (a stack's per-layer closed forms along the draws), so another
+posterior or prior changes nothing here.
 
 Training minimises the negative mean of what these return; evaluation averages them. Nothing here
 reduces over the batch. `gradient` ("standard", "stl", "dreg"; aevb.gradients) picks the encoder's
@@ -40,7 +41,8 @@ class ELBOTerms(NamedTuple):
     """Per-example terms, each (B,) in nats: elbo = log_px_z - kl."""
 
     log_px_z: torch.Tensor  # E_q[log p(x|z)], the expected reconstruction log-likelihood
-    kl: torch.Tensor  # KL(q(z|x) || p(z)), analytic (estimator B) or a Monte Carlo estimate (A)
+    kl: torch.Tensor  # KL(q(z|x) || p(z)): analytic (estimator B) or a Monte Carlo estimate (A); with B a stack's
+    # is analytic in the layers with a closed form given the draws they condition on, Monte Carlo in the others
     elbo: torch.Tensor  # the variational lower bound on log p(x)
 
 
@@ -82,6 +84,31 @@ def _draws(
     return z, lq, decoder_log_prob(model, z, x, y).mean(0)
 
 
+def _kl_draws(
+    model: VAE,
+    q: DiagonalGaussian,
+    eps: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    estimator: str,
+    gradient: str = "standard",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kl, log_px_z) over the draws from the noise eps (L, B, Dz), each (B,) nats: the KL term as `elbo`'s
+    docstring says (closed form, a stack's closed forms along the draws, or Monte Carlo) and E_q[log p(x|z)]."""
+    kl = model.kl(q) if estimator == "analytic" else None
+    if kl is None and estimator == "analytic":
+        one = eps.shape[0] == 1  # one draw scored as a (B, Dz) batch, as in `_draws`
+        along = model.kl_along(q, eps[0] if one else eps)
+        if along is not None:  # a stack: z and the per-draw KL, (L, B, Dz) and (L, B) (without L for one draw)
+            z, kl = along
+            log_px_z = decoder_log_prob(model, z, x, y)
+            return (kl, log_px_z) if one else (kl.mean(0), log_px_z.mean(0))
+    z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None, gradient)  # (L, B, Dz), (L, B) or None, (B,)
+    if kl is None:  # estimator A, or no closed form anywhere (a mixture prior, a flow)
+        kl = (log_q - model.log_prior(z)).mean(0)
+    return kl, log_px_z
+
+
 def elbo(
     model: VAE,
     x: torch.Tensor,
@@ -95,7 +122,9 @@ def elbo(
     """The SGVB estimate of the ELBO with L = `samples` draws per point, per example (B,) in nats.
 
     estimator="analytic": estimator B (eq. 7 of the paper), KL in closed form (`model.kl(q)`; a
-    mixture prior has none and always takes the Monte Carlo KL).
+    mixture prior or a flow has none and takes the Monte Carlo KL). A stack's KL is in closed form in each
+    layer that has one given the draws it is conditioned on (`model.kl_along`: the bottom-up top layer, every
+    ladder layer; not under a flow), Monte Carlo in the others: an unbiased estimate of the same KL.
     estimator="mc": estimator A (eq. 6), log p(z) - log q(z|x) averaged over the same L draws.
     `eps` (L, B, Dz), standard normal noise drawn by the caller, replaces the draw from `generator`.
     `y` (B,): the labels of a conditional model (then every density is conditioned on them).
@@ -108,10 +137,7 @@ def elbo(
     x = x.reshape(x.shape[0], -1)
     q = model.encode(x, y)
     eps = _noise(model, q, samples, generator) if eps is None else eps
-    kl = model.kl(q) if estimator == "analytic" else None
-    z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None, gradient)  # (L, B, Dz), (L, B) or None, (B,)
-    if kl is None:  # estimator A, or a prior without a closed-form KL
-        kl = (log_q - model.log_prior(z)).mean(0)
+    kl, log_px_z = _kl_draws(model, q, eps, x, y, estimator, gradient)
     return ELBOTerms(log_px_z, kl, log_px_z - kl)
 
 
@@ -215,10 +241,7 @@ def regularised_elbo(
         z, _, log_px_z = _draws(model, q, eps, x, y, False)  # (L, B, Dz), (B,)
         kl = kl_per_dim(q, z, estimator).clamp(min=free_bits).sum(-1)
     else:
-        kl = model.kl(q) if estimator == "analytic" else None
-        z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None)
-        if kl is None:
-            kl = (log_q - model.log_prior(z)).mean(0)
+        kl, log_px_z = _kl_draws(model, q, eps, x, y, estimator)
     return log_px_z - kl_weight * kl
 
 

@@ -51,7 +51,7 @@ def load_training_data(
     if train_config.free_bits > 0 and model_config.flow != "none":
         raise AevbError("--free-bits needs --flow none (the KL of a flow posterior does not split per dimension)")
     if train_config.free_bits > 0 and len(model_config.layers) > 1:
-        raise AevbError("--free-bits is for one latent layer (the KL of a stack of --latents has no closed form)")
+        raise AevbError("--free-bits is for one latent layer (a stack's KL does not split per latent dimension)")
     binarize = resolve_binarize(train_config.binarize, model_config.likelihood, dataset)
     train_config = dataclasses.replace(train_config, binarize=binarize)
     device = resolve_device(train_config.device)

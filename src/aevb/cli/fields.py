@@ -73,7 +73,8 @@ FIELD_HELP = {
     "none = the in-tree networks of --arch",
     "dataset": "built-in dataset (digits, mnist, fashion-mnist, binarized-mnist, frey-face) or a .npy/.npz/.csv file",
     "objective": "elbo (SGVB) or iwae (importance-weighted bound with --k samples)",
-    "estimator": "SGVB estimator: analytic = B (closed-form KL), mc = A (Monte Carlo KL)",
+    "estimator": "SGVB estimator: analytic = B (closed-form KL; a stack's per layer where it has one), "
+    "mc = A (Monte Carlo KL)",
     "samples": "L, samples of z per data point for the ELBO",
     "k": "importance samples per data point for --objective iwae",
     "batch_size": "minibatch size M",

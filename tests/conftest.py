@@ -9,8 +9,17 @@ import pytest
 
 pytest.register_assert_rewrite("aevb_process")  # its checks report values like a test's own asserts
 
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
 import aevb  # noqa: E402
 from cli_runs import cli_env, cli_model, cli_runs, cli_x_test  # noqa: E402, F401  (the CLI tests' shared runs)
+
+# One thread per test process, for torch and for numpy's BLAS: the networks are tiny, and `-n auto` already
+# runs one process per core; more threads than cores made the detector's fits 5x slower on a 2-core machine.
+# The commands the tests run in subprocesses get OMP_NUM_THREADS=1 (tests/aevb_process.py).
+torch.set_num_threads(1)
+threadpool_limits(1)
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,10 @@ def merged_datasets(paths_or_records: list) -> dict[str, dict]:
 def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     """(methods on every set, in column order; the seeds all of them have on every set; methods left out)."""
     present = {r["method"] for d in datasets.values() for r in d["rows"]}
-    aevb = [m for m in sorted(present) if m.startswith("aevb ") and m not in AEVB_SCORES.values()]
+    # the columns of other settings (`aevb_label`): by settings, then in AEVB_SCORES' order
+    labels = list(AEVB_SCORES.values())
+    aevb = [m for m in present if m.startswith("aevb ") and m.split(" (")[0] in labels and m not in labels]
+    aevb.sort(key=lambda m: (m.split(" (")[-1], labels.index(m.split(" (")[0])))
     order = [m for m in (*AEVB_SCORES.values(), *aevb, *PEER_ORDER) if m in present]
     order += sorted(present - set(order))
     have = {m: [{r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()] for m in order}

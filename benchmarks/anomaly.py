@@ -3,6 +3,7 @@ PCA reconstruction error, PyOD's VAE, MCD, HBOS, COPOD, ECOD, KNN, LOF).
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly.py tabular --adbench ../shared/data/adbench --seeds 1
     OMP_NUM_THREADS=1 python benchmarks/anomaly.py images --dataset fashion-mnist --data-dir ../shared/data
+    python benchmarks/anomaly.py images --detectors aevb --aevb-scores log-likelihood complexity --seeds 3
     python benchmarks/anomaly.py tabular --seeds 3 --detectors KNN LOF --shard _knn   # peers only, no aevb
     python benchmarks/anomaly.py report          # docs/benchmarks/anomaly.md from the JSON files
     python benchmarks/anomaly.py sweep --set trim=0.1   # one setting on the same splits; prints only
@@ -11,7 +12,8 @@ tabular: every ADBench classical .npz in --adbench, for each seed a stratified 7
 detector is fitted on the training part without labels and scored on the test part (ROC-AUC, AP).
 images: one-class-out on MNIST or Fashion-MNIST; for each class c, fit on a random subset of the
 training images of the other nine classes and score a random subset of the test set, where class c is
-the anomaly class.
+the anomaly class. aevb runs with its defaults or the first records' settings (--aevb-settings) and
+records each score of --aevb-scores (benchmarks/anomaly_images.py).
 sweep: aevb with other AnomalyDetector parameters (--set KEY=VALUE) on the tabular splits, against the
 peers stored for the same seeds (or IsolationForest and PCA fitted in the run, for --files without
 stored rows, e.g. ODDS arrhythmia); how the defaults were chosen (docs/benchmarks/anomaly.md).

@@ -3,6 +3,7 @@ PCA reconstruction error, PyOD's VAE, MCD, HBOS, COPOD, ECOD, KNN, LOF).
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly.py tabular --adbench ../shared/data/adbench --seeds 1
     OMP_NUM_THREADS=1 python benchmarks/anomaly.py images --dataset fashion-mnist --data-dir ../shared/data
+    python benchmarks/anomaly.py images --detectors aevb --aevb-scores log-likelihood complexity --seeds 3
     python benchmarks/anomaly.py tabular --seeds 3 --detectors KNN LOF --shard _knn   # peers only, no aevb
     python benchmarks/anomaly.py report          # docs/benchmarks/anomaly.md from the JSON files
     python benchmarks/anomaly.py sweep --set trim=0.1   # one setting on the same splits; prints only
@@ -11,7 +12,8 @@ tabular: every ADBench classical .npz in --adbench, for each seed a stratified 7
 detector is fitted on the training part without labels and scored on the test part (ROC-AUC, AP).
 images: one-class-out on MNIST or Fashion-MNIST; for each class c, fit on a random subset of the
 training images of the other nine classes and score a random subset of the test set, where class c is
-the anomaly class.
+the anomaly class. aevb runs with its defaults or the first records' settings (--aevb-settings) and
+records each score of --aevb-scores (benchmarks/anomaly_images.py).
 sweep: aevb with other AnomalyDetector parameters (--set KEY=VALUE) on the tabular splits, against the
 peers stored for the same seeds (or IsolationForest and PCA fitted in the run, for --files without
 stored rows, e.g. ODDS arrhythmia); how the defaults were chosen (docs/benchmarks/anomaly.md).
@@ -25,114 +27,21 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 import aevb
-from aevb.files import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
-from anomaly_peers import NEEDS_PYOD, PEERS, have_pyod  # noqa: E402
-from anomaly_report import AEVB_SCORES, merged_datasets, report, text_table  # noqa: E402
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
-DETECTORS = ("aevb", *PEERS)
-FASHION_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
-
-def run_split(x_train, x_test, y_test, seed: int, aevb_kw: dict, detectors=DETECTORS) -> list[dict]:
-    """Fit each of `detectors` (names of DETECTORS) on x_train, score x_test; records of (method, seed, auc,
-    ap, fit_s, score_s). aevb gives three records, one per score of the same fitted model."""
-    rows = []
-
-    def record(method, anomaly_score, fit_s, score_s):
-        s = np.asarray(anomaly_score, dtype=np.float64)  # higher = more anomalous
-        auc, ap = float(roc_auc_score(y_test, s)), float(average_precision_score(y_test, s))
-        rows.append({"method": method, "seed": seed, "auc": auc, "ap": ap, "fit_s": fit_s, "score_s": score_s})
-
-    for name in detectors:
-        t = time.perf_counter()
-        if name == "aevb":
-            det = aevb.AnomalyDetector(random_state=seed, **aevb_kw).fit(x_train)
-            fit_s = time.perf_counter() - t
-            for score, label in AEVB_SCORES.items():
-                t = time.perf_counter()
-                values = -det.scores(x_test, score)
-                record(label, values, fit_s, time.perf_counter() - t)
-            continue
-        score = PEERS[name](x_train, seed)
-        fit_s = time.perf_counter() - t
-        t = time.perf_counter()
-        values = score(x_test)
-        record(name, values, fit_s, time.perf_counter() - t)
-    return rows
-
-
-def pick_detectors(names: list[str] | None) -> list[str]:
-    """The detectors to run, in registry order; without pyod the PyOD ones are left out (with a note)."""
-    chosen = [d for d in DETECTORS if names is None or d in names]
-    if not have_pyod():
-        left = [d for d in chosen if d in NEEDS_PYOD]
-        if left:
-            print(f"pyod is not installed (the `bench` extra): leaving out {', '.join(left)}", file=sys.stderr)
-        chosen = [d for d in chosen if d not in NEEDS_PYOD]
-    return chosen
-
-
-def warm_up(detectors: list[str]) -> None:
-    """Fit and score each peer once on a small random table, untimed, so that compiling (numba, in PyOD's
-    HBOS, COPOD, ECOD) is not counted in the first set's times."""
-    x = np.random.default_rng(0).normal(size=(200, 4))
-    for name in detectors:
-        if name in PEERS:
-            PEERS[name](x, 0)(x)
-
-
-def versions() -> dict[str, str]:
-    """The versions of the libraries behind the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("aevb", "torch", "numpy", "scikit-learn", "pyod"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def new_record(detectors: list[str], **protocol) -> dict:
-    """The JSON record of one invocation: its command, when it started, who ran, the protocol, versions."""
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return {
-        "command": " ".join(sys.argv),
-        "written": started,
-        "detectors": detectors,
-        **protocol,
-        "versions": versions(),
-        "datasets": {},
-    }
-
-
-def save(name: str, results: dict) -> None:
-    atomic_write_text(DOCS / f"anomaly_{name}.json", json.dumps(results, indent=1) + "\n")
+from anomaly_images import AEVB_SETTINGS, images  # noqa: E402
+from anomaly_peers import PEERS  # noqa: E402
+from anomaly_report import AEVB_SCORES, TABLE_SCORES, merged_datasets, report, text_table  # noqa: E402
+from anomaly_runs import DETECTORS, DOCS, new_record, pick_detectors, run_split, save, warm_up  # noqa: E402
 
 
 def tabular(args) -> None:
@@ -170,42 +79,6 @@ def tabular(args) -> None:
             "rows": rows,
         }
         save(f"tabular{args.shard}", results)
-    print(text_table(results["datasets"]))
-
-
-def images(args) -> None:
-    ds = aevb.load_dataset(args.dataset, args.data_dir)
-    x_all = torch.cat([ds.train, ds.valid]).flatten(1).numpy().astype(np.float64)
-    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
-    x_test, y_test = ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
-    # images: the learned Gaussian (`aevb detect fit` picks it for built-in image datasets); the default
-    # gaussian-robust caps what a wrong pixel costs and scores 0.566 on MNIST against 0.665. One fit, as
-    # `aevb detect fit` does for built-in datasets: the training images hold no anomalies to leave out
-    kw = {"epochs": args.epochs, "n_samples": args.samples, "likelihood": "gaussian-learned", "refits": 0}
-    detectors = pick_detectors(args.detectors)
-    # train_rows and test_rows fix the subsets: records with other values are not combined (anomaly_report.py)
-    results = new_record(detectors, seeds=[0], train_rows=args.train_rows, test_rows=args.test_rows, aevb=kw)
-    warm_up(detectors)
-    for c in range(10):
-        name = f"digit {c}" if args.dataset == "mnist" else f"class {c} {FASHION_CLASSES[c]}"
-        rng = np.random.default_rng(c)
-        normal = np.flatnonzero(y_all != c)
-        tr = rng.choice(normal, size=min(args.train_rows, normal.size), replace=False)
-        te = rng.choice(y_test.size, size=min(args.test_rows, y_test.size), replace=False)
-        t = time.perf_counter()
-        rows = run_split(x_all[tr], x_test[te], (y_test[te] == c).astype(int), 0, kw, detectors)
-        best = max(rows, key=lambda r: r["auc"])
-        print(
-            f"{args.dataset} {name} held out  {time.perf_counter() - t:6.1f}s  best {best['method']} {best['auc']:.3f}",
-            flush=True,
-        )
-        results["datasets"][name] = {
-            "n": int(tr.size),
-            "d": int(x_all.shape[1]),
-            "anomalies": float((y_test[te] == c).mean()),
-            "rows": rows,
-        }
-        save(f"{args.dataset}{args.shard}", results)
     print(text_table(results["datasets"]))
 
 
@@ -313,7 +186,7 @@ def main() -> None:
         "nargs": "+",
         "choices": DETECTORS,
         "metavar": "NAME",
-        "help": f"run only these ({', '.join(DETECTORS)}; default: all; aevb gives three columns)",
+        "help": f"run only these ({', '.join(DETECTORS)}; default: all; aevb gives a column per score)",
     }
     shard = "suffix of the JSON file, so that several invocations (datasets, seeds, detectors) keep their records"
     t = sub.add_parser("tabular", help="ADBench classical datasets")
@@ -333,8 +206,23 @@ def main() -> None:
         "--train-rows", type=int, default=2000, help="training images of the other classes (default: %(default)s)"
     )
     m.add_argument("--test-rows", type=int, default=1000, help="test images, all classes (default: %(default)s)")
-    m.add_argument("--epochs", type=int, default=10, help="aevb epochs (default: %(default)s)")
-    m.add_argument("--samples", type=int, default=20, help="aevb n_samples (default: %(default)s)")
+    m.add_argument("--seeds", type=int, default=1, help="number of seeds (default: %(default)s)")
+    m.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, ... (default: %(default)s)")
+    m.add_argument(
+        "--aevb-settings",
+        choices=AEVB_SETTINGS,
+        default="default",
+        help="aevb's parameters, benchmarks/anomaly_images.py (default: %(default)s)",
+    )
+    m.add_argument(
+        "--aevb-scores",
+        nargs="+",
+        choices=AEVB_SCORES,
+        default=list(TABLE_SCORES),
+        metavar="SCORE",
+        help=f"aevb's scores, of {', '.join(AEVB_SCORES)}; with likelihood-ratio aevb is fitted with that score "
+        "(default: %(default)s)",
+    )
     no_mcd = [d for d in DETECTORS if d != "MCD"]  # MinCovDet on 784 pixels: no fit within 4 minutes
     m.add_argument(
         "--detectors", **{**detectors, "default": no_mcd, "help": detectors["help"].replace("all", "all but MCD")}

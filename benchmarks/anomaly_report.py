@@ -18,8 +18,19 @@ import numpy as np
 
 from aevb.files import atomic_write_text
 
-AEVB_SCORES = {"log-likelihood": "aevb log p(x)", "elbo": "aevb ELBO", "reconstruction": "aevb recon. prob."}
-AEVB = AEVB_SCORES["log-likelihood"]  # the aevb column ranked against the peers: one entry, a fair count
+AEVB_SCORES = {
+    "log-likelihood": "aevb log p(x)",
+    "elbo": "aevb ELBO",
+    "reconstruction": "aevb recon. prob.",
+    "complexity": "aevb complexity",
+    "likelihood-ratio": "aevb likelihood ratio",
+}
+TABLE_SCORES = ("log-likelihood", "elbo", "reconstruction")  # the scores `tabular` records
+# The aevb column ranked against the peers (one entry, a fair count): AnomalyDetector()'s default score where
+# a part has it, else log p(x) (on tables the complexity score is log p(x): their code length is 0).
+AEVB_HEAD = (AEVB_SCORES["log-likelihood"],)
+AEVB = AEVB_HEAD[-1]
+
 PEER_ORDER = ("PyOD VAE", "IsolationForest", "PCA", "MCD", "HBOS", "COPOD", "ECOD", "KNN", "LOF")
 WIN_MARGIN = 0.005  # first, or within this ROC-AUC of the first, counts as a win
 PARTS = {
@@ -27,6 +38,17 @@ PARTS = {
     "mnist": "MNIST one-class-out",
     "fashion-mnist": "Fashion-MNIST one-class-out",
 }
+
+
+def aevb_label(score: str, settings: str = "default") -> str:
+    """The column of aevb's `score` under the benchmark's `settings` (anomaly_images.AEVB_SETTINGS): the score's
+    name for the detector's defaults, else with the settings' name after it."""
+    return AEVB_SCORES[score] if settings == "default" else f"{AEVB_SCORES[score]} ({settings})"
+
+
+def head_column(methods: list[str]) -> str | None:
+    """The aevb column of the head-to-head among `methods`: the first of AEVB_HEAD present, else None."""
+    return next((m for m in AEVB_HEAD if m in methods), None)
 
 
 def read_records(paths: list[Path]) -> list[dict]:
@@ -53,7 +75,11 @@ def merged_datasets(paths_or_records: list) -> dict[str, dict]:
 def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     """(methods on every set, in column order; the seeds all of them have on every set; methods left out)."""
     present = {r["method"] for d in datasets.values() for r in d["rows"]}
-    order = [m for m in (*AEVB_SCORES.values(), *PEER_ORDER) if m in present]
+    # the columns of other settings (`aevb_label`): by settings, then in AEVB_SCORES' order
+    labels = list(AEVB_SCORES.values())
+    aevb = [m for m in present if m.startswith("aevb ") and m.split(" (")[0] in labels and m not in labels]
+    aevb.sort(key=lambda m: (m.split(" (")[-1], labels.index(m.split(" (")[0])))
+    order = [m for m in (*AEVB_SCORES.values(), *aevb, *PEER_ORDER) if m in present]
     order += sorted(present - set(order))
     have = {m: [{r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()] for m in order}
     methods = [m for m in order if all(have[m])]
@@ -102,7 +128,8 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
     if not methods or not seeds:
         return ["No seed was run by every method on every set: nothing to compare.", ""]
     table = summarize(datasets, methods, seeds)
-    h2h = [m for m in (AEVB, *PEER_ORDER) if m in methods]
+    head = head_column(methods)
+    h2h = [m for m in (head, *PEER_ORDER) if m in methods]
     lines = [f"Seeds: {', '.join(map(str, seeds))} (those every method below was run on, on every set)."]
     if left_out:
         lines[0] += f" Left out, as not run on every set: {', '.join(left_out)}."
@@ -111,7 +138,7 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
     for metric, label in (("auc", "ROC-AUC"), ("ap", "Average precision")):
         spread = "" if one else " (mean ± std over seeds)"
         lines += [f"### {label}{spread}; best in bold", ""]
-        extra = f" | {AEVB} rank |" if metric == "auc" and AEVB in h2h else " |"
+        extra = f" | {head} rank |" if metric == "auc" and head is not None else " |"
         lines += [
             "| dataset | n | d | anomalies | " + " | ".join(methods) + extra,
             "|---|---:|---:|---:|" + "---:|" * (len(methods) + (extra != " |")),
@@ -124,7 +151,7 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
                 text = f"{mean:.3f}" if one else f"{mean:.3f} ± {std:.3f}"
                 cells.append(f"**{text}**" if mean == best else text)
             if extra != " |":
-                rank, win = head_to_head(row, h2h)[AEVB]
+                rank, win = head_to_head(row, h2h)[head]
                 cells.append(f"{rank} of {len(h2h)}" + (" (win)" if win else ""))
             lines.append(f"| {name} | {d['n']} | {d['d']} | {d['anomalies']:.1%} | " + " | ".join(cells) + " |")
         means = [np.mean([row[m][metric][0] for row in table.values()]) for m in methods]
@@ -161,6 +188,15 @@ def text_table(datasets: dict[str, dict]) -> str:
     return "\n".join(lines[:1] + lines[start:ap] + lines[summary:])
 
 
+def aevb_settings(record: dict) -> str:
+    """What aevb ran with in `record`: the settings' name (records before names: "legacy" when they set any
+    parameter, as the first image records did) and the AnomalyDetector parameters besides random_state."""
+    kw = record.get("aevb") or {}
+    name = record.get("aevb_settings", "legacy" if kw else "default")
+    params = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+    return f"aevb settings {name}: `AnomalyDetector(random_state=seed{', ' if params else ''}{params})`"
+
+
 def section(title: str, records: list[dict], only: list[int] | None = None) -> list[str]:
     """One part's section: the commands of its records, then its tables."""
     protocols = {json.dumps({k: r.get(k) for k in ("train_rows", "test_rows")}) for r in records}
@@ -169,15 +205,14 @@ def section(title: str, records: list[dict], only: list[int] | None = None) -> l
     lines = [f"## {title}", "", "Records (oldest first; a row in several records is the latest one's):", ""]
     for r in records:
         what = f"detectors {', '.join(r['detectors'])}" if "detectors" in r else "aevb and its baselines"
+        if "aevb" in r.get("detectors", ["aevb"]):
+            what += f"; {aevb_settings(r)}"
         lines.append(f"- `{r['command']}` ({r.get('written', 'before the records had times')}; {what})")
         if r.get("baselines_from"):
             copied = " ; ".join(r["baselines_from"]["commands"])
             lines.append(f"  - its PyOD VAE, IsolationForest and PCA rows copied from `{copied}`")
     vs = {json.dumps(r["versions"]) for r in records if "versions" in r}
     lines += [""] + ["Versions: " + ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) + "." for v in sorted(vs)]
-    ran_aevb = [r for r in records if r.get("aevb") and "aevb" in r.get("detectors", ["aevb"])]
-    if ran_aevb:
-        lines.append(f"aevb settings: `{ran_aevb[-1]['aevb']}`.")
     datasets = merged_datasets(records)
     if all(name.split("_")[0].isdigit() for name in datasets):  # ADBench: in the sets' numeric order
         datasets = dict(sorted(datasets.items(), key=lambda kv: int(kv[0].split("_")[0])))

@@ -101,3 +101,22 @@ def test_tables_on_chosen_seeds_only():
     lines = anomaly_report.tables(sets, only=[1])
     assert lines[0].startswith("Seeds: 1 ")
     assert "| 1_x | 10 | 2 | 10.0% | **0.600** | 1 of 1 (win) |" in lines
+
+
+def test_aevb_columns_and_records_name_their_settings(tmp_path):
+    assert anomaly_report.aevb_label("complexity") == "aevb complexity"
+    assert anomaly_report.aevb_label("log-likelihood", "legacy") == "aevb log p(x) (legacy)"
+    meta = {"n": 10, "d": 2, "anomalies": 0.1}
+    legacy = {"aevb": {"epochs": 10}, "aevb_settings": "legacy", "command": "run legacy", "detectors": ["aevb"]}
+    legacy["datasets"] = {"digit 0": {**meta, "rows": [_row("aevb log p(x) (legacy)", 0, 0.6)]}}
+    default = {"aevb": {}, "aevb_settings": "default", "command": "run default", "detectors": ["aevb", "KNN"]}
+    default["written"] = "2026-01-01T00:00:00+00:00"
+    default["datasets"] = {"digit 0": {**meta, "rows": [_row(anomaly_report.AEVB, 0, 0.8), _row("KNN", 0, 0.7)]}}
+    for name, rec in (("", legacy), ("_new", default)):
+        (tmp_path / f"anomaly_mnist{name}.json").write_text(json.dumps(rec))
+    anomaly_report.report(tmp_path)
+    page = (tmp_path / "anomaly.md").read_text()
+    assert "aevb settings legacy: `AnomalyDetector(random_state=seed, epochs=10)`" in page
+    assert "aevb settings default: `AnomalyDetector(random_state=seed)`" in page
+    # both columns, each under its own name; the head-to-head is the default settings' column
+    assert f"| {anomaly_report.AEVB} | aevb log p(x) (legacy) | KNN | {anomaly_report.AEVB} rank |" in page

@@ -12,8 +12,9 @@ tabular: every ADBench classical .npz in --adbench, for each seed a stratified 7
 detector is fitted on the training part without labels and scored on the test part (ROC-AUC, AP).
 images: one-class-out on MNIST or Fashion-MNIST; for each class c, fit on a random subset of the
 training images of the other nine classes and score a random subset of the test set, where class c is
-the anomaly class. aevb runs with its defaults or the first records' settings (--aevb-settings) and
-records each score of --aevb-scores (benchmarks/anomaly_images.py).
+the anomaly class. aevb runs with its defaults or other named settings (--aevb-settings: the first records',
+one fit of the learned Gaussian, the robust Gaussian with 2 refits) and records each score of --aevb-scores
+(benchmarks/anomaly_images.py).
 sweep: aevb with other AnomalyDetector parameters (--set KEY=VALUE) on the tabular splits, against the
 peers stored for the same seeds (or IsolationForest and PCA fitted in the run, for --files without
 stored rows, e.g. ODDS arrhythmia); how the defaults were chosen (docs/benchmarks/anomaly.md).

@@ -73,7 +73,8 @@ def merged_datasets(paths_or_records: list) -> dict[str, dict]:
 
 
 def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
-    """(methods on every set, in column order; the seeds all of them have on every set; methods left out)."""
+    """(methods on every set, in column order; the seeds all of them have on every set; methods left out: not run
+    on every set, or not on the seed that most methods were run on)."""
     present = {r["method"] for d in datasets.values() for r in d["rows"]}
     # the columns of other settings (`aevb_label`): by settings, then in AEVB_SCORES' order
     labels = list(AEVB_SCORES.values())
@@ -82,8 +83,12 @@ def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     order = [m for m in (*AEVB_SCORES.values(), *aevb, *PEER_ORDER) if m in present]
     order += sorted(present - set(order))
     have = {m: [{r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()] for m in order}
-    methods = [m for m in order if all(have[m])]
-    seeds = set.intersection(*(s for m in methods for s in have[m])) if methods else set()
+    on_all = {m: set.intersection(*have[m]) for m in order if all(have[m])}
+    # the methods that have the seed most of them have (the smallest such seed): a method run only on other seeds
+    # (confirming seeds the peers were not run on, say) is left out rather than leaving no seed to compare on
+    counts = [(-sum(s in mine for mine in on_all.values()), s) for s in set().union(*on_all.values())]
+    methods = [m for m in on_all if min(counts)[1] in on_all[m]] if counts else []
+    seeds = set.intersection(*(on_all[m] for m in methods)) if methods else set()
     return methods, sorted(seeds), [m for m in order if m not in methods]
 
 
@@ -132,7 +137,7 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
     h2h = [m for m in (head, *PEER_ORDER) if m in methods]
     lines = [f"Seeds: {', '.join(map(str, seeds))} (those every method below was run on, on every set)."]
     if left_out:
-        lines[0] += f" Left out, as not run on every set: {', '.join(left_out)}."
+        lines[0] += f" Left out, as not run on every set or on these seeds: {', '.join(left_out)}."
     lines.append("")
     one = len(seeds) == 1
     for metric, label in (("auc", "ROC-AUC"), ("ap", "Average precision")):

@@ -168,7 +168,9 @@ def test_bad_training_data(x, message):
     [
         ({"contamination": 0.7}, r"contamination must be 'auto' or a fraction in \(0, 0.5\]; got 0.7"),
         ({"score": "nll"}, r"score must be one of log-likelihood, elbo, reconstruction"),
-        ({"likelihood": "zip"}, r"likelihood must be one of"),
+        ({"likelihood": "zip"}, r"likelihood must be 'auto' or one of"),
+        ({"refits": "many"}, r"refits must be 'auto' or an integer >= 0; got 'many'"),
+        ({"refits": -1}, r"refits must be 'auto' or an integer >= 0; got -1"),
         ({"likelihood": "mixed"}, r"likelihood='mixed' needs columns"),
         ({"likelihood": "mixed", "columns": "poisson:3"}, r"names 3 columns; X has 2"),
         ({"columns": "poisson:2"}, r"columns is only for likelihood='mixed'"),
@@ -182,6 +184,34 @@ def test_bad_training_data(x, message):
 def test_bad_parameters(params, message):
     with pytest.raises(InputError, match=message):
         aevb.AnomalyDetector(**params).fit(np.array([[0.0, 2.0], [1.0, 3.0]]))
+
+
+def test_auto_likelihood_and_refits_follow_the_rows():
+    """Images (as image_shape finds or names them) fit the learned Gaussian once, tables the robust one with
+    REFITS_DEFAULT refits: bitwise the scores of the same values given explicitly; the parameters stay "auto"."""
+    from aevb.anomaly.concentration import REFITS_DEFAULT
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (120, 64)) ** 2  # 8 x 8 grey images in [0, 1]
+    table = rng.standard_normal((120, 5))
+    fast = {"epochs": 2, "n_samples": 5, "hidden": (16,), "latent_dim": 2}
+    cases = [
+        (images, {}, ("gaussian-learned", 0)),
+        (images[:, :60], {"image_shape": (6, 10)}, ("gaussian-learned", 0)),  # named: images
+        (images, {"image_shape": None}, ("gaussian-robust", REFITS_DEFAULT)),  # None: a table
+        (table, {}, ("gaussian-robust", REFITS_DEFAULT)),
+        (images, {"refits": 1}, ("gaussian-learned", 1)),  # only what is "auto" is resolved
+        (table, {"likelihood": "gaussian-learned"}, ("gaussian-learned", REFITS_DEFAULT)),
+    ]
+    for x, kw, (likelihood, refits) in cases:
+        auto = aevb.AnomalyDetector(**fast, **kw)
+        assert {"likelihood": "auto", "refits": "auto", **kw}.items() <= clone(auto).get_params().items()
+        auto.fit(x)
+        assert (auto.likelihood_, auto.refits_) == (likelihood, refits), kw
+        explicit = aevb.AnomalyDetector(**fast, **{**kw, "likelihood": likelihood, "refits": refits}).fit(x)
+        np.testing.assert_array_equal(auto.score_samples(x), explicit.score_samples(x))
+        assert auto.offset_ == explicit.offset_ and (auto.support_ == explicit.support_).all()
+    assert auto.set_params(likelihood="auto").get_params()["likelihood"] == "auto"
 
 
 def count_data(n_normal: int, n_anomal: int, seed: int, d: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +299,8 @@ def test_load_refuses_lying_files(tmp_path, fitted):
         return folder
 
     cases = {
-        "version": (lambda f, r: r.update(version=4), r"has version 4; this aevb reads versions 1 to 3"),
+        "version": (lambda f, r: r.update(version=5), r"has version 5; this aevb reads versions 1 to 4"),
+        "likelihood": (lambda f, r: r["fitted"].update(likelihood_="gaussian-learned"), r"is not the model's"),
         "scaler": (lambda f, r: r["fitted"].update(scaler="minmax"), r"scaler 'minmax' is not one of robust, standard"),
         "format": (lambda f, r: r.update(format="x"), r"is not an aevb anomaly detector"),
         "offset": (lambda f, r: r["fitted"].update(offset_=math.inf), r"offset_ is inf"),
@@ -296,18 +327,27 @@ def test_load_refuses_lying_files(tmp_path, fitted):
     # a version-1 file (standardize "auto" meant mean / std then, no scaler kind) still loads: (x - centre) / scale
     old = aevb.AnomalyDetector.load(
         variant(
-            "v1", lambda f, r: (r.update(version=1), r["params"].update(standardize="auto"), r["fitted"].pop("scaler"))
+            "v1",
+            lambda f, r: (before_auto(r, 1), r["params"].update(standardize="auto"), r["fitted"].pop("scaler")),
         )
     )
-    assert old.standardize == "standard"
+    assert old.standardize == "standard" and (old.likelihood, old.likelihood_) == ("gaussian-robust",) * 2
     x = np.random.default_rng(0).standard_normal((20, 5))
     np.testing.assert_array_equal(old.score_samples(x), fitted.score_samples(x))
     # a record from before the concentration steps (no trim, no refits) was fitted once: it loads with refits=0
     once = aevb.AnomalyDetector.load(
-        variant("no-refits", lambda f, r: (r["params"].pop("trim"), r["params"].pop("refits")))
+        variant("no-refits", lambda f, r: (before_auto(r, 3), r["params"].pop("trim"), r["params"].pop("refits")))
     )
-    assert once.refits == 0 and once.trim == 0.05
+    assert once.refits == once.refits_ == 0 and once.trim == 0.05
     np.testing.assert_array_equal(once.score_samples(x), fitted.score_samples(x))
+
+
+def before_auto(record: dict, version: int) -> None:
+    """Turn a saved record into one of `version` < 4, before likelihood and refits "auto": its parameters hold
+    the values fitted with, and there is no likelihood_ or refits_."""
+    record["version"] = version
+    for name in ("likelihood", "refits"):
+        record["params"][name] = record["fitted"].pop(f"{name}_")
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -334,8 +374,8 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
     assert (tmp_path / "scores.csv").read_text().splitlines()[0] == "score,decision,label,p_value"
     assert table.shape == (len(x_test), 4)
     det = aevb.AnomalyDetector.load(tmp_path / "det")
-    assert det.likelihood == det.model_.config.likelihood == "gaussian-robust"  # the default for a table
-    assert det.model_.config.outlier_weight == 0.2 and (det.trim, det.refits) == (0.05, 2)
+    assert det.likelihood_ == det.model_.config.likelihood == "gaussian-robust"  # "auto" on a table
+    assert det.model_.config.outlier_weight == 0.2 and (det.trim, det.refits, det.refits_) == (0.05, "auto", 2)
     x32 = x_test.astype(np.float32)  # user files are read as float32
     np.testing.assert_allclose(table[:, 0], det.score_samples(x32), rtol=1e-6)
     np.testing.assert_array_equal(table[:, 2], det.predict(x32))
@@ -348,6 +388,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "weight": (["detect", "fit", "train.csv", "--out", "d4", "--outlier-weight", "1"], 2, "1 must be in (0, 1)"),
         "trim": (["detect", "fit", "train.csv", "--out", "d5", "--trim", "0.5"], 2, "0.5 must be in [0, 0.5)"),
         "refits": (["detect", "fit", "train.csv", "--out", "d6", "--refits", "-1"], 2, "-1 must be >= 0"),
+        "likelihood": (["detect", "fit", "train.csv", "--out", "d7", "--likelihood", "x"], 2, "invalid choice: 'x'"),
         "features": (["detect", "score", "det", "train5.csv", "--out", "s.csv"], 1, "has 4 features per row; the"),
         "no detector": (["detect", "score", "train.csv", "test.csv", "--out", "s.csv"], 1, "is not a saved detector"),
         "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),
@@ -358,9 +399,8 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         r = runs[name]
         assert r.returncode == code and message in r.stderr, (name, r.returncode, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, name
-    assert (
-        not any((tmp_path / d).exists() for d in ("d2", "d3", "d4", "d5", "d6")) and not (tmp_path / "s.csv").exists()
-    )
+    assert not any((tmp_path / d).exists() for d in ("d2", "d3", "d4", "d5", "d6", "d7"))
+    assert not (tmp_path / "s.csv").exists()
 
 
 @pytest.mark.slow
@@ -369,10 +409,17 @@ def test_cli_images_through_a_builtin_dataset(tmp_path):
     fit = aevb_cmd(tmp_path, "detect", "fit", "digits", "--exclude-class", 0, "--out", "d0", "--epochs", 30,
                    "--n-samples", 20, "--no-progress")  # fmt: skip
     assert fit.returncode == 0 and "fitted on 1174 rows x 64 features" in fit.stdout, fit.stderr
-    # images get the learned Gaussian: the robust background would cap what a wrong pixel costs; and one fit:
-    # a built-in training split holds no anomalies for refits to leave out
+    # 8 x 8 images in [0, 1]: likelihood and refits "auto" give the learned Gaussian and one fit, as they do for
+    # the same rows from a file (the rule is the detector's, not the dataset name's)
     det = aevb.AnomalyDetector.load(tmp_path / "d0")
-    assert det.model_.config.likelihood == "gaussian-learned" and det.refits == 0 and "refits" not in fit.stdout
+    assert det.model_.config.likelihood == det.likelihood_ == "gaussian-learned" and det.refits_ == 0
+    assert (det.likelihood, det.refits, det.image_shape_) == ("auto", "auto", (8, 8)) and "refits" not in fit.stdout
+    x = aevb.load_dataset("digits").train.flatten(1).double().numpy()
+    np.save(tmp_path / "digits.npy", x[:300])
+    from_file = aevb_cmd(tmp_path, "detect", "fit", "digits.npy", "--out", "d1", "--epochs", 2, "--no-progress")
+    assert from_file.returncode == 0, from_file.stderr
+    assert aevb.AnomalyDetector.load(tmp_path / "d1").likelihood_ == "gaussian-learned"
+    assert "refits" not in from_file.stdout
     score = aevb_cmd(tmp_path, "detect", "score", "d0", "digits", "--anomaly-class", 0, "--out", "s.npz")
     assert score.returncode == 0, score.stderr
     auc = float(score.stdout.split("as the anomaly:")[1])

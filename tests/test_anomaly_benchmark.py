@@ -61,6 +61,9 @@ def test_records_combine_latest_row_wins_on_common_seeds():
     assert aucs == {("KNN", 0): 0.9, ("KNN", 1): 0.7, ("LOF", 0): 0.5}
     methods, seeds, left_out = anomaly_report.common(merged)
     assert (methods, seeds, left_out) == (["KNN", "LOF"], [0], [])  # LOF has only seed 0: KNN's seed 1 is out
+    # a method run only on other seeds (confirming seeds, say) is left out instead of emptying the seeds
+    merged["a"]["rows"].append(_row("aevb log p(x) (new)", 2, 0.8))
+    assert anomaly_report.common(merged) == (["KNN", "LOF"], [0], ["aevb log p(x) (new)"])
 
 
 def test_aevb_rank_and_wins_within_the_margin():

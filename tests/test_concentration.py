@@ -69,8 +69,8 @@ def test_no_refit_when_refits_or_trim_is_zero(fits):
     [
         ({"trim": 0.5}, r"trim must be a fraction in \[0, 0.5\); got 0.5"),
         ({"trim": -0.1}, r"trim must be a fraction in \[0, 0.5\); got -0.1"),
-        ({"refits": -1}, r"refits must be an integer >= 0; got -1"),
-        ({"refits": 1.5}, r"refits must be an integer >= 0; got 1.5"),
+        ({"refits": -1}, r"refits must be 'auto' or an integer >= 0; got -1"),
+        ({"refits": 1.5}, r"refits must be 'auto' or an integer >= 0; got 1.5"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -90,7 +90,7 @@ def test_on_real_data_the_refits_leave_the_training_anomalies_out(shared_data):
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
     refitted = aevb.AnomalyDetector(random_state=0, n_samples=20).fit(x_train)  # the defaults: trim 0.05, 2 refits
     once = aevb.AnomalyDetector(refits=0, random_state=0, n_samples=20).fit(x_train)
-    assert (refitted.trim, refitted.refits) == (0.05, 2)
+    assert (refitted.trim, refitted.refits_, refitted.likelihood_) == (0.05, 2, "gaussian-robust")
     assert refitted.support_[y_train == 1].mean() <= 0.1  # at most 10% of the training anomalies kept
     auc_refitted = roc_auc_score(y_test, -refitted.score_samples(x_test))
     auc_once = roc_auc_score(y_test, -once.score_samples(x_test))

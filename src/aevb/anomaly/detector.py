@@ -19,10 +19,10 @@ from . import persist
 from .calibration import conformal_p_values
 from .columns import check_values, rescaled_mask
 from .complexity import infer_image_shape, png_code_length
-from .concentration import REFITS_DEFAULT, TRIM_DEFAULT, support
+from .concentration import TRIM_DEFAULT, support
 from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
-from .params import check_params
+from .params import check_params, resolved
 from .scaling import fit_scaler, transform
 from .scores import NEEDS, SCORES
 
@@ -50,8 +50,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         the fitted attribute `size_`.
     lr : float, default 1e-3
         Adam's learning rate.
-    likelihood : str, default "gaussian-robust"
-        p(x|z), one of `aevb.anomaly.likelihoods()`: every name of `aevb.likelihoods.LIKELIHOODS` but
+    likelihood : "auto" (default) or str
+        p(x|z): "auto" is "gaussian-learned" when the rows are images (`image_shape_` is not None) and
+        "gaussian-robust" for a table (`aevb.anomaly.params.AUTO`; fitted as `likelihood_`); else one of
+        `aevb.anomaly.likelihoods()`: every name of `aevb.likelihoods.LIKELIHOODS` but
         categorical, whose classes are given per group of columns (`columns`). "gaussian-learned" is a
         Gaussian per feature with a learned mean and variance; "gaussian-robust" mixes it with a fixed
         Cauchy(0, 1) background of weight `outlier_weight` (on the rescaled features), so that the
@@ -82,7 +84,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     trim : float in [0, 0.5), default 0.05
         The fraction of the training rows left out of each refit: the rows with the lowest `score` under
         the model fitted before (see `refits`).
-    refits : int >= 0, default 2
+    refits : "auto" (default) or int >= 0
+        "auto" is 0 for images (`image_shape_` not None: one fit ranks one-class-out MNIST and Fashion-MNIST
+        better, docs/benchmarks/anomaly_notes.md) and REFITS_DEFAULT = 2 for a table; fitted as `refits_`.
         Concentration steps (as in the MCD estimator's C-steps, Rousseeuw & Van Driessen 1999): the VAE
         is fitted on every row, then `refits` times afresh, from the same initialisation, on the
         training rows the previous model scores above its `trim`-quantile. The anomalies among the
@@ -90,9 +94,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         even when they form a cluster that a single fit models as well as the normal rows. 0 fits once;
         each refit costs one more fit. The rows of the last fit are the fitted attribute `support_`.
     image_shape : "auto" (default), (H, W) or None
-        For score="complexity": the rows are H x W grey images in [0, 1]. "auto" takes (s, s) when a row has
-        s*s >= 64 columns and every training value is in [0, 1], else None: a table, whose code length is 0,
-        so that "complexity" equals "log-likelihood". Fitted as `image_shape_`.
+        Whether the rows are H x W grey images in [0, 1] (they pick likelihood and refits "auto", and the code
+        length of score="complexity"). "auto" takes (s, s) when a row has s*s >= 64 columns and every training
+        value is in [0, 1], else None: a table, whose code length is 0, so that "complexity" equals
+        "log-likelihood". Fitted as `image_shape_`.
     background_noise : float in (0, 1), default 0.2
         For score="likelihood-ratio": the fraction mu of the (rescaled) training values that are replaced by
         a uniform draw between their column's minimum and maximum (Ren et al. 2019 flip mu = 0.2 of the pixels)
@@ -106,7 +111,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     Fitted attributes: `model_` (an `aevb.VAE`, eval mode), `scaler_` (`RobustScaler`, `StandardScaler` or None),
     `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
-    `image_shape_` ((H, W) or None), `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
+    `image_shape_` ((H, W) or None), `likelihood_` and `refits_` (what "auto" became, else the parameters),
+    `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
     `feature_names_in_` (DataFrame input only), `score_` (the score
     name in use), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the
@@ -123,13 +129,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         batch_size: int | None = None,
         epochs: int | None = None,
         lr: float = 1e-3,
-        likelihood: str = "gaussian-robust",
+        likelihood: str = "auto",
         outlier_weight: float = 0.2,
         columns: str | None = None,
         logvar_min: float = -4.0,
         standardize: str | bool = "robust",
         trim: float = TRIM_DEFAULT,
-        refits: int = REFITS_DEFAULT,
+        refits: int | str = "auto",
         image_shape: tuple[int, int] | str | None = "auto",
         background_noise: float = 0.2,
         random_state: int = 0,
@@ -165,7 +171,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         n, d = a.shape
         if n < 2:
             raise InputError(f"X has {n} row; at least 2 are needed to fit")
-        check_values(a, self.likelihood, self.columns)
+        self.image_shape_ = infer_image_shape(a) if self.image_shape == "auto" else self.image_shape
+        if self.image_shape_ is not None:
+            self.image_shape_ = (int(self.image_shape_[0]), int(self.image_shape_[1]))
+            if self.image_shape_[0] * self.image_shape_[1] != d:
+                raise InputError(f"image_shape {self.image_shape_} does not hold rows of {d} columns")
+        self.likelihood_, self.refits_ = resolved(self, images=self.image_shape_ is not None)
+        check_values(a, self.likelihood_, self.columns)
         self.n_features_in_ = d
         if names is not None:
             self.feature_names_in_ = names
@@ -174,19 +186,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.scaler_ = self._make_scaler(a)
         x = self._tensor(a)
         self.size_ = size = chosen_size(n, d, self.get_params())
-        config = model_config(d, size, self.likelihood, self.columns, self.logvar_min, self.outlier_weight)
+        config = model_config(d, size, self.likelihood_, self.columns, self.logvar_min, self.outlier_weight)
         self.score_ = self.score
-        self.image_shape_ = infer_image_shape(a) if self.image_shape == "auto" else self.image_shape
-        if self.image_shape_ is not None:
-            self.image_shape_ = (int(self.image_shape_[0]), int(self.image_shape_[1]))
-            if self.image_shape_[0] * self.image_shape_[1] != d:
-                raise InputError(f"image_shape {self.image_shape_} does not hold rows of {d} columns")
         self.background_ = None
         if self.score == "likelihood-ratio":
             noisy = perturbed(x, self.background_noise, self.random_state + 1)
             self.background_ = fit_vae(noisy, config, size, self.lr, self.random_state + 1, "background", self.verbose)
         self.support_ = np.ones(n, dtype=bool)
-        for step in range(self.refits + 1 if self.trim > 0 else 1):
+        for step in range(self.refits_ + 1 if self.trim > 0 else 1):
             if step:  # a concentration step: refit afresh on the rows the last model scores highest
                 self.support_ = support(self.train_scores_, self.trim)
             rows = x[torch.from_numpy(self.support_)]
@@ -200,14 +207,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         check_params(self)
 
     def _make_scaler(self, a: np.ndarray):
-        mask = rescaled_mask(self.likelihood, self.columns, a.shape[1])
+        mask = rescaled_mask(self.likelihood_, self.columns, a.shape[1])
         if self.standardize is False or not mask.any():
             return None
         return fit_scaler(a, self.standardize, mask)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         if self.scaler_ is not None:
-            a = transform(self.scaler_, a, rescaled_mask(self.likelihood, self.columns, a.shape[1]))
+            a = transform(self.scaler_, a, rescaled_mask(self.likelihood_, self.columns, a.shape[1]))
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     def _offset(self, train_scores: np.ndarray) -> float:
@@ -247,7 +254,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         a = as_matrix(X)
         if a.shape[1] != self.n_features_in_:
             raise InputError(f"X has {a.shape[1]} features per row; the detector was fitted on {self.n_features_in_}")
-        check_values(a, self.likelihood, self.columns)
+        check_values(a, self.likelihood_, self.columns)
         return self._tensor(a), a
 
     def score_samples(self, X: Any) -> np.ndarray:

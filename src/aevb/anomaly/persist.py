@@ -6,14 +6,16 @@
                         float64, what `p_values` ranks against)
 - detector.json         format and version, the estimator's parameters, the model config (and the
                         background's), the fitted scalars (offset_, n_features_in_, feature names, score,
-                        image shape, size, the scaler's kind) and the SHA-256 of the weights file, so that
+                        image shape, size, the scaler's kind, the likelihood and refits "auto" resolved to)
+                        and the SHA-256 of the weights file, so that
                         a pair of files that do not belong together is refused
 Both files are written atomically, the weights first: the JSON, written last, commits the pair.
 Older versions are read too. Version 1 (before robust scaling and the count/class likelihoods): its scaler
 is "standard". Versions 1 and 2 (before the complexity and likelihood-ratio scores): the parameter `seed`
 is read as `random_state`, the rows are a table (image_shape_ None), and there are no calibration scores
 (`calibration_scores_` None: `p_values` asks for a refit). A record without `refits` (saved before the
-concentration steps) loads with refits=0, as it was fitted.
+concentration steps) loads with refits=0, as it was fitted. Versions 1 to 3 (before likelihood and refits
+"auto"): their parameters are the values fitted with, so `likelihood_` and `refits_` are read from them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..model import VAE
 from .scaling import SCALINGS, center, rebuild
 from .scores import NEEDS, SCORES
 
-FORMAT, VERSION = "aevb-anomaly-detector", 3
+FORMAT, VERSION = "aevb-anomaly-detector", 4
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
 
 
@@ -73,6 +75,8 @@ def save(det, folder: Path) -> Path:
             "score_": det.score_,
             "image_shape_": None if det.image_shape_ is None else list(det.image_shape_),
             "size_": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.size_.items()},
+            "likelihood_": det.likelihood_,
+            "refits_": det.refits_,
             "standardized": det.scaler_ is not None,
             "scaler": det.standardize if det.scaler_ is not None else None,
         },
@@ -90,7 +94,7 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     rec = read_json(folder, JSON_NAME, "a saved detector")
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an aevb anomaly detector (format {_get(rec, 'format')!r})")
-    if rec.get("version") not in (1, 2, VERSION):
+    if rec.get("version") not in (1, 2, 3, VERSION):
         raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads versions 1 to {VERSION}")
     try:
         params, fitted = dict(rec["params"]), dict(rec["fitted"])
@@ -105,6 +109,9 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
             params["refits"] = 0
         if params.get("hidden") is not None:
             params["hidden"] = tuple(params["hidden"])
+        if rec["version"] < 4:  # before "auto": the parameters are the values it was fitted with
+            fitted["likelihood_"], fitted["refits_"] = params["likelihood"], params["refits"]
+        likelihood, refits = str(fitted["likelihood_"]), int(fitted["refits_"])
         det = detector(params)
         model_config, _ = from_dict(rec["model"])
         background_config = None if rec.get("background_model") is None else from_dict(rec["background_model"])[0]
@@ -121,6 +128,8 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         raise CheckpointError(f"{path} is invalid: {e}") from None
     if not math.isfinite(offset):
         raise CheckpointError(f"{path}: offset_ is {offset}, not a finite number")
+    if model_config.likelihood != likelihood:
+        raise CheckpointError(f"{path}: likelihood_ {likelihood!r} is not the model's {model_config.likelihood!r}")
     if model_config.data_dim != d or score not in SCORES:
         raise CheckpointError(f"{path}: n_features_in_ {d} or score {score!r} does not match the model config")
     if (NEEDS.get(score) == "background") != (background_config is not None):
@@ -164,6 +173,7 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     det.model_ = model
     det.offset_, det.n_features_in_, det.score_, det.size_ = offset, d, score, size
     det.image_shape_, det.background_ = shape, background
+    det.likelihood_, det.refits_ = likelihood, refits
     det.calibration_scores_ = None if calibration is None else calibration.numpy()
     if names is not None:
         det.feature_names_in_ = np.asarray(names, dtype=object)

@@ -63,6 +63,11 @@ def _image_shape(text: str):
 _trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
 
 
+def _refits(text: str):
+    """'auto' or an integer >= 0."""
+    return text if text == "auto" else at_least(0)(text)
+
+
 def register(subparsers) -> None:
     fmt = HelpFormatter
     d = subparsers.add_parser("detect", help="anomaly detection: fit a detector, score rows")
@@ -88,8 +93,8 @@ def register(subparsers) -> None:
         type=_image_shape,
         default="auto",
         metavar="HxW",
-        help="with --score complexity: rows are HxW grey images in [0, 1]; 'auto' = square when a row has "
-        "s*s >= 64 values all in [0, 1], else 'none' (a table: code length 0)",
+        help="rows are HxW grey images in [0, 1] (for --score complexity and the auto --likelihood and --refits); "
+        "'auto' = square when a row has s*s >= 64 values all in [0, 1], else 'none' (a table: code length 0)",
     )
     f.add_argument(
         "--background-noise",
@@ -102,10 +107,10 @@ def register(subparsers) -> None:
     f.add_argument("--n-samples", type=positive, default=100, help="importance samples k / posterior draws L")
     f.add_argument(
         "--likelihood",
-        default=None,
-        choices=likelihoods(),
-        help="p(x|z); None = gaussian-robust (a learned Gaussian per feature mixed with a Cauchy(0, 1) "
-        "background) for a .csv/.npy/.npz table, gaussian-learned for a built-in image dataset",
+        default="auto",
+        choices=("auto", *likelihoods()),
+        help="p(x|z); auto = gaussian-learned when the rows are images (as --image-shape finds or names them), "
+        "else gaussian-robust (a learned Gaussian per feature mixed with a Cauchy(0, 1) background)",
     )
     f.add_argument(
         "--outlier-weight",
@@ -142,10 +147,10 @@ def register(subparsers) -> None:
     )
     f.add_argument(
         "--refits",
-        type=at_least(0),
-        default=None,
-        help=f"refits afresh without the --trim lowest-scoring training rows (0: fit once); None = {REFITS_DEFAULT} "
-        "for a .csv/.npy/.npz table, 0 for a built-in dataset (a clean labelled split: nothing to leave out)",
+        type=_refits,
+        default="auto",
+        help="refits afresh without the --trim lowest-scoring training rows (0: fit once); auto = 0 when the rows "
+        f"are images (as --image-shape finds or names them), else {REFITS_DEFAULT}",
     )
     f.add_argument(
         "--random-state",
@@ -190,24 +195,6 @@ def _read(data: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.n
     return x, (None if y is None else y.numpy())
 
 
-def _default_refits(data: str) -> int:
-    """0 for the built-in datasets, whose training split holds no anomalies to leave out (refits there only
-    triple the fit time: MNIST one-class-out 0.665 ROC-AUC fitted once, 0.660 with 2 refits), else the
-    detector's default."""
-    from ..data.builtin import BUILTIN
-
-    return 0 if data in BUILTIN else REFITS_DEFAULT
-
-
-def _default_likelihood(data: str) -> str:
-    """gaussian-learned for the built-in image datasets, gaussian-robust for tables: the robust background
-    caps what a wrong pixel costs, and on MNIST one-class-out that lowers ROC-AUC from 0.665 to 0.566
-    (docs/benchmarks/anomaly.md)."""
-    from ..data.builtin import BUILTIN
-
-    return "gaussian-learned" if data in BUILTIN else "gaussian-robust"
-
-
 def cmd_fit(args: argparse.Namespace) -> None:
     """Fit on DATA and save the detector to --out."""
     out = Path(args.out)
@@ -224,11 +211,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     det = AnomalyDetector(
         score=args.score, contamination=args.contamination, n_samples=args.n_samples,
-        likelihood=args.likelihood or _default_likelihood(args.data), outlier_weight=args.outlier_weight,
+        likelihood=args.likelihood, outlier_weight=args.outlier_weight,
         columns=args.columns,
         latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, trim=args.trim,
-        refits=_default_refits(args.data) if args.refits is None else args.refits,
+        refits=args.refits,
         image_shape=args.image_shape, background_noise=args.background_noise, random_state=args.random_state,
         verbose=not args.no_progress,
     )  # fmt: skip
@@ -240,7 +227,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         f"{det.size_['latent_dim']}, {det.size_['epochs']} epochs of batch {det.size_['batch_size']}"
     )
     if not det.support_.all():
-        print(f"{det.refits} refits, each without the {(~det.support_).sum()} training rows scored lowest")
+        print(f"{det.refits_} refits, each without the {(~det.support_).sum()} training rows scored lowest")
     print(f"score {det.score_} (nats, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
     if det.score_ == "complexity":
         shape = "none (a table: code length 0)" if det.image_shape_ is None else "x".join(map(str, det.image_shape_))

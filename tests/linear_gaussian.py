@@ -96,3 +96,23 @@ def perturbed(model: aevb.VAE) -> aevb.VAE:
 
 
 INFERENCE = ["bottom-up", "ladder"]
+
+
+def random_stack(inference: str, latents=(3, 2, 2), flow: str = "none", seed: int = 0) -> aevb.VAE:
+    """Not linear-Gaussian: a small stack of `latents` on 5-D Gaussian data with random nonlinear nets (torch's
+    initialisation under `seed`), in float64, for the checks that need no closed-form p(x); `flow` "iaf" puts
+    a two-step IAF on every layer."""
+    cfg = ModelConfig(
+        data_shape=(5,),
+        hidden=(7,),
+        latents=latents,
+        latent_hidden=(6,),
+        inference=inference,
+        likelihood="gaussian",
+        flow=flow,
+        flow_steps=2,
+        flow_hidden=(9,),
+        flow_context=3,
+    )
+    torch.manual_seed(seed)
+    return aevb.VAE(cfg).double().eval()

@@ -21,24 +21,11 @@ from aevb.evaluate import log_likelihood
 from aevb.objectives import elbo, log_weights
 from aevb.preprocess import run_data
 from aevb_process import aevb_main, assert_bitwise_equal, one_line_error, tensors
-from linear_gaussian import INFERENCE, linear_gaussian_truth, linear_gaussian_vae
+from linear_gaussian import INFERENCE, linear_gaussian_truth, linear_gaussian_vae, random_stack
 
 
 def _flow_stack(inference: str, latents=(3, 2, 2), seed: int = 0) -> aevb.VAE:
-    cfg = ModelConfig(
-        data_shape=(5,),
-        hidden=(7,),
-        latents=latents,
-        latent_hidden=(6,),
-        inference=inference,
-        likelihood="gaussian",
-        flow="iaf",
-        flow_steps=2,
-        flow_hidden=(9,),
-        flow_context=3,
-    )
-    torch.manual_seed(seed)
-    return aevb.VAE(cfg).double().eval()
+    return random_stack(inference, latents, "iaf", seed)
 
 
 @pytest.mark.parametrize("inference", INFERENCE)

@@ -12,30 +12,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-import aevb
-from aevb import ModelConfig
 from aevb.evaluate import NOISE_CHUNK, example_noise, log_likelihood
 from aevb.hierarchy import BottomUp, Ladder
 from aevb.hierarchy_posteriors import split_gaussian
 from aevb.objectives import decoder_log_prob, elbo
-from linear_gaussian import INFERENCE
-
-
-def _stack(inference: str, latents=(3, 2, 2), flow: str = "none", seed: int = 0) -> aevb.VAE:
-    """A small stack with random nonlinear nets, in float64."""
-    cfg = ModelConfig(
-        data_shape=(5,),
-        hidden=(7,),
-        latents=latents,
-        latent_hidden=(6,),
-        inference=inference,
-        likelihood="gaussian",
-        flow=flow,
-        flow_hidden=(9,),
-        flow_context=3,
-    )
-    torch.manual_seed(seed)
-    return aevb.VAE(cfg).double().eval()
+from linear_gaussian import INFERENCE, random_stack
 
 
 def _x(n: int = 4) -> torch.Tensor:
@@ -60,7 +41,7 @@ def test_each_closed_form_term_is_the_gaussian_kl_at_its_parents_draw(inference)
     """At a fixed draw of a layer's parents, its term is kl_divergence(q's Normal, p's Normal) whatever the
     layer's own noise, and the Monte Carlo mean of log q - log p over 4000 draws of the layer is within 4
     standard errors of it. Bottom-up: the top layer against N(0, I); ladder: every layer."""
-    model = _stack(inference)
+    model = random_stack(inference)
     h, x = model.hierarchy, _x()
     q = model.encode(x)
     n, g = 4000, torch.Generator().manual_seed(2)
@@ -95,7 +76,7 @@ def test_each_closed_form_term_is_the_gaussian_kl_at_its_parents_draw(inference)
 def test_bottom_up_lower_layers_stay_monte_carlo():
     """q(z_l | z_{l-1}) and p(z_l | z_{l+1}) condition on different layers: below the top, each term is
     log q - log p of the draw itself."""
-    model = _stack("bottom-up")
+    model = random_stack("bottom-up")
     q, h = model.encode(_x()), model.hierarchy
     eps = torch.randn(3, 4, model.noise_dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     z, kl = q.rsample_with_kl(eps)
@@ -109,7 +90,7 @@ def test_bottom_up_lower_layers_stay_monte_carlo():
 def test_a_layer_under_a_flow_stays_monte_carlo(inference):
     """With --flow iaf no layer's q is Gaussian: every term is the exact log q - log p along the draw, and their
     sum is what estimator A scores, log q(z|x) - log p(z)."""
-    model = _stack(inference, flow="iaf")
+    model = random_stack(inference, flow="iaf")
     q, h = model.encode(_x()), model.hierarchy
     eps = torch.randn(3, 4, model.noise_dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     z, kl = q.rsample_with_kl(eps)
@@ -134,7 +115,7 @@ def test_the_elbo_keeps_its_mean_with_a_lower_variance(inference):
     estimator A's is within 4 standard errors, the variance is lower (VARIANCE_RATIO), and so is the variance
     of the gradient of the batch's mean ELBO over 300 draws. (Near the true posterior, where every draw of
     estimator A gives log p(x), the closed forms add variance instead: tests/test_hierarchy.py.)"""
-    model = _stack(inference, latents=(3, 2))
+    model = random_stack(inference, latents=(3, 2))
     x = _x(20)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -163,7 +144,7 @@ def test_the_elbo_keeps_its_mean_with_a_lower_variance(inference):
 def test_importance_sampled_log_px_never_asks_for_the_closed_forms(monkeypatch, inference, flow):
     """`aevb eval`'s log p(x) (k = 1000, two noise chunks) is the logsumexp of log p(x|z) + log p(z) - log q(z|x)
     of each draw, the exact densities, bit for bit, with the per-layer KL made to fail if anything asked for it."""
-    model = _stack(inference, flow=flow)
+    model = random_stack(inference, flow=flow)
     x, k, seed = _x(3), 1000, 7
 
     def refuse(self, eps):

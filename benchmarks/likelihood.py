@@ -177,6 +177,12 @@ def run(args) -> None:
             if cfg is not None and cfg.time_limit > target:
                 print(f"{name} has trained past {target:g} minutes already (to {cfg.time_limit:g}): not measured")
                 continue
+        if d["records"] and not (run_dir / "config.json").exists():
+            sys.exit(
+                f"likelihood.py: {name}'s run {run_dir} is gone (its records reach {d['records'][-1]['minutes']:g} "
+                "minutes); put its last checkpoint back there to continue it, or start the train args again "
+                "under another NAME"
+            )
         train_cmd, train_wall = _train_to(run_dir, target, train_args, args.data_dir)
         done, (_, cfg) = progress(run_dir), read_config(run_dir)
         eval_cmd, res, eval_wall = _evaluate(run_dir, args.k, args.batch_size, args.data_dir)

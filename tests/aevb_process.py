@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,43 @@ def aevb_main(cwd: Path, argv: list, **environ: str) -> subprocess.CompletedProc
         os.environ.clear()
         os.environ.update(old_env)
     return subprocess.CompletedProcess(["aevb", *map(str, argv)], code, out.getvalue(), err.getvalue())
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def aevb_ranks(cwd: Path, env: dict, procs: int, *args) -> subprocess.CompletedProcess:
+    """`python -m aevb ARGS` as `procs` ranks of one torch.distributed run, started here with the environment
+    torchrun gives them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT): what torchrun does,
+    without its own process (~2 s of importing torch). Every rank must succeed; their stdout and their
+    stderr, each concatenated in rank order."""
+    argv = [sys.executable, "-m", "aevb", *map(str, args)]
+    base = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(procs)}
+    ranks = [
+        subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(procs)
+    ]
+    try:
+        with ThreadPoolExecutor(procs) as pool:
+            outs = list(pool.map(lambda p: p.communicate(timeout=600), ranks))
+    finally:
+        for p in ranks:
+            p.kill()
+            p.wait()
+    for r, (p, (_, err)) in enumerate(zip(ranks, outs)):
+        assert p.returncode == 0, f"rank {r}: exit {p.returncode}\n{err[-3000:]}"
+    return subprocess.CompletedProcess(argv, 0, "".join(o for o, _ in outs), "".join(e for _, e in outs))
 
 
 def start(cwd: Path, env: dict, *args) -> subprocess.Popen:

@@ -1,4 +1,5 @@
-"""Data-parallel training and evaluation with torch.distributed (gloo, CPU), started by torchrun.
+"""Data-parallel training and evaluation with torch.distributed (gloo, CPU), started by torchrun (the main run)
+or with the environment torchrun sets (the others).
 
 A run on two processes with the same global batch and seed must follow the single-process run up
 to float rounding; evaluation must give the single-process numbers; checkpoints move between world
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aevb_process import aevb_main, ok
+from aevb_process import aevb_main, aevb_ranks, free_port, ok
 
 pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
 
@@ -36,19 +36,15 @@ def env() -> dict:
     return {**clean, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
 
 
-def aevb(cwd: Path, env: dict, *args, procs: int = 1) -> subprocess.CompletedProcess:
-    """`python -m aevb ARGS`, or the same under torchrun with `procs` processes."""
+def aevb(cwd: Path, env: dict, *args, procs: int = 1, torchrun: bool = False) -> subprocess.CompletedProcess:
+    """`python -m aevb ARGS` (it must succeed); with `procs` > 1, that many ranks: under torchrun, or as
+    `aevb_ranks` starts them."""
+    if procs > 1 and not torchrun:
+        return aevb_ranks(cwd, env, procs, *args)
     launch = [sys.executable, "-m", "aevb"]
     if procs > 1:
-        launch = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={procs}",
-            "-m",
-            "aevb",
-        ]
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        launch += ["-m", "aevb"]
     r = subprocess.run([*launch, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -66,12 +62,11 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, env):
-    """The same run trained by one process and by two (torchrun, gloo), concurrently."""
+    """The same run trained by two processes (torchrun, gloo) and, meanwhile, by one (in this process)."""
     d = tmp_path_factory.mktemp("dist")
-    with ThreadPoolExecutor(2) as pool:
-        one = pool.submit(aevb, d, env, "train", "--out", "one", "--epochs", EPOCHS, *FLAGS)
-        two = pool.submit(aevb, d, env, "train", "--out", "two", "--epochs", EPOCHS, *FLAGS, procs=2)
-        one.result()
+    with ThreadPoolExecutor(1) as pool:
+        two = pool.submit(aevb, d, env, "train", "--out", "two", "--epochs", EPOCHS, *FLAGS, procs=2, torchrun=True)
+        ok(aevb_main(d, ["train", "--out", "one", "--epochs", EPOCHS, *FLAGS]))
         out = two.result()
     return d, out
 
@@ -93,7 +88,7 @@ def test_two_processes_follow_the_single_process_run(runs):
 @pytest.mark.parametrize("k", [1000, 300])  # 2 noise chunks: ranks share samples; 1 chunk: ranks share examples
 def test_distributed_eval_equals_single_process_eval(runs, env, k):
     d, _ = runs
-    aevb(d, env, "eval", "one", "--k", k, "--split", "test", "--no-progress")
+    ok(aevb_main(d, ["eval", "one", "--k", k, "--split", "test", "--no-progress"]))
     single = json.loads((d / "one" / "eval_test.json").read_text())
     aevb(d, env, "eval", "one", "--k", k, "--split", "test", "--no-progress", procs=2)
     shared = json.loads((d / "one" / "eval_test.json").read_text())
@@ -132,14 +127,8 @@ def test_a_half_set_environment_is_a_clear_error(tmp_path, env):
     assert not (tmp_path / "r").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_when_a_rank_dies_the_others_stop_within_the_timeout(tmp_path, env):
-    base = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
+    base = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
     argv = [sys.executable, "-m", "aevb", "train", "--out", "r", "--epochs", "100000", "--dist-timeout", "15", *FLAGS]
     ranks = [
         subprocess.Popen(
@@ -175,14 +164,15 @@ def test_a_conditional_run_on_two_processes_follows_one(tmp_path, env):
     """Labels travel with their rows: each rank's shard of a minibatch, and of an evaluation (k = 300:
     the ranks share the examples), is conditioned on its own rows' labels."""
     flags = [*FLAGS, "--condition-on", "labels", "--epochs", 5]
-    with ThreadPoolExecutor(2) as pool:
-        one = pool.submit(aevb, tmp_path, env, "train", "--out", "one", *flags)
+    with ThreadPoolExecutor(1) as pool:
         two = pool.submit(aevb, tmp_path, env, "train", "--out", "two", *flags, procs=2)
-        one.result(), two.result()
+        ok(aevb_main(tmp_path, ["train", "--out", "one", *flags]))
+        two.result()
     assert_close(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-4)
     results = []
-    for procs in (1, 2):
-        aevb(tmp_path, env, "eval", "one", "--k", 300, "--no-progress", procs=procs)
-        results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
+    ok(aevb_main(tmp_path, ["eval", "one", "--k", 300, "--no-progress"]))
+    results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
+    aevb(tmp_path, env, "eval", "one", "--k", 300, "--no-progress", procs=2)
+    results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
     assert results[0]["conditioned_on"] == "labels"
     assert results[1]["log_likelihood"] == pytest.approx(results[0]["log_likelihood"], rel=1e-6, abs=1e-5)

@@ -223,11 +223,13 @@ def test_a_flow_posterior_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_dreg_on_a_stack_under_torch_compile_equals_eager():
-    # the frozen nets (torch.func.functional_call) and the hook on z compile (about 90 s cold, for both posteriors)
+    # the frozen nets (torch.func.functional_call) and the hook on z survive compilation, for both posteriors;
+    # Dynamo and AOTAutograd only (inductor's C++ code generation took 56 s cold here, and test_gradients runs
+    # the one-layer DReG objective through it)
     for inference in INFERENCE:
         torch.manual_seed(0)
         cfg = aevb.ModelConfig(data_shape=(12,), latents=(3, 2), latent_hidden=(8,), hidden=(16,), inference=inference)
         model = aevb.VAE(cfg)
         x = torch.rand(8, 12, generator=torch.Generator().manual_seed(1)).bernoulli()
         eps = torch.randn(5, 8, 5, generator=torch.Generator().manual_seed(2))
-        assert_dreg_compiled_equals_eager(model, x, eps)
+        assert_dreg_compiled_equals_eager(model, x, eps, backend="aot_eager")

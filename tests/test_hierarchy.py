@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import aevb
 from aevb import ModelConfig, TrainConfig
 from aevb.evaluate import evaluation_record, log_likelihood
 from aevb.objectives import elbo, iwae, log_weights
-from aevb_process import aevb_main
+from aevb_process import aevb_main, aevb_ranks
 from linear_gaussian import D1, D2, INFERENCE, linear_gaussian_truth, linear_gaussian_vae, perturbed
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -267,19 +265,18 @@ def test_explorer_shows_the_top_layer(tmp_path, digits):
 
 @pytest.mark.slow
 def test_two_processes_follow_one_for_a_ladder_stack(tmp_path):
-    """torchrun with 2 processes (gloo) trains the ladder stack as one process does, and evaluates it the same."""
+    """2 processes (gloo, started as torchrun starts them) train the ladder stack as one process does, and
+    evaluate it the same."""
     import json
 
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     flags = ["train", "--latents", "6", "3", "--inference", "ladder", "--hidden", "32", "--epochs", "3"]
     flags += ["--seed", "3", "--no-progress", "--out"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aevb"]
     # the single-process halves run in this process (a new one spent ~2 s importing torch)
     r = aevb_main(tmp_path, [*flags, "one"])
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([*torchrun, *flags, "two"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    aevb_ranks(tmp_path, env, 2, *flags, "two")
     a, b = (
         load_file(str(tmp_path / "one" / "model.safetensors")),
         load_file(str(tmp_path / "two" / "model.safetensors")),
@@ -291,7 +288,6 @@ def test_two_processes_follow_one_for_a_ladder_stack(tmp_path):
     r = aevb_main(tmp_path, evaluate)
     assert r.returncode == 0, r.stderr[-2000:]
     results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
-    r = subprocess.run([*torchrun, *evaluate], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    aevb_ranks(tmp_path, env, 2, *evaluate)
     results.append(json.loads((tmp_path / "one" / "eval_test.json").read_text()))
     assert results[1]["log_likelihood"] == pytest.approx(results[0]["log_likelihood"], rel=1e-6, abs=1e-5)

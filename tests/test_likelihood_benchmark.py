@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from aevb.checkpoint import read_config
 from aevb.evaluate import log_likelihood, summarize
 from aevb.preprocess import run_data
 from aevb.rundir import progress, read_metrics
+from aevb_process import aevb_main
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -31,6 +33,21 @@ def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return res
 
 
+def _bench_here(tmp_path: Path, monkeypatch, *args: str) -> None:
+    """`_bench` in this process, its `aevb` commands too (each subprocess spent ~2 s importing torch): for the
+    invocations after the first, which `_bench` runs end to end."""
+
+    def call(cmd: list[str]) -> float:
+        assert cmd[:3] == [sys.executable, "-m", "aevb"], cmd
+        t = time.perf_counter()
+        r = aevb_main(tmp_path, cmd[3:])
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return time.perf_counter() - t
+
+    monkeypatch.setattr(likelihood, "_call", call)
+    likelihood.main(["--docs", str(tmp_path / "docs"), *args])
+
+
 def _independent(run: Path) -> tuple[float, float]:
     """The test log p(x) of the run's saved model, estimated here as `aevb eval --k K --seed 0` defines it."""
     model, (_, train_cfg) = aevb.load(run), read_config(run)
@@ -43,8 +60,8 @@ def test_eval_times_are_the_ones_within_the_budget_then_the_budget():
     assert likelihood.eval_times(0.5, []) == [0.5]
 
 
-@pytest.mark.slow  # four `aevb` processes
-def test_the_benchmark_measures_resumes_and_reports(tmp_path):
+@pytest.mark.slow  # two `aevb` processes
+def test_the_benchmark_measures_resumes_and_reports(tmp_path, monkeypatch):
     common = ["--k", str(K), "--runs-dir", str(tmp_path / "runs")]
     records_file, run = tmp_path / "docs" / "likelihood_tiny.json", tmp_path / "runs" / "tiny"
     _bench(tmp_path, "run", "tiny", "--minutes", "0.004", "--eval-at", *common, "--", *TRAIN)
@@ -59,7 +76,7 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path):
     assert len(r1["git_commit"]) >= 40 and r1["machine"]["cores"] >= 1
 
     # the next invocation carries on: the stored train args, the run resumed, the first record kept
-    _bench(tmp_path, "run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", *common)
+    _bench_here(tmp_path, monkeypatch, "run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", *common)
     records = json.loads(records_file.read_text())["records"]
     assert records[0] == r1 and len(records) == 2
     r2 = records[1]
@@ -73,7 +90,7 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path):
 
     # all measured: a third invocation trains nothing and keeps the records
     before = progress(run)
-    _bench(tmp_path, "run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", *common)
+    _bench_here(tmp_path, monkeypatch, "run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", *common)
     assert json.loads(records_file.read_text())["records"] == records and progress(run) == before
 
     png = (tmp_path / "docs" / "likelihood.png").read_bytes()
@@ -88,13 +105,29 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path):
     assert "## Not reached, and why" in page and "digits test, not the MNIST test set" in page
 
 
-@pytest.mark.slow  # a subprocess: over 3 s
-def test_other_train_args_for_a_started_run_are_refused(tmp_path):
+def _refusal(tmp_path: Path, records: list[dict], *train_args: str) -> str:
+    """What `likelihood.py run x` exits with (its message) when x's records are `records`."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    stored = {"name": "x", "run": str(tmp_path / "runs" / "x"), "train_args": TRAIN, "records": []}
+    stored = {"name": "x", "run": str(tmp_path / "runs" / "x"), "train_args": TRAIN, "records": records}
     (docs / "likelihood_x.json").write_text(json.dumps(stored))
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "likelihood.py"), "--docs", str(docs), "run", "x"]
-    cmd += ["--runs-dir", str(tmp_path / "runs"), "--", "--dataset", "digits"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0 and "was started with" in res.stderr and not (tmp_path / "runs").exists()
+    argv = ["--docs", str(docs), "run", "x", "--runs-dir", str(tmp_path / "runs"), "--minutes", "1"]
+    with pytest.raises(SystemExit) as e:
+        likelihood.main([*argv, *(["--", *train_args] if train_args else [])])
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    assert json.loads((docs / "likelihood_x.json").read_text()) == stored  # the records kept
+    return str(e.value.code)
+
+
+def test_other_train_args_for_a_started_run_are_refused(tmp_path):
+    assert "was started with" in _refusal(tmp_path, [], "--dataset", "digits")
+
+
+def test_a_run_whose_directory_is_gone_is_not_started_again_under_its_records(tmp_path):
+    # a fresh machine without the run's checkpoint: a new run would be recorded as the old one's continuation
+    record = {"target_minutes": 0.5, "minutes": 0.5, "finished": False}
+    message = _refusal(tmp_path, [record])
+    assert message == (
+        f"likelihood.py: x's run {tmp_path / 'runs' / 'x'} is gone (its records reach 0.5 minutes); put its "
+        "last checkpoint back there to continue it, or start the train args again under another NAME"
+    )

@@ -3,9 +3,6 @@ training time adds up over resumes. A fake clock replaces aevb.loop's, so no tes
 
 import dataclasses
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +10,11 @@ import torch
 import aevb
 from aevb import loop
 from aevb.rundir import progress, read_metrics
+from aevb_process import aevb_main
 
 SMALL = aevb.ModelConfig(hidden=(32,), latent_dim=2)
 DT = 0.75  # fake seconds per clock reading: epoch_steps reads it once as an epoch starts and once a step
 STEPS = 13  # steps of an epoch of the 1297 digits training rows at batch 100
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 class FakeTime:
@@ -113,17 +110,11 @@ def test_stopping_by_time_and_resuming_ends_bit_for_bit_with_an_uninterrupted_ru
         assert a["valid_elbo"] == b["valid_elbo"] and a["train_elbo"] == b["train_elbo"]
 
 
-def _aevb(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    cmd = [sys.executable, "-m", "aevb", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow  # three `aevb train` processes
+@pytest.mark.slow  # three `aevb train` commands (in this process)
 def test_the_cli_stops_with_one_line_saying_how_to_continue(tmp_path):
     run = tmp_path / "r"
     args = ("--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--no-progress")
-    res = _aevb("train", *args, "--epochs", "1000", "--time-limit", "0.001", "--out", str(run), cwd=tmp_path)
+    res = aevb_main(tmp_path, ["train", *args, "--epochs", "1000", "--time-limit", "0.001", "--out", str(run)])
     assert res.returncode == 0, res.stderr
     done = progress(run)
     assert 0.06 <= done["seconds"] and done["epoch"] < 1000
@@ -132,12 +123,12 @@ def test_the_cli_stops_with_one_line_saying_how_to_continue(tmp_path):
     assert done["where"] in last and f"`aevb train --resume {run} --time-limit 0.002`" in last
     assert "run saved in" not in res.stdout
 
-    res = _aevb("train", "--resume", str(run), "--time-limit", "0.001", "--no-progress", cwd=tmp_path)
+    res = aevb_main(tmp_path, ["train", "--resume", str(run), "--time-limit", "0.001", "--no-progress"])
     assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == last  # nothing more to train
     assert progress(run) == done
 
     epochs = str(done["epoch"] + 1)  # no limit: the run ends with its epochs
-    res = _aevb("train", "--resume", str(run), "--epochs", epochs, "--time-limit", "0", "--no-progress", cwd=tmp_path)
+    res = aevb_main(tmp_path, ["train", "--resume", str(run), "--epochs", epochs, "--time-limit", "0", "--no-progress"])
     assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == f"run saved in {run}"
     assert progress(run)["epoch"] == done["epoch"] + 1 and not progress(run)["inside_epoch"]
 

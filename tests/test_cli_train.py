@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import aevb
 from aevb_process import (
-    aevb_cmd,
+    aevb_main,
     ok,
     png_size,
     temp_files,
@@ -86,7 +86,7 @@ def test_train_writes_a_complete_run(runs):
 
 
 def test_train_help_states_every_field_and_its_default(env, tmp_path):
-    r = aevb_cmd(tmp_path, env, "train", "--help")
+    r = aevb_main(tmp_path, ["train", "--help"])
     text = ok(r)
     # One chunk per option: from its line "  --flag ..." up to the next option's line.
     chunks = {}
@@ -113,7 +113,7 @@ def test_train_help_states_every_field_and_its_default(env, tmp_path):
 def test_resume_continues_where_the_run_stopped(runs, env, tmp_path):
     shutil.copytree(runs.digits, tmp_path / "resumed")
     before = (runs.digits / "metrics.jsonl").read_text().splitlines()
-    out = ok(aevb_cmd(tmp_path, env, "train", "--resume", "resumed", "--epochs", EPOCHS + 2, "--no-progress"))
+    out = ok(aevb_main(tmp_path, ["train", "--resume", "resumed", "--epochs", EPOCHS + 2, "--no-progress"]))
     assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch")] == ["16", "17"]
     assert out.splitlines()[-1] == "run saved in resumed"
     after = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
@@ -165,7 +165,7 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
     )
     done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert done[:2] == [1, 2] and done == list(range(1, len(done) + 1))
-    r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress")
+    r = aevb_main(tmp_path, ["train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress"])
     lines = ok(r).splitlines()
     assert lines[0].startswith("resuming r from r/checkpoint.safetensors (step ")  # what --resume continues
     assert lines[1].startswith(f"epoch {done[-1] + 1:4d}")
@@ -189,5 +189,5 @@ def test_a_closed_pipe_stops_training_quietly_and_resumably(env, tmp_path):
         "aevb: output closed by its reader; r keeps its last checkpoint: `aevb train --resume r` continues it"
     ]
     done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress")
+    r = aevb_main(tmp_path, ["train", "--resume", "r", "--epochs", str(done[-1] + 1), "--no-progress"])
     assert ok(r).splitlines()[1].startswith(f"epoch {done[-1] + 1:4d}")

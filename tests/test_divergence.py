@@ -1,4 +1,4 @@
-"""Divergence in a real `python -m aevb train`: stop with a line naming the step and keep the last good
+"""Divergence in `aevb train` (the CLI, in this process): stop with a line naming the step and keep the last good
 checkpoint, or (`--nonfinite skip`) skip and count exactly the poisoned batches."""
 
 from __future__ import annotations
@@ -10,22 +10,9 @@ import pytest
 import torch
 
 from aevb.data.load import split_rows
-from aevb_process import (
-    aevb_cmd,
-    assert_bitwise_equal,
-    metrics,
-    one_line_error,
-    subprocess_env,
-    tensors,
-)
+from aevb_process import aevb_main, assert_bitwise_equal, metrics, one_line_error, tensors
 
-pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
-
-
-@pytest.fixture(scope="module")
-def env() -> dict:
-    return subprocess_env()
-
+pytestmark = pytest.mark.slow  # training: left out of the quick subset
 
 # --- divergence: stop naming the step, or skip and count ------------------------------------
 
@@ -36,16 +23,16 @@ def _table_with_poison(path: Path, poison_rows: list[int]) -> None:
     np.save(path, x)
 
 
-def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, env):
+def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     _table_with_poison(tmp_path / "t.npy", [])
     flags = ["--dataset", "t.npy", "--likelihood", "gaussian", "--batch-size", "32", "--no-progress"]
-    r = aevb_cmd(tmp_path, env, "train", "--out", "r", "--epochs", "1", *flags)
+    r = aevb_main(tmp_path, ["train", "--out", "r", "--epochs", "1", *flags])
     assert r.returncode == 0, r.stderr
     before = tensors(tmp_path / "r" / "checkpoint.safetensors")
     # the same run, resumed with a data file that now holds a poisoned row
     train_rows = split_rows(400)[0]
     _table_with_poison(tmp_path / "t.npy", [int(train_rows[0])])
-    r = aevb_cmd(tmp_path, env, "train", "--resume", "r", "--epochs", "2", "--no-progress")
+    r = aevb_main(tmp_path, ["train", "--resume", "r", "--epochs", "2", "--no-progress"])
     line = one_line_error(r, "training diverged at step ", "(epoch 2, batch ", "the loss is NaN or inf")
     assert "keeps its last good checkpoint (step 10, end of epoch 1)" in line
     step = int(line.split("at step ")[1].split()[0])
@@ -53,12 +40,12 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert_bitwise_equal(before, tensors(tmp_path / "r" / "checkpoint.safetensors"))
 
 
-def test_nonfinite_skip_counts_exactly_the_poisoned_batches(tmp_path, env):
+def test_nonfinite_skip_counts_exactly_the_poisoned_batches(tmp_path):
     train_rows = split_rows(400)[0]  # the documented split: row i of the file -> train position
     poisoned = [int(train_rows[i]) for i in (3, 50, 51, 200)]
     _table_with_poison(tmp_path / "t.npy", poisoned)
     flags = ["--dataset", "t.npy", "--likelihood", "gaussian", "--batch-size", "32", "--seed", "7"]
-    r = aevb_cmd(tmp_path, env, "train", "--out", "r", "--epochs", "1", "--nonfinite", "skip", "--no-progress", *flags)
+    r = aevb_main(tmp_path, ["train", "--out", "r", "--epochs", "1", "--nonfinite", "skip", "--no-progress", *flags])
     assert r.returncode == 0, r.stderr
     # epoch 1's order is the first draw of the training generator
     perm = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(7))

@@ -20,7 +20,6 @@ import pytest
 
 import aevb
 from aevb_process import (
-    aevb_cmd,
     aevb_main,
     assert_bitwise_equal,
     metrics,
@@ -88,7 +87,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_equal(tmp_path, env):
         state = trainer_state(tmp_path / "run")
         positions.append((state["epoch"], (state.get("position") or {}).get("steps")))
         if kills == 5:  # enough kills: let the last resume finish
-            r = aevb_cmd(tmp_path, env, "train", "--resume", "run", "--no-progress")
+            r = aevb_main(tmp_path, ["train", "--resume", "run", "--no-progress"])
             assert r.returncode == 0, r.stderr
             break
         p = start(tmp_path, env, "train", "--resume", "run", "--no-progress")

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import aevb
 from aevb.cli import main
 from aevb.rundir import read_metrics
+from aevb_process import aevb_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "8", "--seed", "1", "--no-progress"]
@@ -29,12 +30,7 @@ def env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
 
 
-def aevb_cmd(cwd: Path, env: dict, *args) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "aevb", *map(str, args)]
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow  # three processes: about 10 s on a quiet 2-core machine
+@pytest.mark.slow  # a process killed in its setup, then two runs in this process
 def test_a_run_killed_during_its_setup_resumes_to_the_uninterrupted_result(tmp_path, env):
     # The data file is a FIFO: the trainer blocks opening it, inside its setup (the lock is held, no
     # weights yet), for as long as we like; that is where a kill in the first seconds lands.
@@ -61,10 +57,10 @@ def test_a_run_killed_during_its_setup_resumes_to_the_uninterrupted_result(tmp_p
     data.unlink()
     np.save(data, x)
 
-    r = aevb_cmd(tmp_path, env, "train", "--resume", "R", "--no-progress")
+    r = aevb_main(tmp_path, ["train", "--resume", "R", "--no-progress"])
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "resuming R: no checkpoint yet, so training starts at step 0 (epoch 1 of 2)"
-    w = aevb_cmd(tmp_path, env, *argv, "--out", "W")
+    w = aevb_main(tmp_path, [*argv, "--out", "W"])
     assert w.returncode == 0, w.stderr
     assert json.loads((run / "config.json").read_text()) == json.loads((tmp_path / "W" / "config.json").read_text())
     resumed, whole = load_file(str(run / "model.safetensors")), load_file(str(tmp_path / "W" / "model.safetensors"))

@@ -3,10 +3,6 @@ the closed forms, training on synthetic Poisson counts with a known generating m
 real counts of the built-in `digits` (0..16 per 4x4 block), bad data, the CLI end to end."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +17,7 @@ from aevb.errors import DataError
 from aevb.likelihoods import CategoricalLikelihood, PoissonLikelihood, make_likelihood, parse_columns
 from aevb.objectives import decoder_log_prob
 from aevb.preprocess import check_data
-
-SRC = Path(__file__).resolve().parents[1] / "src"
+from aevb_process import aevb_main
 
 
 def _counts(n: int, seed: int = 0):
@@ -200,14 +195,13 @@ def test_bad_data_is_a_data_error(config, values, message):
 
 @pytest.mark.slow
 def test_cli_trains_and_evaluates_counts_and_rejects_non_counts(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
     x = _counts(300)[0].numpy()
     good, bad = tmp_path / "counts.csv", tmp_path / "bad.csv"
     good.write_text("\n".join(",".join(f"{v:g}" for v in row) for row in x) + "\n")
     bad.write_text("\n".join(",".join(f"{v + 0.5:g}" for v in row) for row in x) + "\n")
 
-    def aevb_(*args):
-        return subprocess.run([sys.executable, "-m", "aevb", *args], env=env, capture_output=True, text=True)
+    def aevb_(*args):  # the CLI in this process (a subprocess each spent ~2 s importing torch)
+        return aevb_main(tmp_path, list(args))
 
     common = ["--likelihood", "poisson", "--latent-dim", "2", "--hidden", "16", "--epochs", "2"]
     r = aevb_("train", "--dataset", str(good), *common, "--out", str(tmp_path / "run"))
@@ -337,12 +331,11 @@ def test_mixed_bad_data_names_the_feature(row, message):
 
 @pytest.mark.slow
 def test_cli_trains_and_samples_a_mixed_table(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
     table = tmp_path / "mixed.csv"
     table.write_text("\n".join(",".join(f"{v:g}" for v in row) for row in _mixed(300).numpy()) + "\n")
 
-    def aevb_(*args):
-        return subprocess.run([sys.executable, "-m", "aevb", *args], env=env, capture_output=True, text=True)
+    def aevb_(*args):  # the CLI in this process (a subprocess each spent ~2 s importing torch)
+        return aevb_main(tmp_path, list(args))
 
     common = ["--dataset", str(table), "--likelihood", "mixed", "--latent-dim", "2", "--hidden", "16", "--epochs", "2"]
     r = aevb_("train", *common, "--columns", SPEC, "--out", str(tmp_path / "run"))

@@ -3,10 +3,6 @@ and flags override them, the run stores them and the recipe's name, and `--recip
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +11,7 @@ from aevb.cli import main
 from aevb.config import ModelConfig, TrainConfig
 from aevb.recipes import RECIPES, recipe_fields
 from aevb.schedules import lr_at
+from aevb_process import aevb_main
 
 TINY = ["--dataset", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--batch-size", "100"]
 
@@ -107,12 +104,10 @@ def test_a_config_file_overrides_the_recipe_and_flags_override_both(tmp_path, ca
     assert stored["train"]["recipe"] == "burda-iwae-1l-k50" and stored["train"]["lr_schedule"] == "burda"
 
 
-@pytest.mark.slow  # subprocesses: over 3 s
+@pytest.mark.slow  # training: over 3 s
 def test_train_with_a_recipe_end_to_end(tmp_path, shared_data):
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "AEVB_DATA_DIR": str(shared_data), "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
     argv = ["train", "--recipe", "burda-iwae-1l-k5", *TINY, "--gradient", "dreg", "--out", "r", "--no-progress"]
-    r = subprocess.run([sys.executable, "-m", "aevb", *argv], cwd=tmp_path, env=env, capture_output=True, text=True)
+    r = aevb_main(tmp_path, argv, AEVB_DATA_DIR=str(shared_data))
     assert r.returncode == 0, r.stderr
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     model_kw, train_kw = recipe_fields("burda-iwae-1l-k5")
@@ -125,11 +120,5 @@ def test_train_with_a_recipe_end_to_end(tmp_path, shared_data):
     }
     assert aevb.load(tmp_path / "r").config.activation == "tanh"
     # a resumed run keeps its recipe: giving it again is a change, refused in one line
-    r = subprocess.run(
-        [sys.executable, "-m", "aevb", "train", "--resume", "r", "--recipe", "burda-vae-1l"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    r = aevb_main(tmp_path, ["train", "--resume", "r", "--recipe", "burda-vae-1l"], AEVB_DATA_DIR=str(shared_data))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot change recipe" in r.stderr

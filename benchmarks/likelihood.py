@@ -13,6 +13,14 @@ a killed or finished benchmark: the run resumes from its checkpoint and the time
 The train args are stored with the first record; without any, `DEFAULT_TRAIN_ARGS` (aevb's best known setup).
 Give --epochs large enough for the budget (a recipe sets its own); a run that ends its epochs early is recorded
 as finished at its own minutes. The report (likelihood_report.py) is rewritten after every measurement.
+
+    python benchmarks/likelihood.py keep NAME     # copy the run's last checkpoint into benchmarks/runs/NAME
+
+keep: a run that takes longer than one machine's life (burda-vae-1l: 3,280 passes, about nine hours) goes on
+elsewhere from the copy that `keep` makes of what `aevb train --resume` reads (config.json, checkpoint.safetensors,
+model.safetensors, metrics.jsonl; a few MB, committed beside the records). `run` on a machine without
+RUNS_DIR/NAME puts that copy back and resumes it; without one, it refuses to start a new run under the old
+records.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -33,11 +42,14 @@ import likelihood_report  # noqa: E402  (beside this file)
 
 import aevb  # noqa: E402  (this checkout's, whose commit the records name)
 from aevb.checkpoint import read_config  # noqa: E402
-from aevb.files import atomic_write_text  # noqa: E402
+from aevb.errors import AevbError  # noqa: E402
+from aevb.files import RunLock, atomic_write_text  # noqa: E402
 from aevb.rundir import progress  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks"
+KEPT = ROOT / "benchmarks" / "runs"
+KEPT_FILES = ("config.json", "checkpoint.safetensors", "model.safetensors", "metrics.jsonl")  # what --resume reads
 # aevb's best known setup so far (issue 18: 450 epochs of it reach -90.17 nats); the time limit ends it
 DEFAULT_TRAIN_ARGS = (
     "--dataset mnist --hidden 400 --latent-dim 20 --activation relu --precision bf16 --epochs 100000".split()
@@ -152,9 +164,44 @@ def _evaluate(run: Path, k: int, batch_size: int, data_dir: str) -> tuple[str, d
     return shown(cmd), json.loads((run / "eval_test.json").read_text()), wall
 
 
+def keep(run_dir: Path, kept: Path) -> None:
+    """Copy the files `aevb train --resume` reads from `run_dir` to `kept` (replaced whole, never half
+    written), holding the run's lock so that no trainer writes it meanwhile; exits when it cannot."""
+    missing = [f for f in KEPT_FILES if not (run_dir / f).is_file()]
+    if missing:
+        sys.exit(f"likelihood.py: {run_dir} has no {', '.join(missing)}: nothing to keep")
+    tmp, old = kept.with_name(f".{kept.name}.tmp"), kept.with_name(f".{kept.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with RunLock(run_dir):
+            for f in KEPT_FILES:
+                shutil.copy2(run_dir / f, tmp / f)
+    except AevbError as e:
+        shutil.rmtree(tmp)
+        sys.exit(f"likelihood.py: {e}")
+    shutil.rmtree(old, ignore_errors=True)
+    if kept.exists():
+        kept.rename(old)
+    tmp.rename(kept)
+    shutil.rmtree(old, ignore_errors=True)
+    p = progress(kept)
+    print(f"kept {run_dir} in {kept}: epoch {p['epoch']}, {p['minutes']:.1f} minutes of training")
+
+
+def _restore(run_dir: Path, kept: Path) -> None:
+    """Put the kept copy of a run back where its records say it is."""
+    run_dir.mkdir(parents=True)
+    for f in KEPT_FILES:
+        shutil.copy2(kept / f, run_dir / f)
+    p = progress(run_dir)
+    print(f"restored {run_dir} from {kept}: epoch {p['epoch']}, {p['minutes']:.1f} minutes of training", flush=True)
+
+
 def run(args) -> None:
     docs, name = Path(args.docs), args.name
     run_dir = Path(args.runs_dir) / name
+    kept = Path(args.kept) / name
     stored = read_records(docs, name)
     train_args = args.train_args or (stored["train_args"] if stored else list(DEFAULT_TRAIN_ARGS))
     if stored and args.train_args and args.train_args != stored["train_args"]:
@@ -177,11 +224,13 @@ def run(args) -> None:
             if cfg is not None and cfg.time_limit > target:
                 print(f"{name} has trained past {target:g} minutes already (to {cfg.time_limit:g}): not measured")
                 continue
+        if d["records"] and not run_dir.exists() and (kept / "config.json").exists():
+            _restore(run_dir, kept)
         if d["records"] and not (run_dir / "config.json").exists():
             sys.exit(
                 f"likelihood.py: {name}'s run {run_dir} is gone (its records reach {d['records'][-1]['minutes']:g} "
-                "minutes); put its last checkpoint back there to continue it, or start the train args again "
-                "under another NAME"
+                f"minutes) and {kept} holds no copy; put its last checkpoint back there to continue it, or start "
+                "the train args again under another NAME"
             )
         train_cmd, train_wall = _train_to(run_dir, target, train_args, args.data_dir)
         done, (_, cfg) = progress(run_dir), read_config(run_dir)
@@ -251,15 +300,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     r.add_argument("--runs-dir", default="runs/likelihood", help="folder of the runs (default: %(default)s)")
     r.add_argument("--data-dir", default="../shared/data", help="folder of the datasets (default: %(default)s)")
+    k = sub.add_parser("keep", help="copy RUNS_DIR/NAME's last checkpoint into KEPT/NAME, for another machine")
+    k.add_argument("name", metavar="NAME")
+    k.add_argument("--runs-dir", default="runs/likelihood", help="folder of the runs (default: %(default)s)")
+    for q in (r, k):
+        q.add_argument("--kept", default=str(KEPT), help="folder of the kept copies of runs (default: benchmarks/runs)")
     sub.add_parser("report", help="write likelihood.md and likelihood.png from the records")
     args = p.parse_args(argv)
     if args.part == "report":
         print(f"wrote {likelihood_report.write(Path(args.docs))}")
         return
-    if not args.minutes > 0 or args.k < 1 or args.batch_size < 1 or any(not t > 0 for t in args.eval_at):
-        p.error("--minutes and --eval-at must be > 0, --k and --batch-size >= 1")
     if not all(c.isalnum() or c in "-_." for c in args.name) or args.name.startswith("."):
         p.error(f"NAME must be a plain name (letters, digits, - _ .); got {args.name!r}")
+    if args.part == "keep":
+        keep(Path(args.runs_dir) / args.name, Path(args.kept) / args.name)
+        return
+    if not args.minutes > 0 or args.k < 1 or args.batch_size < 1 or any(not t > 0 for t in args.eval_at):
+        p.error("--minutes and --eval-at must be > 0, --k and --batch-size >= 1")
     args.train_args = train_args
     run(args)
 

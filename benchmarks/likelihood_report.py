@@ -173,6 +173,9 @@ def write(docs: Path) -> Path:
         "",
         "A measurement: `OMP_NUM_THREADS=2 python benchmarks/likelihood.py run NAME --minutes 120 --eval-at 15 60 "
         "-- [aevb train args]` (the same command again continues it; the records say which commands ran). "
+        "A run that outlives its machine is kept with `python benchmarks/likelihood.py keep NAME` (its last "
+        "checkpoint, in benchmarks/runs/NAME, committed); the same `run` command on another machine puts it back "
+        "and continues it. "
         "Goals of issue 18 on the project's 2-core CPU: "
         + ", ".join(f"{goal} within {minutes:g} minutes" for minutes, goal in TARGETS)
         + ".",

@@ -3,6 +3,7 @@ evaluation of the same checkpoint gives, a second invocation resumes the run, an
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -75,12 +76,24 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path, monkeypatch):
     assert "--time-limit 0.004" in r1["train_command"] and f"--k {K}" in r1["eval_command"]
     assert len(r1["git_commit"]) >= 40 and r1["machine"]["cores"] >= 1
 
-    # the next invocation carries on: the stored train args, the run resumed, the first record kept
-    _bench_here(tmp_path, monkeypatch, "run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", *common)
+    # the run is kept, and lost with its machine: the next invocation puts the copy back and carries on
+    # (the stored train args, the run resumed, the first record kept)
+    kept = tmp_path / "kept"
+    where = ["--runs-dir", str(tmp_path / "runs"), "--kept", str(kept)]
+    likelihood.main(["--docs", str(tmp_path / "docs"), "keep", "tiny", *where])
+    assert sorted(f.name for f in (kept / "tiny").iterdir()) == sorted(likelihood.KEPT_FILES)
+    before_loss = {f: (run / f).read_bytes() for f in likelihood.KEPT_FILES}
+    shutil.rmtree(run)
+    again = ["run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", "--k", str(K), *where]
+    _bench_here(tmp_path, monkeypatch, *again)
+    assert (kept / "tiny" / "checkpoint.safetensors").read_bytes() == before_loss["checkpoint.safetensors"]
     records = json.loads(records_file.read_text())["records"]
     assert records[0] == r1 and len(records) == 2
     r2 = records[1]
     assert r2["train_command"].startswith(f"aevb train --resume {run} --time-limit 0.008")
+    assert read_metrics(run)[: len(before_loss["metrics.jsonl"].splitlines())] == [
+        json.loads(line) for line in before_loss["metrics.jsonl"].splitlines()
+    ]
     assert r2["steps"] > r1["steps"] and r2["epochs"] > r1["epochs"] and r2["minutes"] >= 0.008
     assert r2["steps"] == progress(run)["step"]  # 0.008 minutes in all, not 0.004 + 0.008
     assert r2["minutes"] < 0.004 + 0.008  # the time counted over both invocations
@@ -90,7 +103,7 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path, monkeypatch):
 
     # all measured: a third invocation trains nothing and keeps the records
     before = progress(run)
-    _bench_here(tmp_path, monkeypatch, "run", "tiny", "--minutes", "0.008", "--eval-at", "0.004", *common)
+    _bench_here(tmp_path, monkeypatch, *again)
     assert json.loads(records_file.read_text())["records"] == records and progress(run) == before
 
     png = (tmp_path / "docs" / "likelihood.png").read_bytes()
@@ -112,6 +125,7 @@ def _refusal(tmp_path: Path, records: list[dict], *train_args: str) -> str:
     stored = {"name": "x", "run": str(tmp_path / "runs" / "x"), "train_args": TRAIN, "records": records}
     (docs / "likelihood_x.json").write_text(json.dumps(stored))
     argv = ["--docs", str(docs), "run", "x", "--runs-dir", str(tmp_path / "runs"), "--minutes", "1"]
+    argv += ["--kept", str(tmp_path / "kept")]
     with pytest.raises(SystemExit) as e:
         likelihood.main([*argv, *(["--", *train_args] if train_args else [])])
     assert not (tmp_path / "runs").exists()  # nothing trained
@@ -123,11 +137,27 @@ def test_other_train_args_for_a_started_run_are_refused(tmp_path):
     assert "was started with" in _refusal(tmp_path, [], "--dataset", "digits")
 
 
+def test_keep_refuses_a_run_being_trained_and_a_folder_that_is_no_run(tmp_path):
+    from aevb.files import RunLock
+
+    run, kept = tmp_path / "runs" / "x", tmp_path / "kept"
+    run.mkdir(parents=True)
+    argv = ["keep", "x", "--runs-dir", str(tmp_path / "runs"), "--kept", str(kept)]
+    with pytest.raises(SystemExit, match="has no config.json, checkpoint.safetensors, model.safetensors, metrics"):
+        likelihood.main(argv)
+    for f in likelihood.KEPT_FILES:
+        (run / f).write_text("{}")
+    with RunLock(run), pytest.raises(SystemExit, match="is being trained by another aevb process"):
+        likelihood.main(argv)
+    assert not kept.exists() or list(kept.iterdir()) == []  # no half copy
+
+
 def test_a_run_whose_directory_is_gone_is_not_started_again_under_its_records(tmp_path):
     # a fresh machine without the run's checkpoint: a new run would be recorded as the old one's continuation
     record = {"target_minutes": 0.5, "minutes": 0.5, "finished": False}
     message = _refusal(tmp_path, [record])
     assert message == (
-        f"likelihood.py: x's run {tmp_path / 'runs' / 'x'} is gone (its records reach 0.5 minutes); put its "
-        "last checkpoint back there to continue it, or start the train args again under another NAME"
+        f"likelihood.py: x's run {tmp_path / 'runs' / 'x'} is gone (its records reach 0.5 minutes) and "
+        f"{tmp_path / 'kept' / 'x'} holds no copy; put its last checkpoint back there to continue it, or start "
+        "the train args again under another NAME"
     )

@@ -5,6 +5,7 @@ gives the IWAE bounds' ordering.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.distributions import MultivariateNormal
 
 import aevb
 from aevb import ModelConfig, TrainConfig
-from aevb.evaluate import evaluation_record, log_likelihood
+from aevb.evaluate import evaluation_record, kl_per_layer, log_likelihood
 from aevb.objectives import elbo, iwae, log_weights
 from aevb_process import aevb_main, aevb_ranks
 from linear_gaussian import D1, D2, INFERENCE, linear_gaussian_truth, linear_gaussian_vae, perturbed
@@ -122,6 +123,52 @@ def test_evaluation_record_reports_active_units_per_layer(truth):
     assert rec["active_units"] == sum(rec["active_units_per_layer"])
 
 
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_evaluation_record_splits_the_kl_by_layer(truth, inference):
+    """kl_per_layer sums to the record's kl (the same draws); for bottom-up inference, whose q is linear-Gaussian
+    here, its mean over 400 draws per point is the closed-form KL of the joint q(z_1, z_2 | x) from p(z_1, z_2)
+    (torch.distributions), within 4 standard errors."""
+    model = perturbed(linear_gaussian_vae(truth, inference))
+    x = truth["x"].repeat(400, 1)
+    rec = evaluation_record(model, x, k=1)
+    assert len(rec["kl_per_layer"]) == 2 and sum(rec["kl_per_layer"]) == pytest.approx(rec["kl"], abs=1e-9)
+    if inference != "bottom-up":
+        return
+    q = model.encode(truth["x"])
+    m1, v1 = q.mean[:, :D1].detach(), q.stddev[:, :D1].detach() ** 2  # q(z_1|x)
+    up = model.hierarchy.up[0]  # q(z_2|z_1) = N(W z_1 + c, diag v)
+    W, c, v = up.weight[:D2].detach(), up.bias[:D2].detach(), up.bias[D2:].detach().exp()
+    mean_q = torch.cat([m1, m1 @ W.T + c], 1)
+    V1 = torch.diag_embed(v1)
+    cov_q = torch.cat([torch.cat([V1, V1 @ W.T], 2), torch.cat([W @ V1, W @ V1 @ W.T + torch.diag(v)], 2)], 1)
+    A, a, S = truth["A"], truth["a"], truth["S"]  # p(z_2) = N(0, I), p(z_1|z_2) = N(A z_2 + a, diag S)
+    mean_p = torch.cat([a, torch.zeros(D2, dtype=a.dtype)])
+    cov_p = torch.cat([torch.cat([A @ A.T + torch.diag(S), A], 1), torch.cat([A.T, torch.eye(D2, dtype=A.dtype)], 1)])
+    exact = torch.distributions.kl_divergence(MultivariateNormal(mean_q, cov_q), MultivariateNormal(mean_p, cov_p))
+    assert abs(rec["kl"] - exact.mean().item()) < 4 * rec["kl_se"], (rec["kl"], exact.mean().item(), rec["kl_se"])
+    # the top layer's term alone: E_{z_1 ~ q} KL(N(W z_1 + c, diag v) || N(0, I)), in closed form
+    m2, s2 = m1 @ W.T + c, torch.einsum("ij,bjk,lk->bil", W, V1, W).diagonal(dim1=1, dim2=2)
+    top = 0.5 * (v + m2**2 + s2 - 1 - v.log()).sum(1)
+    per = kl_per_layer(model, x)[:, 1]
+    assert rec["kl_per_layer"][1] == pytest.approx(per.mean().item(), abs=1e-12)
+    assert abs(per.mean() - top.mean()) < 4 * per.std() / math.sqrt(len(per)), (per.mean(), top.mean())
+
+
+def test_the_report_shows_a_stacks_kl_per_layer(tmp_path, digits):
+    from aevb.checkpoint import read_config
+    from aevb.preprocess import run_data
+    from aevb.report import write_report
+
+    m = ModelConfig(latents=(6, 3), latent_hidden=(16,), hidden=(32,))
+    aevb.train(m, TrainConfig(epochs=1, seed=1), tmp_path / "r", dataset=digits)
+    page = write_report(tmp_path / "r", k=5).read_text()
+    model, train_cfg = aevb.load(tmp_path / "r"), read_config(tmp_path / "r")[1]
+    x = run_data(model.config, train_cfg.binarize, train_cfg.dataset, "test")[0]  # the binarised test rows
+    rec = evaluation_record(model, x, k=5)  # seed 0, as the report's
+    shown = ", ".join(f"z_{i + 1}: {v:.3f}" for i, v in enumerate(rec["kl_per_layer"]))
+    assert f"<tr><th>KL per layer (nats)</th><td>{shown}</td></tr>" in page
+
+
 # --- training, resume, checkpoints, CLI ---------------------------------------------------------------
 
 
@@ -210,6 +257,9 @@ def test_cli_hierarchical_run_end_to_end(tmp_path):
     r = _aevb("eval", "run", "--k", "50", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "per layer, z_1 first:" in r.stdout and "of 6, " in r.stdout and "of 2)" in r.stdout
+    res = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    shown = ", ".join(f"{v:.3f}" for v in res["kl_per_layer"])
+    assert f"  KL per layer, z_1 first: {shown} nats\n" in r.stdout and len(res["kl_per_layer"]) == 2
     for cmd in (["sample", "run", "--n", "8"], ["reconstruct", "run", "--n", "4"], ["manifold", "run", "--n", "3"]):
         r = _aevb(*cmd, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
@@ -267,8 +317,6 @@ def test_explorer_shows_the_top_layer(tmp_path, digits):
 def test_two_processes_follow_one_for_a_ladder_stack(tmp_path):
     """2 processes (gloo, started as torchrun starts them) train the ladder stack as one process does, and
     evaluate it the same."""
-    import json
-
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     flags = ["train", "--latents", "6", "3", "--inference", "ladder", "--hidden", "32", "--epochs", "3"]

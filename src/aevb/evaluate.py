@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .model import VAE
-from .objectives import ELBOTerms, elbo, log_weights
+from .objectives import ELBOTerms, elbo, layer_kl, log_weights
 
 NOISE_CHUNK = 500  # importance samples drawn per (example, chunk); fixed so results ignore batching
 # A latent unit is active when Var_x(E_q[z_j]) exceeds this (Burda et al. 2016, Section 5.2)
@@ -59,6 +59,20 @@ def elbo_terms(
         for s in _batches(x.shape[0], batch_size):
             parts.append(elbo(model, x[s].to(device), samples, estimator, g, y=_rows(y, s, device)))
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]).cpu() for f in ELBOTerms._fields))
+
+
+def kl_per_layer(
+    model: VAE, x: torch.Tensor, batch_size: int = 1000, seed: int = 0, y: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """A stack's KL term of `elbo_terms` (one sample, estimator "analytic") split by layer, (N, L) nats, bottom
+    first, along the same draws (same seed and batches): the rows sum to its kl. None for one latent layer."""
+    if model.hierarchy is None:
+        return None
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    with evaluating(model):
+        parts = [layer_kl(model, x[s].to(device), g, _rows(y, s, device)) for s in _batches(x.shape[0], batch_size)]
+    return torch.cat(parts).cpu()
 
 
 def _rows(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Tensor | None:
@@ -169,8 +183,9 @@ def evaluation_record(
     log_likelihood (k samples, `batch_size` examples at a time, the exact log q and log p of each draw), all nats
     per example; bits_per_dim of the mean log p(x);
     active_units of latent_dim (all layers' units of a stack; per layer in active_units_per_layer, sizes in
-    latents) and each unit's posterior_mean_variance (layers side by side, bottom first). A conditional model's, of
-    log p(x|y), with the labels y (N,). `estimate` replaces `log_likelihood` (e.g. the data-parallel one
+    latents; a stack's mean kl per layer, bottom first, in kl_per_layer) and each unit's
+    posterior_mean_variance (layers side by side, bottom first). A conditional model's, of log p(x|y), with
+    the labels y (N,). `estimate` replaces `log_likelihood` (e.g. the data-parallel one
     of `aevb.distributed`, which every rank calls); `on_batch(examples)` follows its progress."""
     terms = elbo_terms(model, x, seed=seed, y=y)  # one sample per example: cheap, computed whole
     ll = estimate(model, x, k=k, batch_size=batch_size, seed=seed, on_batch=on_batch, y=y)
@@ -183,5 +198,8 @@ def evaluation_record(
     layers = model.config.layers
     res["latents"] = list(layers)  # the layers' sizes, bottom first: [latent_dim] for one layer
     res["active_units_per_layer"] = [int((a > ACTIVE_THRESHOLD).sum()) for a in activity.split(layers)]
+    per_layer = kl_per_layer(model, x, seed=seed, y=y)  # a stack's kl, layer by layer (the same draws)
+    if per_layer is not None:
+        res["kl_per_layer"] = per_layer.mean(0).tolist()
     res["posterior_mean_variance"] = [round(v, 6) for v in activity.tolist()]
     return res

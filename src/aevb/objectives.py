@@ -141,6 +141,23 @@ def elbo(
     return ELBOTerms(log_px_z, kl, log_px_z - kl)
 
 
+def layer_kl(
+    model: VAE,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """A stack's KL term of `elbo` (estimator "analytic", one draw) split by layer, (B, L) nats, bottom first:
+    the same noise from `generator`, so the rows sum to that ELBO's kl. None for one latent layer (its KL is
+    `elbo`'s kl). Each term is in closed form where the layer has one given the draws above or below it,
+    Monte Carlo elsewhere (`q.rsample_with_kl`, aevb.hierarchy)."""
+    if model.hierarchy is None:
+        return None
+    x = x.reshape(x.shape[0], -1)
+    q = model.encode(x, y)
+    return q.rsample_with_kl(_noise(model, q, 1, generator)[0])[1]
+
+
 def log_weights(
     model: VAE,
     x: torch.Tensor,

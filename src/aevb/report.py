@@ -202,6 +202,9 @@ def _eval_section(ev: dict, source: str, model: VAE) -> str:
             f"z_{i + 1}: {a} of {d}" for i, (a, d) in enumerate(zip(ev["active_units_per_layer"], ev["latents"]))
         )
         rows.insert(-1, ("active units per layer", per))
+    if "kl_per_layer" in ev:  # a stack: its KL term, layer by layer
+        per = ", ".join(f"z_{i + 1}: {v:.3f}" for i, v in enumerate(ev["kl_per_layer"]))
+        rows.insert(-1, ("KL per layer (nats)", per))
     return (
         '<section><h2>Test set</h2><table id="evaluation">' + _rows(rows) + "</table>"
         "<p>Nats per example, higher is better; ± is the standard error over test examples. log p(x) is the "

@@ -75,6 +75,8 @@ def _eval(args: argparse.Namespace, ctx: distributed.Context) -> None:
     if len(res["latents"]) > 1:
         layers = zip(res["active_units_per_layer"], res["latents"])
         per = "; per layer, z_1 first: " + ", ".join(f"{a} of {d}" for a, d in layers)
+    if "kl_per_layer" in res:
+        print("  KL per layer, z_1 first: " + ", ".join(f"{v:.3f}" for v in res["kl_per_layer"]) + " nats")
     print(
         f"  active units {res['active_units']} of {res['latent_dim']}  "
         f"(Var_x E_q[z_j] > {ACTIVE_THRESHOLD:g}, Burda et al. 2016{per})"

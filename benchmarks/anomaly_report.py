@@ -58,8 +58,9 @@ def read_records(paths: list[Path]) -> list[dict]:
 
 
 def merged_datasets(paths_or_records: list) -> dict[str, dict]:
-    """{dataset: {n, d, anomalies, rows}} over several records; a (method, seed) row in several records:
-    the latest record's."""
+    """{dataset: {n, d, anomalies, rows, by_seed}} over several records; a (method, seed) row in several records:
+    the latest record's. n, d and anomalies are the latest record's; by_seed holds them for each seed, from the
+    latest record with that seed (an image split is drawn anew for every seed)."""
     records = paths_or_records
     if records and isinstance(records[0], Path):
         records = read_records(records)
@@ -68,8 +69,22 @@ def merged_datasets(paths_or_records: list) -> dict[str, dict]:
         for name, d in rec["datasets"].items():
             rows = {(r["method"], r["seed"]): r for r in out.get(name, {}).get("rows", [])}
             rows.update({(r["method"], r["seed"]): r for r in d["rows"]})
-            out[name] = {**d, "rows": list(rows.values())}
+            shape = {k: d[k] for k in ("n", "d", "anomalies")}
+            by_seed = {**out.get(name, {}).get("by_seed", {}), **{r["seed"]: shape for r in d["rows"]}}
+            out[name] = {**d, "rows": list(rows.values()), "by_seed": by_seed}
     return out
+
+
+def shape_cells(d: dict, seeds: list[int]) -> str:
+    """The "n | d | anomalies" cells of a set on `seeds`: their own splits' (by_seed, else the set's), a range
+    where the seeds' splits differ."""
+    per = [d["by_seed"][s] for s in seeds if s in d.get("by_seed", {})] or [d]
+
+    def cell(key: str, fmt) -> str:
+        lo, hi = min(p[key] for p in per), max(p[key] for p in per)
+        return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
+
+    return " | ".join((cell("n", str), cell("d", str), cell("anomalies", lambda v: f"{v:.1%}")))
 
 
 def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
@@ -158,7 +173,7 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
             if extra != " |":
                 rank, win = head_to_head(row, h2h)[head]
                 cells.append(f"{rank} of {len(h2h)}" + (" (win)" if win else ""))
-            lines.append(f"| {name} | {d['n']} | {d['d']} | {d['anomalies']:.1%} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {shape_cells(d, seeds)} | " + " | ".join(cells) + " |")
         means = [np.mean([row[m][metric][0] for row in table.values()]) for m in methods]
         cells = [f"**{v:.3f}**" for v in means] + ([] if extra == " |" else [""])
         lines += ["| **mean** | | | | " + " | ".join(cells) + " |", ""]

@@ -98,6 +98,20 @@ def test_page_means_and_wins_from_two_records(tmp_path):
     assert "| KNN | 0.700 | 0.350 | 1.50 | 1 of 2 | 1.00 | 0.50 |" in page
 
 
+def test_the_size_columns_are_those_of_the_seeds_shown():
+    # an image set's split is drawn for each seed: seed 3's record (the latest) has another anomaly share
+    aevb = anomaly_report.AEVB
+    first = {"datasets": {"digit 0": {"n": 2000, "d": 784, "anomalies": 0.1, "rows": [_row(aevb, 0, 0.8)]}}}
+    later = {"n": 2000, "d": 784, "anomalies": 0.117, "rows": [_row(aevb, 3, 0.7)]}
+    merged = anomaly_report.merged_datasets(
+        [first, {"written": "2026-01-01T00:00:00+00:00", "datasets": {"digit 0": later}}]
+    )
+    assert "| digit 0 | 2000 | 784 | 10.0% | **0.800** | 1 of 1 (win) |" in anomaly_report.tables(merged, only=[0])
+    assert "| digit 0 | 2000 | 784 | 11.7% | **0.700** | 1 of 1 (win) |" in anomaly_report.tables(merged, only=[3])
+    both = anomaly_report.tables(merged)  # both seeds: the range of their shares
+    assert "| digit 0 | 2000 | 784 | 10.0%–11.7% | **0.750 ± 0.050** | 1 of 1 (win) |" in both
+
+
 def test_tables_on_chosen_seeds_only():
     aevb = anomaly_report.AEVB
     sets = {"1_x": {"n": 10, "d": 2, "anomalies": 0.1, "rows": [_row(aevb, 0, 0.8), _row(aevb, 1, 0.6)]}}

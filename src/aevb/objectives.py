@@ -74,14 +74,26 @@ def _draws(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """z from the noise eps, (L, B, Dz); log q(z|x) of those draws (L, B) when `log_q` (else None);
     and E_q[log p(x|z)] averaged over the L draws, (B,) nats. One draw (L = 1, the default) is made
-    and scored as a (B, Dz) batch: the same numbers as the mean over one row, with fewer ops (and none
-    of the broadcasts' reductions in the backward pass). `gradient`: how log q's gradient is taken (`draw`)."""
-    one = eps.shape[0] == 1
-    e = eps[0] if one else eps
+    and scored as a (B, Dz) batch (`_batch_of_draws`). `gradient`: how log q's gradient is taken (`draw`)."""
+    one, e = _batch_of_draws(eps)
     z, lq = draw(q, e, gradient) if log_q else (q.rsample_from(e), None)
+    log_px_z = _mean_over_draws(decoder_log_prob(model, z, x, y), one)
     if one:
-        return z.unsqueeze(0), None if lq is None else lq.unsqueeze(0), decoder_log_prob(model, z, x, y)
-    return z, lq, decoder_log_prob(model, z, x, y).mean(0)
+        return z.unsqueeze(0), None if lq is None else lq.unsqueeze(0), log_px_z
+    return z, lq, log_px_z
+
+
+def _batch_of_draws(eps: torch.Tensor) -> tuple[bool, torch.Tensor]:
+    """(one, e): whether eps (L, B, Dz) holds one draw per example, and the noise to draw from: one draw as a
+    (B, Dz) batch (the same numbers as the mean over one row, with fewer ops, and none of the broadcasts'
+    reductions in the backward pass), else eps itself."""
+    one = eps.shape[0] == 1
+    return one, eps[0] if one else eps
+
+
+def _mean_over_draws(t: torch.Tensor, one: bool) -> torch.Tensor:
+    """The mean over the draws of a per-draw term from `_batch_of_draws`' noise: (B,) for (L, B) or one (B,)."""
+    return t if one else t.mean(0)
 
 
 def _kl_draws(
@@ -97,12 +109,11 @@ def _kl_draws(
     docstring says (closed form, a stack's closed forms along the draws, or Monte Carlo) and E_q[log p(x|z)]."""
     kl = model.kl(q) if estimator == "analytic" else None
     if kl is None and estimator == "analytic":
-        one = eps.shape[0] == 1  # one draw scored as a (B, Dz) batch, as in `_draws`
-        along = model.kl_along(q, eps[0] if one else eps)
+        one, e = _batch_of_draws(eps)
+        along = model.kl_along(q, e)
         if along is not None:  # a stack: z and the per-draw KL, (L, B, Dz) and (L, B) (without L for one draw)
             z, kl = along
-            log_px_z = decoder_log_prob(model, z, x, y)
-            return (kl, log_px_z) if one else (kl.mean(0), log_px_z.mean(0))
+            return _mean_over_draws(kl, one), _mean_over_draws(decoder_log_prob(model, z, x, y), one)
     z, log_q, log_px_z = _draws(model, q, eps, x, y, kl is None, gradient)  # (L, B, Dz), (L, B) or None, (B,)
     if kl is None:  # estimator A, or no closed form anywhere (a mixture prior, a flow)
         kl = (log_q - model.log_prior(z)).mean(0)

@@ -14,7 +14,7 @@ from torch.distributions import Normal, kl_divergence
 
 from aevb.evaluate import NOISE_CHUNK, example_noise, log_likelihood
 from aevb.hierarchy import BottomUp, Ladder
-from aevb.hierarchy_posteriors import split_gaussian
+from aevb.hierarchy_layers import split_gaussian
 from aevb.objectives import decoder_log_prob, elbo
 from linear_gaussian import INFERENCE, random_stack
 

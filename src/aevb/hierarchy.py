@@ -69,7 +69,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from .flows import FLOWS, IAF
-from .hierarchy_posteriors import POSTERIORS, BottomUp, Ladder, log_normal, split_gaussian, split_with_context
+from .hierarchy_layers import log_normal, split_gaussian, split_with_context
+from .hierarchy_posteriors import POSTERIORS, BottomUp, Ladder
 from .nets import MLP
 
 if TYPE_CHECKING:  # config reads INFERENCE: this module must not import config when it runs

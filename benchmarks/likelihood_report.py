@@ -131,7 +131,10 @@ def not_reached(runs: list[dict]) -> list[str]:
         last = rs[-1]
         trained = "finished its epochs" if last["finished"] else "stopped at its time limit"
         budget = d.get("budget_minutes", last["target_minutes"])
-        if not last["finished"] and last["target_minutes"] < budget:
+        if d.get("lost"):  # its run directory is gone for good: no further measurement
+            trained = "its run directory was lost"
+            out.append(f"- `{d['name']}`: stopped for good after {last['minutes']:.1f} minutes: {d['lost']}")
+        elif not last["finished"] and last["target_minutes"] < budget:
             out.append(f"- `{d['name']}`: in progress, {last['minutes']:.1f} of {budget:g} minutes trained so far.")
         for minutes, goal in TARGETS:
             within = [r for r in rs if r["minutes"] <= minutes * 1.01]
@@ -203,7 +206,8 @@ def write(docs: Path) -> Path:
         lines += [
             f"### `{d['name']}`",
             "",
-            f"Run directory `{d['run']}`; `aevb train {' '.join(d['train_args'])}`.",
+            f"Run directory `{d['run']}`; `aevb train {' '.join(d['train_args'])}`."
+            + (f" Lost: {d['lost']}" if d.get("lost") else ""),
             "",
         ]
         lines += [

@@ -137,6 +137,23 @@ def test_other_train_args_for_a_started_run_are_refused(tmp_path):
     assert "was started with" in _refusal(tmp_path, [], "--dataset", "digits")
 
 
+def test_a_lost_run_is_reported_as_stopped_not_in_progress(tmp_path):
+    import likelihood_report
+
+    record = {
+        "target_minutes": 300.0, "minutes": 300.0, "epochs": 1820.1, "steps": 4550197, "finished": False,
+        "log_likelihood": -88.08, "log_likelihood_se": 0.24, "k": 5000, "examples": 10000,
+        "data": "mnist test", "binarize": "dynamic",
+    }  # fmt: skip
+    d = {"name": "x", "run": "/gone/x", "train_args": TRAIN, "records": [record], "budget_minutes": 900}
+    assert "- `x`: in progress, 300.0 of 900 minutes trained so far." in likelihood_report.not_reached([d])
+    d["lost"] = "the machine was replaced at epoch 2,431."
+    lines = likelihood_report.not_reached([d])
+    assert lines[0] == "- `x`: stopped for good after 300.0 minutes: the machine was replaced at epoch 2,431."
+    assert not any("in progress" in line for line in lines)
+    assert "1.32 nats short after 1820.1 passes in 300.0 minutes (its run directory was lost)." in lines[-4]
+
+
 def test_keep_refuses_a_run_being_trained_and_a_folder_that_is_no_run(tmp_path):
     from aevb.files import RunLock
 

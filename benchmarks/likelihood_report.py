@@ -90,6 +90,55 @@ def progress_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _gradient(train_args: list[str]) -> tuple[str, tuple[str, ...]]:
+    """(the encoder's gradient estimator, the other train args): `--gradient G` taken out (standard without)."""
+    args, gradient = list(train_args), "standard"
+    if "--gradient" in args:
+        i = args.index("--gradient")
+        gradient = args[i + 1]
+        del args[i : i + 2]
+    return gradient, tuple(args)
+
+
+def gradient_table(runs: list[dict]) -> list[str]:
+    """Markdown: each run with `--gradient dreg` or `stl` beside the run with the standard gradient and otherwise
+    the same train args (same recipe, flags and seed), at their last measurements, and the difference; [] when
+    no run has such a partner."""
+    standard: dict[tuple[str, ...], list[dict]] = {}
+    others: list[tuple[str, tuple[str, ...], dict]] = []
+    for d in runs:
+        if d["records"] and not d.get("lost"):
+            gradient, rest = _gradient(d["train_args"])
+            if gradient == "standard":
+                standard.setdefault(rest, []).append(d)
+            else:
+                others.append((gradient, rest, d))
+    pairs = [(g, rest, s, d) for g, rest, d in others for s in standard.get(rest, [])]
+    if not pairs:
+        return []
+    lines = [
+        "## Gradient estimators: the same run with another `--gradient`",
+        "",
+        "Each row: a run with the DReG or STL encoder gradient and the run whose train args differ only in "
+        "`--gradient` (same seed), each at its last measurement (test log p(x), nats; passes; training minutes). "
+        "Δ: its log p(x) minus the standard gradient's (positive: better).",
+        "",
+        "| train args | standard | gradient | with it | Δ |",
+        "|---|---|---|---|---:|",
+    ]
+    deltas: dict[str, list[float]] = {}
+    for g, rest, s, d in pairs:
+        a, b = s["records"][-1], d["records"][-1]
+        deltas.setdefault(g, []).append(b["log_likelihood"] - a["log_likelihood"])
+        cells = [f"{_nats(r)} ({r['epochs']:.0f} passes, {r['minutes']:.1f} min)" for r in (a, b)]
+        lines.append(f"| `{' '.join(rest)}` | {cells[0]} | {g} | {cells[1]} | {deltas[g][-1]:+.2f} |")
+    lines.append("")
+    for g, ds in deltas.items():
+        better = sum(x > 0 for x in ds)
+        lines.append(f"{g}: mean Δ {sum(ds) / len(ds):+.2f} nats over {len(ds)} pair(s), better in {better}.")
+    return lines + [""]
+
+
 def figure(runs: list[dict]):
     """Test log p(x) against training minutes, one line per run, the published numbers as horizontal lines."""
     plt = plots.pyplot()
@@ -223,6 +272,7 @@ def write(docs: Path) -> Path:
                 f"{where} | {cmds} |"
             )
         lines.append("")
+    lines += gradient_table(runs)
     lines += ["## Not reached, and why", ""]
     if not runs:
         lines.append("- No run has been measured yet.")

@@ -154,6 +154,32 @@ def test_a_lost_run_is_reported_as_stopped_not_in_progress(tmp_path):
     assert "1.32 nats short after 1820.1 passes in 300.0 minutes (its run directory was lost)." in lines[-4]
 
 
+def test_the_gradient_table_pairs_runs_that_differ_only_in_the_gradient():
+    import likelihood_report
+
+    def run(name, args, ll, lost=None):
+        r = {"log_likelihood": ll, "log_likelihood_se": 0.25, "epochs": 100.0, "minutes": 19.5}
+        return {"name": name, "train_args": args, "records": [r], **({"lost": lost} if lost else {})}
+
+    base = ["--recipe", "burda-iwae-1l-k5", "--seed", "1"]
+    runs = [
+        run("a", base, -89.0),
+        run("b", [*base, "--gradient", "dreg"], -88.5),
+        run("c", [*base[:2], "--gradient", "stl", *base[2:]], -89.25),  # the flag anywhere among the args
+        run("d", ["--recipe", "burda-iwae-1l-k5", "--gradient", "dreg"], -87.0),  # another seed: no partner
+        run("e", [*base, "--gradient", "dreg"], -80.0, lost="gone"),  # a lost run is left out
+    ]
+    lines = likelihood_report.gradient_table(runs)
+    cell = "-89.00 ± 0.25 (100 passes, 19.5 min)"
+    assert [line for line in lines if line.startswith("| `")] == [
+        f"| `--recipe burda-iwae-1l-k5 --seed 1` | {cell} | dreg | -88.50 ± 0.25 (100 passes, 19.5 min) | +0.50 |",
+        f"| `--recipe burda-iwae-1l-k5 --seed 1` | {cell} | stl | -89.25 ± 0.25 (100 passes, 19.5 min) | -0.25 |",
+    ]
+    assert "dreg: mean Δ +0.50 nats over 1 pair(s), better in 1." in lines
+    assert "stl: mean Δ -0.25 nats over 1 pair(s), better in 0." in lines
+    assert likelihood_report.gradient_table(runs[1:]) == []
+
+
 def test_keep_refuses_a_run_being_trained_and_a_folder_that_is_no_run(tmp_path):
     from aevb.files import RunLock
 

@@ -75,6 +75,7 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path, monkeypatch):
     assert (r1["log_likelihood"], r1["log_likelihood_se"]) == pytest.approx(_independent(run), abs=1e-9)
     assert "--time-limit 0.004" in r1["train_command"] and f"--k {K}" in r1["eval_command"]
     assert len(r1["git_commit"]) >= 40 and r1["machine"]["cores"] >= 1
+    assert len(r1["machine"]["load_average_1_5_15"]) == 3  # how busy the machine was (Linux)
 
     # the run is kept, and lost with its machine: the next invocation puts the copy back and carries on
     # (the stored train args, the run resumed, the first record kept)

@@ -266,6 +266,8 @@ def write(docs: Path) -> Path:
         for r in d["records"]:
             m = r["machine"]
             where = f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
+            if m.get("load_average_1_5_15"):  # runnable processes over the last 15 minutes, beside the cores
+                where += f", load {m['load_average_1_5_15'][2]:g}"
             cmds = f"`{r['command']}`: `{r['train_command']}`, then `{r['eval_command']}`"
             lines.append(
                 f"| {_minutes(r['minutes'])} | {r['epochs']:.2f} | {r['steps']} | {_nats(r)} | {r['k']} | "

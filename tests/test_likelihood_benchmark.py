@@ -113,6 +113,7 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path, monkeypatch):
     for r in records:
         assert f"{r['log_likelihood']:.2f} ± {r['log_likelihood_se']:.2f}" in page
         assert r["train_command"] in page and r["eval_command"] in page
+        assert f"cores, load {r['machine']['load_average_1_5_15'][2]:g} |" in page
     for number in ("-86.76", "-84.78", "-85.33", "-82.9", "-85.79", "-86.82", "-92.85", "-90.17"):
         assert number in page
     assert "![test log p(x) against training minutes](likelihood.png)" in page

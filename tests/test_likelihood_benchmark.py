@@ -153,7 +153,17 @@ def test_a_lost_run_is_reported_as_stopped_not_in_progress(tmp_path):
     lines = likelihood_report.not_reached([d])
     assert lines[0] == "- `x`: stopped for good after 300.0 minutes: the machine was replaced at epoch 2,431."
     assert not any("in progress" in line for line in lines)
-    assert "1.32 nats short after 1820.1 passes in 300.0 minutes (its run directory was lost)." in lines[-4]
+    # one table row: the best within each goal's minutes, the last against the one-layer VAE (no recipe here)
+    assert lines[-1] == (
+        "| `x` | lost | no measurement | no measurement | no measurement | "
+        "1.32 short of VAE, 1 stochastic layer (50-D) (-86.76) after 1820.1 passes, 300.0 min |"
+    )
+    # a run of a recipe is held against that recipe's published number; a goal met says so
+    d.update(train_args=["--recipe", "burda-iwae-1l-k5"], records=[{**record, "minutes": 110.0}])
+    d["records"][0]["log_likelihood"] = -83.5
+    assert lines[-3].startswith("| run | state | within 15 min (goal -88.0) |")
+    row = likelihood_report.not_reached([d])[-1]
+    assert "| reached: -83.50 at 110.0 min | 2.04 above burda-iwae-1l-k5 (-85.54) after 1820.1 passes" in row
 
 
 def test_the_gradient_table_pairs_runs_that_differ_only_in_the_gradient():

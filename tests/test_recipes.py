@@ -23,7 +23,18 @@ def test_every_recipe_is_a_valid_config_that_names_itself():
         assert train.recipe == name
         assert {k: getattr(model, k) for k in model_kw} == model_kw
         assert {k: getattr(train, k) for k in train_kw} == train_kw
-        assert RECIPES[name]["description"] and "Burda" in RECIPES[name]["source"]
+        assert RECIPES[name]["description"] and ("Burda" in RECIPES[name]["source"]) == name.startswith("burda-")
+
+
+def test_aevb_2h_decays_to_its_floor_at_its_last_epoch_and_stops_at_two_hours():
+    model_kw, train_kw = recipe_fields("aevb-2h")
+    train = TrainConfig(**train_kw)
+    assert model_kw == recipe_fields("burda-iwae-1l-k5")[0]  # Burda et al.'s one-layer networks
+    assert (train.objective, train.k, train.gradient, train.batch_size) == ("iwae", 5, "dreg", 100)
+    assert train.time_limit == 120.0 and RECIPES["aevb-2h"]["published_nll"] is None
+    assert lr_at(train, 1, 0, 1) == 2e-3
+    assert lr_at(train, 426, 0, 1) == pytest.approx((2e-3 + 1e-5) / 2)  # half-way down the cosine
+    assert lr_at(train, train.epochs, 1, 1) == pytest.approx(1e-5)
 
 
 def test_burda_one_layer_setups_are_the_papers():

@@ -18,8 +18,8 @@ BURDA = (
 
 # aevb's own setup for a budget of 2 training hours, measured by benchmarks/likelihood.py: Burda et al.'s
 # one-layer networks and IWAE k = 5, with what the benchmark showed to pay on a CPU: the DReG gradient (+0.48
-# nats at the same passes, two seeds), minibatches of 100 (850 passes fit in about 95 minutes of one core of
-# the project's machine, against about 300 at 20) and one cosine decay over the whole budget.
+# nats at the same passes, two seeds), minibatches of 100 (850 passes take about 92 minutes of one core of the
+# project's machine, 6.5 s each, leaving room for a loaded machine) and one cosine decay over the whole budget.
 AEVB_2H = (
     "aevb's time-to-likelihood benchmark, docs/benchmarks/likelihood.md: the run cand2h-iwae1l-k5-dreg-b100-cos "
     "and the DReG / standard-gradient pairs"

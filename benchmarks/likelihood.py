@@ -74,6 +74,8 @@ def _call(cmd: list[str]) -> float:
     print("$", shown(cmd), flush=True)
     t = time.perf_counter()
     rc = subprocess.run(cmd, env=env).returncode
+    if rc == 130:  # aevb train saved where it stood: the same benchmark command continues it
+        sys.exit(f"likelihood.py: `{shown(cmd)}` was interrupted; its run is saved, the same command continues it")
     if rc != 0:
         sys.exit(f"likelihood.py: `{shown(cmd)}` failed (exit {rc}); the records so far are kept")
     return time.perf_counter() - t
@@ -192,8 +194,9 @@ def keep(run_dir: Path, kept: Path) -> None:
 
 
 def _restore(run_dir: Path, kept: Path) -> None:
-    """Put the kept copy of a run back where its records say it is."""
-    run_dir.mkdir(parents=True)
+    """Put the kept copy of a run back where its records say it is (a folder left there without config.json,
+    a run killed before its first checkpoint, is filled in)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     for f in KEPT_FILES:
         shutil.copy2(kept / f, run_dir / f)
     p = progress(run_dir)
@@ -215,6 +218,8 @@ def run(args) -> None:
         sys.exit(f"likelihood.py: {name}'s run is {stored['run']}; give --runs-dir {Path(stored['run']).parent}")
     d = stored or {"name": name, "run": str(run_dir), "train_args": train_args, "records": []}
     d["budget_minutes"] = max(args.minutes, d.get("budget_minutes", 0))
+    if not stored:  # the train args on record from the start: a run kept before its first measurement has them
+        write_records(docs, name, d)
     for target in eval_times(args.minutes, args.eval_at):
         if any(r["target_minutes"] == target for r in d["records"]):
             continue
@@ -226,8 +231,8 @@ def run(args) -> None:
             if cfg is not None and cfg.time_limit > target:
                 print(f"{name} has trained past {target:g} minutes already (to {cfg.time_limit:g}): not measured")
                 continue
-        if d["records"] and not run_dir.exists() and (kept / "config.json").exists():
-            _restore(run_dir, kept)
+        if not (run_dir / "config.json").exists() and (kept / "config.json").exists():
+            _restore(run_dir, kept)  # measured or not yet: a kept run goes on, it does not start again
         if d["records"] and not (run_dir / "config.json").exists():
             sys.exit(
                 f"likelihood.py: {name}'s run {run_dir} is gone (its records reach {d['records'][-1]['minutes']:g} "

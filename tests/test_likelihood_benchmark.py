@@ -207,6 +207,27 @@ def test_keep_refuses_a_run_being_trained_and_a_folder_that_is_no_run(tmp_path):
     assert not kept.exists() or list(kept.iterdir()) == []  # no half copy
 
 
+def test_a_run_kept_before_its_first_measurement_goes_on_from_the_copy(tmp_path, monkeypatch):
+    # a long run stopped and kept before any evaluation time: its records hold only its train args, and the
+    # next machine must resume the copy, not start the train args again
+    docs, runs, kept = tmp_path / "docs", tmp_path / "runs", tmp_path / "kept"
+    argv = ["run", "x", "--runs-dir", str(runs), "--kept", str(kept), "--k", str(K)]
+    monkeypatch.setattr(likelihood, "_evaluate", lambda *a: pytest.fail("no evaluation: the run is interrupted"))
+    monkeypatch.setattr(likelihood, "_call", lambda cmd: sys.exit("interrupted"))  # aevb train stopped at once
+    with pytest.raises(SystemExit, match="interrupted"):
+        likelihood.main(["--docs", str(docs), *argv, "--minutes", "1", "--eval-at", "--", *TRAIN])
+    assert json.loads((docs / "likelihood_x.json").read_text())["train_args"] == TRAIN  # on record already
+    monkeypatch.undo()
+    assert aevb_main(tmp_path, ["train", *TRAIN, "--out", str(runs / "x"), "--time-limit", "0.002"]).returncode == 0
+    likelihood.main(["--docs", str(docs), "keep", "x", "--runs-dir", str(runs), "--kept", str(kept)])
+    history = read_metrics(runs / "x")
+    shutil.rmtree(runs / "x")
+    _bench_here(tmp_path, monkeypatch, *argv, "--minutes", "0.004", "--eval-at")
+    (record,) = json.loads((docs / "likelihood_x.json").read_text())["records"]
+    assert record["train_command"].startswith(f"aevb train --resume {runs / 'x'} --time-limit 0.004")
+    assert read_metrics(runs / "x")[: len(history)] == history and record["minutes"] >= 0.004
+
+
 def test_a_run_whose_directory_is_gone_is_not_started_again_under_its_records(tmp_path):
     # a fresh machine without the run's checkpoint: a new run would be recorded as the old one's continuation
     record = {"target_minutes": 0.5, "minutes": 0.5, "finished": False}

@@ -76,14 +76,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def aevb_ranks(cwd: Path, env: dict, procs: int, *args) -> subprocess.CompletedProcess:
-    """`python -m aevb ARGS` as `procs` ranks of one torch.distributed run, started here with the environment
-    torchrun gives them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT): what torchrun does,
-    without its own process (~2 s of importing torch). Every rank must succeed; their stdout and their
-    stderr, each concatenated in rank order."""
+def start_ranks(cwd: Path, env: dict, procs: int, *args) -> list[subprocess.Popen]:
+    """`python -m aevb ARGS` as `procs` ranks of one torch.distributed run, started with the environment
+    torchrun gives them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT), stdout and stderr piped."""
     argv = [sys.executable, "-m", "aevb", *map(str, args)]
     base = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(procs)}
-    ranks = [
+    return [
         subprocess.Popen(
             argv,
             cwd=cwd,
@@ -94,6 +92,12 @@ def aevb_ranks(cwd: Path, env: dict, procs: int, *args) -> subprocess.CompletedP
         )
         for r in range(procs)
     ]
+
+
+def aevb_ranks(cwd: Path, env: dict, procs: int, *args) -> subprocess.CompletedProcess:
+    """`start_ranks`, waited for: what torchrun does, without its own process (~2 s of importing torch).
+    Every rank must succeed; their stdout and their stderr, each concatenated in rank order."""
+    ranks = start_ranks(cwd, env, procs, *args)
     try:
         with ThreadPoolExecutor(procs) as pool:
             outs = list(pool.map(lambda p: p.communicate(timeout=600), ranks))
@@ -103,7 +107,7 @@ def aevb_ranks(cwd: Path, env: dict, procs: int, *args) -> subprocess.CompletedP
             p.wait()
     for r, (p, (_, err)) in enumerate(zip(ranks, outs)):
         assert p.returncode == 0, f"rank {r}: exit {p.returncode}\n{err[-3000:]}"
-    return subprocess.CompletedProcess(argv, 0, "".join(o for o, _ in outs), "".join(e for _, e in outs))
+    return subprocess.CompletedProcess(ranks[0].args, 0, "".join(o for o, _ in outs), "".join(e for _, e in outs))
 
 
 def start(cwd: Path, env: dict, *args) -> subprocess.Popen:

@@ -137,3 +137,16 @@ def test_aevb_columns_and_records_name_their_settings(tmp_path):
     assert "aevb settings default: `AnomalyDetector(random_state=seed)`" in page
     # both columns, each under its own name; the head-to-head is the default settings' column
     assert f"| {anomaly_report.AEVB} | aevb log p(x) (legacy) | KNN | {anomaly_report.AEVB} rank |" in page
+
+
+def test_the_pixel_background_is_independent_gaussians_with_the_training_moments_and_the_floor():
+    import anomaly_pixel_background as pb
+    import torch
+
+    rng = np.random.default_rng(0)
+    train = np.c_[rng.normal(2.0, 3.0, 500), np.zeros(500), rng.uniform(0, 1, 500)]  # the middle column constant
+    rows = rng.normal(0.0, 1.0, (7, 3))
+    got = pb.pixel_log_density(train, rows, logvar_min=-4.0)
+    sd = torch.tensor([train[:, 0].std(), np.exp(-2.0), train[:, 2].std()])  # the floor: sigma = exp(-4 / 2)
+    normal = torch.distributions.Normal(torch.tensor(train.mean(0)), sd)
+    np.testing.assert_allclose(got, normal.log_prob(torch.tensor(rows)).sum(1).numpy(), rtol=1e-12)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aevb_process import aevb_main, aevb_ranks, free_port, ok
+from aevb_process import aevb_main, aevb_ranks, ok, start_ranks
 
 pytestmark = pytest.mark.slow  # subprocesses and training: left out of the quick subset
 
@@ -128,19 +128,7 @@ def test_a_half_set_environment_is_a_clear_error(tmp_path, env):
 
 
 def test_when_a_rank_dies_the_others_stop_within_the_timeout(tmp_path, env):
-    base = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
-    argv = [sys.executable, "-m", "aevb", "train", "--out", "r", "--epochs", "100000", "--dist-timeout", "15", *FLAGS]
-    ranks = [
-        subprocess.Popen(
-            argv,
-            cwd=tmp_path,
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in (0, 1)
-    ]
+    ranks = start_ranks(tmp_path, env, 2, "train", "--out", "r", "--epochs", 100000, "--dist-timeout", 15, *FLAGS)
     try:
         end = time.monotonic() + 120
         while not (tmp_path / "r" / "checkpoint.safetensors").exists():

@@ -1,0 +1,80 @@
+"""Does an independent-pixel background fix the likelihood's blind spot on images? One-class-out MNIST or
+Fashion-MNIST (the subsets of `benchmarks/anomaly.py images`), aevb's default detector, and the tempered
+likelihood ratio
+
+    s_lambda(x) = log p(x) - lambda * log p_0(x),
+
+p_0 a Gaussian per pixel (the mean and variance of each rescaled training column, the variance floored at the
+decoder's exp(logvar_min)), lambda = 0 the default score, lambda = 1 a full likelihood ratio against p_0. One
+fit per held-out class gives every lambda, and for reference the ELBO, the reconstruction probability, minus the
+ELBO's KL term, and typicality (Nalisnick et al. 2019): -|log p(x) - the median log p(x) of the training rows|,
+two-sided, so that a row more probable than the training rows is flagged too.
+
+    OMP_NUM_THREADS=1 python benchmarks/anomaly_pixel_background.py --dataset mnist --seed 0
+
+prints ROC-AUC per held-out class and the mean and minimum over the classes. An exploration of issue 20 (results
+in docs/benchmarks/anomaly_notes.md), not a score of the detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+import aevb
+from aevb.anomaly import AnomalyDetector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anomaly_images import class_name, subsets  # noqa: E402
+
+LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def pixel_log_density(train: np.ndarray, rows: np.ndarray, logvar_min: float) -> np.ndarray:
+    """log p_0(rows), (n,) nats: independent Gaussians per column with the training rows' mean and variance
+    (at least exp(logvar_min))."""
+    mu, var = train.mean(0), np.maximum(train.var(0), np.exp(logvar_min))
+    return (-0.5 * (np.log(2 * np.pi * var) + (rows - mu) ** 2 / var)).sum(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="subsets and detector seed (default: %(default)s)")
+    p.add_argument("--data-dir", default="../shared/data", help="folder of the datasets (default: %(default)s)")
+    p.add_argument("--train-rows", type=int, default=2000, help="(default: %(default)s)")
+    p.add_argument("--test-rows", type=int, default=1000, help="(default: %(default)s)")
+    args = p.parse_args(argv)
+    ds = aevb.load_dataset(args.dataset, args.data_dir)
+    x_all = torch.cat([ds.train, ds.valid]).flatten(1).numpy().astype(np.float64)
+    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
+    x_test, y_test = ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
+    names = ["ELBO", "recon. prob.", "-KL", "typicality"] + [f"lambda {lam:g}" for lam in LAMBDAS]
+    table = []
+    for c in range(10):
+        t = time.perf_counter()
+        tr, te = subsets(y_all, y_test, c, args.seed, args.train_rows, args.test_rows)
+        normal = (y_test[te] != c).astype(int)  # scores are higher for more normal rows
+        det = AnomalyDetector(random_state=args.seed).fit(x_all[tr])
+        rescaled = [det._tensor(a).double().numpy() for a in (x_all[tr], x_test[te])]
+        log_p0 = pixel_log_density(*rescaled, det.logvar_min)
+        log_p = det.score_samples(x_test[te])
+        elbo, recon = det.scores(x_test[te], "elbo"), det.scores(x_test[te], "reconstruction")
+        scores = [elbo, recon, elbo - recon, -np.abs(log_p - np.median(det.train_scores_))]
+        scores += [log_p - lam * log_p0 for lam in LAMBDAS]
+        table.append([roc_auc_score(normal, s) for s in scores])
+        cells = "  ".join(f"{n} {a:.3f}" for n, a in zip(names, table[-1]))
+        print(f"{class_name(args.dataset, c):>20s}  {time.perf_counter() - t:5.1f}s  {cells}", flush=True)
+    a = np.array(table)
+    print(f"{'mean':>28s}  " + "  ".join(f"{n} {v:.3f}" for n, v in zip(names, a.mean(0))))
+    print(f"{'lowest class':>28s}  " + "  ".join(f"{n} {v:.3f}" for n, v in zip(names, a.min(0))))
+
+
+if __name__ == "__main__":
+    main()

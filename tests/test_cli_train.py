@@ -132,7 +132,12 @@ def test_resume_continues_where_the_run_stopped(runs, env, tmp_path):
     assert temp_files(tmp_path) == []
 
 
-def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
+STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+
+
+@pytest.mark.parametrize("sig, status, why", STOPS, ids=["ctrl-c", "term"])
+def test_ctrl_c_or_sigterm_keeps_the_run_and_says_how_to_resume(env, tmp_path, sig, status, why):
+    """Ctrl-C, and SIGTERM (kill, a batch scheduler's stop), end training with one line, the run resumable."""
     argv = [sys.executable, "-m", "aevb", "train", "--out", "r", "--epochs", "100000", "--no-progress"]
     env = {**env, "PYTHONFAULTHANDLER": "1"}  # a hang below dumps the child's stack on SIGABRT
     # A shell that starts a job with `&` (a CI runner, say) ignores SIGINT, and children inherit
@@ -150,18 +155,18 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(env, tmp_path):
         for line in p.stdout:  # wait until an epoch has been checkpointed
             if line.startswith("epoch    2"):
                 break
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         try:
             _, err = p.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGABRT)
             _, err = p.communicate(timeout=30)
-            pytest.fail(f"aevb train did not stop within 120 s of SIGINT; its stack:\n{err[-4000:]}")
+            pytest.fail(f"aevb train did not stop within 120 s of {sig.name}; its stack:\n{err[-4000:]}")
     finally:
         p.kill()
-    assert p.returncode == 130
+    assert p.returncode == status, err[-3000:]
     assert err.strip().splitlines()[-1] == (
-        "aevb: interrupted; r keeps its last checkpoint: `aevb train --resume r` continues it"
+        f"aevb: {why}; r keeps its last checkpoint: `aevb train --resume r` continues it"
     )
     done = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert done[:2] == [1, 2] and done == list(range(1, len(done) + 1))

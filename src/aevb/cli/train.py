@@ -7,7 +7,9 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -164,28 +166,55 @@ def _main_process_print(text: str) -> None:
         print(text, flush=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training (`kill`, a batch scheduler's stop or pre-emption): handled as Ctrl-C is."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While training, SIGTERM raises `Terminated` instead of ending the process where it stands, so that the
+    run stops as on Ctrl-C. Python lets only the main thread set handlers: elsewhere (aevb called from a
+    thread) SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _fit(args, model_cfg, train_cfg, run_dir: Path, ctx: distributed.Context, dataset=None):
     bar = _Progress(args.no_progress or not ctx.is_main, train_cfg.objective)
     try:
-        return train(
-            model_cfg,
-            train_cfg,
-            run_dir,
-            data_dir=args.data_dir,
-            dataset=dataset,
-            resume=bool(args.resume),
-            on_step=bar.step,
-            on_epoch=bar.epoch,
-        )
+        with _sigterm_as_interrupt():
+            return train(
+                model_cfg,
+                train_cfg,
+                run_dir,
+                data_dir=args.data_dir,
+                dataset=dataset,
+                resume=bool(args.resume),
+                on_step=bar.step,
+                on_epoch=bar.epoch,
+            )
     except (KeyboardInterrupt, BrokenPipeError) as e:
         bar.close()
         if not (run_dir / "config.json").exists() or not ctx.is_main:
             raise
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else "output closed by its reader"
+        # exit status 128 + the signal, as a shell reports a process the signal ended
+        why, status = {Terminated: ("terminated", 143), KeyboardInterrupt: ("interrupted", 130)}.get(
+            type(e), ("output closed by its reader", 141)
+        )
         hint = f"`aevb train --resume {run_dir}` continues it"
         with contextlib.suppress(OSError):  # stderr may have gone with stdout (`2>&1 | head`)
             print(f"aevb: {why}; {run_dir} keeps its last checkpoint: {hint}", file=sys.stderr)
-        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 141) from None
+        raise SystemExit(status) from None
     finally:
         bar.close()
 

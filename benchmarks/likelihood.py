@@ -168,9 +168,10 @@ def _evaluate(run: Path, k: int, batch_size: int, data_dir: str) -> tuple[str, d
     return shown(cmd), json.loads((run / "eval_test.json").read_text()), wall
 
 
-def keep(run_dir: Path, kept: Path) -> None:
+def keep(run_dir: Path, kept: Path) -> dict:
     """Copy the files `aevb train --resume` reads from `run_dir` to `kept` (replaced whole, never half
-    written), holding the run's lock so that no trainer writes it meanwhile; exits when it cannot."""
+    written), holding the run's lock so that no trainer writes it meanwhile; exits when it cannot. Returns the
+    copy's progress (`aevb.rundir.progress`)."""
     missing = [f for f in KEPT_FILES if not (run_dir / f).is_file()]
     if missing:
         sys.exit(f"likelihood.py: {run_dir} has no {', '.join(missing)}: nothing to keep")
@@ -191,6 +192,17 @@ def keep(run_dir: Path, kept: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     p = progress(kept)
     print(f"kept {run_dir} in {kept}: epoch {p['epoch']}, {p['minutes']:.1f} minutes of training")
+    return p
+
+
+def note_kept(docs: Path, name: str, p: dict) -> None:
+    """Say in NAME's records how far its kept copy is (the report shows it for a run not yet measured)."""
+    d = read_records(docs, name)
+    if d is not None:
+        when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        d["kept"] = {"epoch": p["epoch"], "epochs": p["epochs"], "minutes": p["minutes"], "when": when}
+        write_records(docs, name, d)
+        likelihood_report.write(docs)
 
 
 def _restore(run_dir: Path, kept: Path) -> None:
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     if not all(c.isalnum() or c in "-_." for c in args.name) or args.name.startswith("."):
         p.error(f"NAME must be a plain name (letters, digits, - _ .); got {args.name!r}")
     if args.part == "keep":
-        keep(Path(args.runs_dir) / args.name, Path(args.kept) / args.name)
+        note_kept(Path(args.docs), args.name, keep(Path(args.runs_dir) / args.name, Path(args.kept) / args.name))
         return
     if not args.minutes > 0 or args.k < 1 or args.batch_size < 1 or any(not t > 0 for t in args.eval_at):
         p.error("--minutes and --eval-at must be > 0, --k and --batch-size >= 1")

@@ -186,7 +186,10 @@ def not_reached(runs: list[dict]) -> list[str]:
     for d in runs:
         rs = d["records"]
         if not rs:
-            out.append(f"- `{d['name']}`: no measurement yet.")
+            k, at = d.get("kept"), ""
+            if k:  # `likelihood.py keep` says how far the copy in benchmarks/runs is
+                at = f"; kept at {k['epochs']:.1f} passes, {k['minutes']:.1f} training minutes ({k['when'][:10]})"
+            out.append(f"- `{d['name']}`: no measurement yet{at}.")
             continue
         if not rs[-1]["data"].startswith("mnist test"):
             out.append(f"- `{d['name']}`: measured on {rs[-1]['data']}, not the MNIST test set: not compared.")

@@ -220,7 +220,11 @@ def test_a_run_kept_before_its_first_measurement_goes_on_from_the_copy(tmp_path,
     monkeypatch.undo()
     assert aevb_main(tmp_path, ["train", *TRAIN, "--out", str(runs / "x"), "--time-limit", "0.002"]).returncode == 0
     likelihood.main(["--docs", str(docs), "keep", "x", "--runs-dir", str(runs), "--kept", str(kept)])
-    history = read_metrics(runs / "x")
+    history, p = read_metrics(runs / "x"), progress(runs / "x")
+    on_record = json.loads((docs / "likelihood_x.json").read_text())["kept"]  # how far the copy is, on record
+    assert (on_record["epoch"], on_record["minutes"]) == (p["epoch"], p["minutes"])
+    page = (docs / "likelihood.md").read_text()
+    assert f"- `x`: no measurement yet; kept at {p['epochs']:.1f} passes, {p['minutes']:.1f} training minutes" in page
     shutil.rmtree(runs / "x")
     _bench_here(tmp_path, monkeypatch, *argv, "--minutes", "0.004", "--eval-at")
     (record,) = json.loads((docs / "likelihood_x.json").read_text())["records"]

@@ -74,7 +74,7 @@ def _call(cmd: list[str]) -> float:
     print("$", shown(cmd), flush=True)
     t = time.perf_counter()
     rc = subprocess.run(cmd, env=env).returncode
-    if rc == 130:  # aevb train saved where it stood: the same benchmark command continues it
+    if rc in (130, 143):  # Ctrl-C or SIGTERM: aevb train kept its checkpoint, the same benchmark command continues it
         sys.exit(f"likelihood.py: `{shown(cmd)}` was interrupted; its run is saved, the same command continues it")
     if rc != 0:
         sys.exit(f"likelihood.py: `{shown(cmd)}` failed (exit {rc}); the records so far are kept")

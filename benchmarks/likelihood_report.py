@@ -177,6 +177,12 @@ def _recipe_number(train_args: list[str]) -> tuple[str, float] | None:
     return None if published is None else (name, -published)
 
 
+def _kept(d: dict) -> str:
+    """ "; kept at ..." when `likelihood.py keep` noted how far the run's copy in benchmarks/runs is, else ""."""
+    k = d.get("kept")
+    return f"; kept at {k['epochs']:.1f} passes, {k['minutes']:.1f} training minutes ({k['when'][:10]})" if k else ""
+
+
 def not_reached(runs: list[dict]) -> list[str]:
     """What the records did not reach, and the facts that say why: each run's state (lost, in progress, not
     on MNIST) as a line, then one table row per MNIST run: its best measurement within each goal's minutes, and
@@ -186,10 +192,7 @@ def not_reached(runs: list[dict]) -> list[str]:
     for d in runs:
         rs = d["records"]
         if not rs:
-            k, at = d.get("kept"), ""
-            if k:  # `likelihood.py keep` says how far the copy in benchmarks/runs is
-                at = f"; kept at {k['epochs']:.1f} passes, {k['minutes']:.1f} training minutes ({k['when'][:10]})"
-            out.append(f"- `{d['name']}`: no measurement yet{at}.")
+            out.append(f"- `{d['name']}`: no measurement yet{_kept(d)}.")
             continue
         if not rs[-1]["data"].startswith("mnist test"):
             out.append(f"- `{d['name']}`: measured on {rs[-1]['data']}, not the MNIST test set: not compared.")
@@ -278,6 +281,9 @@ def write(docs: Path) -> Path:
             + (f" Lost: {d['lost']}" if d.get("lost") else ""),
             "",
         ]
+        if not d["records"]:
+            lines += [f"No measurement yet{_kept(d)}.", ""]
+            continue
         lines += [
             "| minutes | passes | steps | test log p(x) | k | machine | commands |",
             "|---:|---:|---:|---:|---:|---|---|",

@@ -225,6 +225,7 @@ def test_a_run_kept_before_its_first_measurement_goes_on_from_the_copy(tmp_path,
     assert (on_record["epoch"], on_record["minutes"]) == (p["epoch"], p["minutes"])
     page = (docs / "likelihood.md").read_text()
     assert f"- `x`: no measurement yet; kept at {p['epochs']:.1f} passes, {p['minutes']:.1f} training minutes" in page
+    assert f"\nNo measurement yet; kept at {p['epochs']:.1f} passes" in page  # its section: no empty table
     shutil.rmtree(runs / "x")
     _bench_here(tmp_path, monkeypatch, *argv, "--minutes", "0.004", "--eval-at")
     (record,) = json.loads((docs / "likelihood_x.json").read_text())["records"]

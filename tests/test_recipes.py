@@ -37,6 +37,20 @@ def test_aevb_2h_decays_to_its_floor_at_its_last_epoch_and_stops_at_two_hours():
     assert lr_at(train, train.epochs, 1, 1) == pytest.approx(1e-5)
 
 
+@pytest.mark.parametrize(("name", "minutes"), [("aevb-15m", 15.0), ("aevb-1h", 60.0)])
+def test_timed_recipes_decay_over_their_budget_in_training_minutes(name, minutes):
+    model_kw, train_kw = recipe_fields(name)
+    train, twoh = TrainConfig(**train_kw), TrainConfig(**recipe_fields("aevb-2h")[1])
+    assert model_kw == recipe_fields("aevb-2h")[0]  # aevb-2h's networks and objective ...
+    same = ("objective", "k", "gradient", "batch_size", "lr", "lr_schedule", "lr_final", "adam_eps")
+    assert all(getattr(train, f) == getattr(twoh, f) for f in same)
+    assert (train.precision, train.compile) == ("bf16", "on")  # ... faster per pass
+    assert train.time_limit == train.lr_minutes == minutes  # the decay ends with the budget, in minutes
+    assert lr_at(train, 1, 0, 1, 0.0) == 2e-3 and lr_at(train, train.epochs, 0, 1, 0.0) == 2e-3  # not by epochs
+    assert lr_at(train, 1, 0, 1, 30.0 * minutes) == pytest.approx((2e-3 + 1e-5) / 2)  # half the minutes
+    assert lr_at(train, 1, 0, 1, 60.0 * minutes) == pytest.approx(1e-5)
+
+
 def test_burda_one_layer_setups_are_the_papers():
     # Burda et al. (2016), Section 5: 784-200-200-50 tanh, batch 20, Adam(0.9, 0.999, 1e-4), 3,280 epochs
     # of 3^i at 1e-3 * 10^(-i/7), Glorot's initialisation, dynamically binarised MNIST; k = 1 (VAE), 5, 50 (IWAE)

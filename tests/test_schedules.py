@@ -4,11 +4,14 @@ with, Adam's settable betas and epsilon, and a resume inside a scheduled run bit
 import inspect
 import json
 import math
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import aevb
+from aevb import distributed, loop
 from aevb.checkpoint import CHECKPOINT, read_tensors
 from aevb.config import TrainConfig
 from aevb.loop import Fitting, Position, epoch_steps
@@ -38,6 +41,64 @@ def test_decays_reach_lr_final_at_the_last_epoch(schedule):
         assert lr_at(cfg, epoch, done, 1000) == pytest.approx(1e-5 + (1e-3 - 1e-5) * shape, rel=1e-12)
     assert lr_at(cfg, 1, 0, 1000) == pytest.approx(1e-3, rel=1e-12)
     assert lr_at(cfg, 11, 0, 1000) == pytest.approx(1e-5, rel=1e-12)  # done with the decay
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_decay_over_minutes_follows_the_training_clock_not_the_epochs(schedule):
+    cfg = TrainConfig(lr=1e-3, lr_final=1e-5, lr_schedule=schedule, epochs=10, lr_minutes=2.0)
+    for seconds in (0.0, 30.0, 60.0, 119.0, 120.0, 500.0):
+        t = min(1.0, seconds / 120.0)
+        shape = 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else 1 - t
+        for epoch, done in [(1, 0), (9, 999), (40, 3)]:  # wherever the epochs stand
+            assert lr_at(cfg, epoch, done, 1000, seconds) == pytest.approx(1e-5 + (1e-3 - 1e-5) * shape, rel=1e-12)
+
+
+def _fake_clock():
+    """time.perf_counter for aevb.loop that moves on by one second at every reading."""
+    now = iter(range(100, 10**6))
+    return SimpleNamespace(perf_counter=lambda: float(next(now)), monotonic=time.monotonic)
+
+
+def test_steps_over_minutes_run_at_the_rate_of_the_runs_training_seconds(digits, monkeypatch):
+    # the loop reads the clock once at the epoch's start and once after each step: step j of an epoch that
+    # starts 2 s into the run (seconds0) runs at the rate of 2 + j seconds, the decay over 6 s (0.1 minute)
+    x = digits.train[:300].reshape(300, -1)
+    cfg = TrainConfig(lr=1e-2, lr_schedule="cosine", lr_final=1e-3, lr_minutes=0.1, epochs=1, batch_size=64)
+    model = aevb.VAE(aevb.ModelConfig(data_shape=(x.shape[1],), hidden=(8,)))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    seen = []
+    original = opt.step
+
+    def step(*a, **kw):
+        seen.append(opt.param_groups[0]["lr"])
+        return original(*a, **kw)
+
+    opt.step = step
+    monkeypatch.setattr(loop, "time", _fake_clock())
+    fit = Fitting.of(model, opt, torch.Generator().manual_seed(0), cfg)
+    pos = Position.start(300, fit.generator, x.device)
+    list(epoch_steps(fit, x, cfg, pos, seconds0=2.0))
+    cosine = lambda s: 1e-3 + (1e-2 - 1e-3) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / 6.0)))  # noqa: E731
+    assert seen == pytest.approx([cosine(2.0 + j) for j in range(5)], rel=1e-12)
+    assert seen[-1] == pytest.approx(1e-3 + (1e-2 - 1e-3) * 0.5 * (1 + math.cos(math.pi * 1.0)))  # floor at 6 s
+    assert pos.seconds == 5.0
+
+
+def test_the_ranks_agree_on_the_clock_of_the_decay(monkeypatch):
+    # two ranks whose clocks read 3 s and 5 s both step on from 4 s: the same rate on every rank
+    monkeypatch.setattr(distributed, "all_sum", lambda t: t + torch.tensor([2.0, 0.0, 0.0, 0.0, 5.0], dtype=t.dtype))
+    ctx = distributed.Context(rank=0, world_size=2)
+    total, bad, due, over, seconds = loop._agree(torch.tensor(1.5), None, False, False, 3.0, ctx)
+    assert (float(total), bad, due, over, seconds) == (3.5, None, False, False, 4.0)
+
+
+def test_a_run_decaying_over_minutes_ends_at_lr_final_once_its_minutes_are_trained(tmp_path, digits):
+    cfg = TrainConfig(epochs=3, lr_schedule="cosine", lr=1e-2, lr_final=2e-4, lr_minutes=1e-4, seed=1)
+    aevb.train(SMALL, cfg, tmp_path / "r", dataset=digits)
+    records = read_metrics(tmp_path / "r")
+    assert records[0]["seconds"] > 60 * 1e-4  # the 6 ms of the decay are over within the first epoch
+    assert [r["lr"] for r in records[1:]] == [2e-4, 2e-4]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["lr_minutes"] == 1e-4
 
 
 def test_constant_schedule_never_touches_the_optimiser():
@@ -121,6 +182,9 @@ def test_defaults_are_torch_adams_own():
         (dict(lr_schedule="step"), "lr_schedule must be one of constant, burda, cosine, linear"),
         (dict(lr_final=1e-4), "lr_final is the end of --lr-schedule cosine or linear"),
         (dict(lr_schedule="cosine", lr_final=-1.0), "lr_final must be >= 0"),
+        (dict(lr_minutes=10.0), "lr_minutes stretches --lr-schedule cosine or linear"),
+        (dict(lr_schedule="burda", lr_minutes=10.0), "lr_minutes stretches --lr-schedule cosine or linear"),
+        (dict(lr_schedule="cosine", lr_minutes=-1.0), "lr_minutes must be a number of minutes >= 0"),
         (dict(adam_beta2=1.0), r"must be in \[0, 1\)"),
         (dict(adam_eps=0.0), "adam_eps must be > 0"),
         (dict(optimizer="sgd", adam_eps=1e-4), "apply to --optimizer adam"),

@@ -108,6 +108,7 @@ class TrainConfig:
     gradient: str = "standard"  # the encoder's gradient estimator: "stl" or "dreg" (aevb.gradients)
     lr_schedule: str = "constant"  # the learning rate per step (aevb.schedules): burda, cosine, linear
     lr_final: float = 0.0  # the learning rate that the cosine and linear schedules reach at `epochs`
+    lr_minutes: float = 0.0  # cosine/linear decay over this many training minutes, not `epochs` (0: epochs)
     adam_beta1: float = 0.9  # Adam's decay of the mean of the gradients
     adam_beta2: float = 0.999  # Adam's decay of the mean of their squares
     adam_eps: float = 1e-8  # Adam's epsilon (Burda et al. 2016: 1e-4)

@@ -137,6 +137,11 @@ def check_train(c: TrainConfig) -> None:
         c.lr_final == 0 or c.lr_schedule in ("cosine", "linear"),
         "lr_final is the end of --lr-schedule cosine or linear",
     )
+    _check(0 <= c.lr_minutes < math.inf, "lr_minutes must be a number of minutes >= 0 (0: decay over epochs)")
+    _check(
+        c.lr_minutes == 0 or c.lr_schedule in ("cosine", "linear"),
+        "lr_minutes stretches --lr-schedule cosine or linear over training minutes",
+    )
     _check(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)")
     _check(c.adam_eps > 0, "adam_eps must be > 0")
     _check(

@@ -209,17 +209,19 @@ def _loss(
 
 
 def _agree(
-    batch_sum: torch.Tensor, bad: str | None, due: bool, over: bool, ctx: distributed.Context
-) -> tuple[torch.Tensor, str | None, bool, bool]:
-    """The global batch sum, and whether any rank saw a non-finite step, a due checkpoint clock or its
-    time limit passed: one small all-reduce, so that every rank takes the same decisions."""
+    batch_sum: torch.Tensor, bad: str | None, due: bool, over: bool, seconds: float, ctx: distributed.Context
+) -> tuple[torch.Tensor, str | None, bool, bool, float]:
+    """The global batch sum, whether any rank saw a non-finite step, a due checkpoint clock or its
+    time limit passed, and the ranks' mean training seconds: one small all-reduce, so that every rank
+    takes the same decisions (and a schedule over minutes the same rate)."""
     if not ctx.distributed:
-        return batch_sum, bad, due, over
-    flags = [float(bad is not None), float(due), float(over)]
-    stats = distributed.all_sum(torch.stack([batch_sum.double(), *map(torch.tensor, flags)]))
+        return batch_sum, bad, due, over, seconds
+    flags = [float(bad is not None), float(due), float(over), seconds]
+    stats = distributed.all_sum(torch.cat([batch_sum.double().reshape(1), torch.tensor(flags, dtype=torch.float64)]))
     if bad is None and stats[1] > 0:
         bad = "loss or gradient (on another rank)"
-    return stats[0].to(batch_sum.dtype), bad, bool(stats[2] > 0), bool(stats[3] > 0)
+    mean_seconds = float(stats[4]) / ctx.world_size
+    return stats[0].to(batch_sum.dtype), bad, bool(stats[2] > 0), bool(stats[3] > 0), mean_seconds
 
 
 def _check_skip(fit: Fitting, config: TrainConfig, bad: str, step: int, epoch: int) -> None:
@@ -242,11 +244,14 @@ def epoch_steps(
     step0: int = 0,
     deadline: float | None = None,
     stop_after: float | None = None,
+    seconds0: float = 0.0,
 ) -> Iterator[Tick]:
     """Minibatch steps of config.batch_size from `position` (updated in place) to the end of epoch
     `epoch`, yielding a `Tick` after each one. x (N, ...) the training rows, y (N,) their labels or None.
 
-    Each step's learning rate is `aevb.schedules.lr_at` (config.lr_schedule) of where it starts.
+    Each step's learning rate is `aevb.schedules.lr_at` (config.lr_schedule) of where it starts, and
+    of the run's training seconds so far (`seconds0` before this epoch, plus position.seconds as the ranks
+    agreed on it after the step before) for a decay over config.lr_minutes.
     A step whose loss or gradient is NaN/inf raises DivergedError before the parameters move, or,
     with config.nonfinite "skip", is dropped and counted in position.skipped. A tick inside the epoch
     says a checkpoint is due every config.checkpoint_every steps of the run (`step0`: its steps before
@@ -267,14 +272,16 @@ def epoch_steps(
         if fit.kl_weight is not None:
             fit.kl_weight.fill_(kl_weight_at(config, epoch, i, n))
         if scheduled:  # a function of the position alone: a resumed run steps with the same rates
-            schedules.set_lr(fit.optimizer, schedules.lr_at(config, epoch, i, n))
+            schedules.set_lr(fit.optimizer, schedules.lr_at(config, epoch, i, n, seconds0 + position.seconds))
         loss, per_example = _loss(fit, xb, eps, yb)
         fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         position.seconds = time.perf_counter() - start  # read once a step: the time limit and the metrics agree
         due = deadline is not None and time.monotonic() >= deadline
         over = stop_after is not None and position.seconds >= stop_after
-        batch_sum, bad, due, over = _agree(per_example.detach().sum(), _nonfinite(loss, params), due, over, fit.ctx)
+        batch_sum, bad, due, over, position.seconds = _agree(
+            per_example.detach().sum(), _nonfinite(loss, params), due, over, position.seconds, fit.ctx
+        )
         step = position.steps + 1
         if bad is not None:
             _check_skip(fit, config, bad, step, epoch)

@@ -27,6 +27,35 @@ AEVB_2H = (
     "and the DReG / standard-gradient pairs"
 )
 
+# aevb's setups for 15 minutes and one hour: aevb-2h's networks, objective and rates, made faster per pass
+# with bf16 matrix products and torch.compile (docs/benchmarks/speed.md: about 3.7 s a pass of one core
+# against 6.5 s), and the cosine decay stretched over the training minutes themselves (`lr_minutes`), so that
+# it ends with the budget on a fast or a slow machine; `epochs` only caps the passes.
+AEVB_TIMED = (
+    "aevb's time-to-likelihood benchmark, docs/benchmarks/likelihood.md: the runs aevb-15m-* and aevb-1h-* "
+    "(--lr-minutes), after aevb-2h and the bf16 + torch.compile runs with decays over epochs"
+)
+
+
+def _timed(minutes: float) -> dict[str, Any]:
+    """aevb-2h's training fields with bf16, torch.compile and a cosine decay over `minutes` training minutes."""
+    return {
+        **_BURDA_TRAIN,
+        "objective": "iwae",
+        "k": 5,
+        "gradient": "dreg",
+        "batch_size": 100,
+        "epochs": 3280,
+        "lr": 2e-3,
+        "lr_schedule": "cosine",
+        "lr_final": 1e-5,
+        "lr_minutes": minutes,
+        "time_limit": minutes,
+        "precision": "bf16",
+        "compile": "on",
+    }
+
+
 # Burda et al.'s one-stochastic-layer architecture and optimisation, Section 5: 784-200-200-50 with tanh
 # (the decoder mirrors it), Bernoulli pixels, minibatches of 20, Adam with beta1 0.9, beta2 0.999 and
 # epsilon 1e-4, 3^i epochs at 0.001 * 10^(-i/7) for i = 0..7 (3,280 passes), weights initialised by the
@@ -126,6 +155,26 @@ RECIPES: dict[str, dict[str, Any]] = {
             "lr_final": 1e-5,
             "time_limit": 120.0,
         },
+    },
+    "aevb-15m": {
+        "description": (
+            "aevb's setup for 15 minutes of one CPU core: aevb-2h (IWAE k=5, DReG, 784-200-200-50 tanh, batch "
+            "100, Adam at 2e-3) in bf16 with torch.compile, the cosine to 1e-5 over the 15 training minutes"
+        ),
+        "source": AEVB_TIMED,
+        "published_nll": None,
+        "model": _BURDA_1L_MODEL,
+        "train": _timed(15.0),
+    },
+    "aevb-1h": {
+        "description": (
+            "aevb's setup for one hour of one CPU core: aevb-2h (IWAE k=5, DReG, 784-200-200-50 tanh, batch "
+            "100, Adam at 2e-3) in bf16 with torch.compile, the cosine to 1e-5 over the 60 training minutes"
+        ),
+        "source": AEVB_TIMED,
+        "published_nll": None,
+        "model": _BURDA_1L_MODEL,
+        "train": _timed(60.0),
     },
 }
 

@@ -14,6 +14,12 @@ inside an epoch (t = epoch - 1 + examples done / examples per epoch):
 - "linear": config.lr + (config.lr_final - config.lr) t / epochs, step by step.
 cosine and linear stretch over config.epochs: a resumed run given more --epochs decays more slowly
 from where it stands. Beyond config.epochs they stay at lr_final.
+
+With config.lr_minutes > 0, cosine and linear stretch over that many minutes of training instead (the
+run's training seconds s before the step, over all its resumes: progress s / (60 lr_minutes)), so that
+the decay ends inside a time budget whatever the machine's speed. The rate then depends on the clock:
+such a run, resumed or not, does not repeat another bit for bit (under torch.distributed the ranks agree
+on the clock, `aevb.loop`, so they step with the same rate).
 """
 
 from __future__ import annotations
@@ -38,26 +44,34 @@ def burda_stage(epoch: int) -> int:
     return i
 
 
-def _burda(c: TrainConfig, t: float) -> float:
+def _burda(c: TrainConfig, t: float, seconds: float) -> float:
     return c.lr * 10 ** (-burda_stage(math.floor(t) + 1) / 7)
 
 
-def _progress(c: TrainConfig, t: float) -> float:
-    """The fraction of config.epochs elapsed, in [0, 1]."""
+def _progress(c: TrainConfig, t: float, seconds: float) -> float:
+    """The fraction of the decay elapsed, in [0, 1]: of config.lr_minutes of training when set, else of
+    config.epochs."""
+    if c.lr_minutes > 0:
+        return min(1.0, seconds / (60.0 * c.lr_minutes))
     return min(1.0, t / c.epochs) if c.epochs > 0 else 1.0
 
 
-LR_SCHEDULES: dict[str, Callable[[Any, float], float]] = {
-    "constant": lambda c, t: c.lr,
+def _cosine(c: TrainConfig, t: float, seconds: float) -> float:
+    return c.lr_final + (c.lr - c.lr_final) * 0.5 * (1.0 + math.cos(math.pi * _progress(c, t, seconds)))
+
+
+LR_SCHEDULES: dict[str, Callable[[Any, float, float], float]] = {
+    "constant": lambda c, t, seconds: c.lr,
     "burda": _burda,
-    "cosine": lambda c, t: c.lr_final + (c.lr - c.lr_final) * 0.5 * (1.0 + math.cos(math.pi * _progress(c, t))),
-    "linear": lambda c, t: c.lr + (c.lr_final - c.lr) * _progress(c, t),
+    "cosine": _cosine,
+    "linear": lambda c, t, seconds: c.lr + (c.lr_final - c.lr) * _progress(c, t, seconds),
 }
 
 
-def lr_at(config: TrainConfig, epoch: int, done: int, n: int) -> float:
-    """The learning rate of the step that starts after `done` of n examples of epoch `epoch` (1-based)."""
-    return LR_SCHEDULES[config.lr_schedule](config, epoch - 1 + done / n)
+def lr_at(config: TrainConfig, epoch: int, done: int, n: int, seconds: float = 0.0) -> float:
+    """The learning rate of the step that starts after `done` of n examples of epoch `epoch` (1-based),
+    `seconds` of training into the run (read only with config.lr_minutes)."""
+    return LR_SCHEDULES[config.lr_schedule](config, epoch - 1 + done / n, seconds)
 
 
 def set_lr(optimizer: Any, lr: float) -> None:

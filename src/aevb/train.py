@@ -250,6 +250,7 @@ def _steps(
             step0=training.state["step"],
             deadline=deadline,
             stop_after=stop_after,
+            seconds0=training.state["seconds"],
         ):
             if on_step is not None and tick.batch_sum is not None:
                 on_step(Step(epoch, config.epochs, tick.done, n, tick.batch_sum))

@@ -106,6 +106,9 @@ FIELD_HELP = {
     "lr_schedule": "learning rate per step: constant; burda = 3^i epochs at --lr * 10^(-i/7), i = 0..7 (Burda et "
     "al. 2016, 3,280 epochs); cosine or linear = decay from --lr to --lr-final over --epochs",
     "lr_final": "learning rate that --lr-schedule cosine or linear reaches at the last epoch",
+    "lr_minutes": "MINUTES of training (all resumes together) over which --lr-schedule cosine or linear decays, "
+    "instead of over --epochs, so that the decay fits a --time-limit on any machine (the rate then follows the "
+    "clock: not bit for bit repeatable); 0 = over --epochs",
     "adam_beta1": "Adam's beta1 (decay of the gradients' mean)",
     "adam_beta2": "Adam's beta2 (decay of their squares' mean)",
     "adam_eps": "Adam's epsilon (Burda et al. 2016: 1e-4)",

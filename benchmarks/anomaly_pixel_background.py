@@ -8,7 +8,12 @@ p_0 a Gaussian per pixel (the mean and variance of each rescaled training column
 decoder's exp(logvar_min)), lambda = 0 the default score, lambda = 1 a full likelihood ratio against p_0. One
 fit per held-out class gives every lambda, and for reference the ELBO, the reconstruction probability, minus the
 ELBO's KL term, and typicality (Nalisnick et al. 2019): -|log p(x) - the median log p(x) of the training rows|,
-two-sided, so that a row more probable than the training rows is flagged too.
+two-sided, so that a row more probable than the training rows is flagged too. The same fit also gives the
+tempered complexity correction (Serra et al. 2020)
+
+    c_mu(x) = log p(x) + mu * L(x) ln 2,
+
+L(x) the PNG code length in bits (`aevb.anomaly.png_code_length`), mu = 1 the detector's `score="complexity"`.
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_pixel_background.py --dataset mnist --seed 0
 
@@ -28,12 +33,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import aevb
-from aevb.anomaly import AnomalyDetector
+from aevb.anomaly import AnomalyDetector, png_code_length
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_images import class_name, subsets  # noqa: E402
 
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MUS = (0.1, 0.25, 0.5, 1.0)
 
 
 def pixel_log_density(train: np.ndarray, rows: np.ndarray, logvar_min: float) -> np.ndarray:
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
     x_test, y_test = ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
     names = ["ELBO", "recon. prob.", "-KL", "typicality"] + [f"lambda {lam:g}" for lam in LAMBDAS]
+    names += [f"complexity {mu:g}" for mu in MUS]
     table = []
     for c in range(10):
         t = time.perf_counter()
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         elbo, recon = det.scores(x_test[te], "elbo"), det.scores(x_test[te], "reconstruction")
         scores = [elbo, recon, elbo - recon, -np.abs(log_p - np.median(det.train_scores_))]
         scores += [log_p - lam * log_p0 for lam in LAMBDAS]
+        code_nats = png_code_length(x_test[te], (28, 28)) * np.log(2.0)
+        scores += [log_p + mu * code_nats for mu in MUS]
         table.append([roc_auc_score(normal, s) for s in scores])
         cells = "  ".join(f"{n} {a:.3f}" for n, a in zip(names, table[-1]))
         print(f"{class_name(args.dataset, c):>20s}  {time.perf_counter() - t:5.1f}s  {cells}", flush=True)

@@ -271,7 +271,7 @@ def epoch_steps(
         xb, yb, eps = _minibatch(fit, x, y, position.perm[i : i + config.batch_size], config)
         if fit.kl_weight is not None:
             fit.kl_weight.fill_(kl_weight_at(config, epoch, i, n))
-        if scheduled:  # a function of the position alone: a resumed run steps with the same rates
+        if scheduled:  # of the position (a resumed run steps with the same rates), or of the clock (lr_minutes)
             schedules.set_lr(fit.optimizer, schedules.lr_at(config, epoch, i, n, seconds0 + position.seconds))
         loss, per_example = _loss(fit, xb, eps, yb)
         fit.optimizer.zero_grad(set_to_none=True)

@@ -177,6 +177,11 @@ def _recipe_number(train_args: list[str]) -> tuple[str, float] | None:
     return None if published is None else (name, -published)
 
 
+def _seconds_a_pass(r: dict) -> str:
+    """Training seconds per pass up to record r, the machine's speed for this run ("": no pass yet)."""
+    return f"{60 * r['minutes'] / r['epochs']:.2f}" if r["epochs"] > 0 else ""
+
+
 def _kept(d: dict) -> str:
     """ "; kept at ..." when `likelihood.py keep` noted how far the run's copy in benchmarks/runs is, else ""."""
     k = d.get("kept")
@@ -285,8 +290,8 @@ def write(docs: Path) -> Path:
             lines += [f"No measurement yet{_kept(d)}.", ""]
             continue
         lines += [
-            "| minutes | passes | steps | test log p(x) | k | machine | commands |",
-            "|---:|---:|---:|---:|---:|---|---|",
+            "| minutes | passes | s a pass | steps | test log p(x) | k | machine | commands |",
+            "|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for r in d["records"]:
             m = r["machine"]
@@ -295,7 +300,8 @@ def write(docs: Path) -> Path:
                 where += f", load {m['load_average_1_5_15'][2]:g}"
             cmds = f"`{r['command']}`: `{r['train_command']}`, then `{r['eval_command']}`"
             lines.append(
-                f"| {_minutes(r['minutes'])} | {r['epochs']:.2f} | {r['steps']} | {_nats(r)} | {r['k']} | "
+                f"| {_minutes(r['minutes'])} | {r['epochs']:.2f} | {_seconds_a_pass(r)} | {r['steps']} | {_nats(r)} | "
+                f"{r['k']} | "
                 f"{where} | {cmds} |"
             )
         lines.append("")

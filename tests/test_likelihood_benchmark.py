@@ -114,6 +114,8 @@ def test_the_benchmark_measures_resumes_and_reports(tmp_path, monkeypatch):
         assert f"{r['log_likelihood']:.2f} ± {r['log_likelihood_se']:.2f}" in page
         assert r["train_command"] in page and r["eval_command"] in page
         assert f"cores, load {r['machine']['load_average_1_5_15'][2]:g} |" in page
+        speed = f"| {r['epochs']:.2f} | {60 * r['minutes'] / r['epochs']:.2f} | {r['steps']} |"  # s a pass
+        assert speed in page
     for number in ("-86.76", "-84.78", "-85.33", "-82.9", "-85.79", "-86.82", "-92.85", "-90.17"):
         assert number in page
     assert "![test log p(x) against training minutes](likelihood.png)" in page

@@ -150,3 +150,18 @@ def test_the_pixel_background_is_independent_gaussians_with_the_training_moments
     sd = torch.tensor([train[:, 0].std(), np.exp(-2.0), train[:, 2].std()])  # the floor: sigma = exp(-4 / 2)
     normal = torch.distributions.Normal(torch.tensor(train.mean(0)), sd)
     np.testing.assert_allclose(got, normal.log_prob(torch.tensor(rows)).sum(1).numpy(), rtol=1e-12)
+
+
+def test_the_tempered_complexity_adds_mu_times_the_png_code_length_in_nats():
+    import zlib
+
+    import anomaly_pixel_background as pb
+
+    rng = np.random.default_rng(1)
+    rows = np.r_[np.zeros((1, 64)), rng.uniform(0, 1, (2, 64))]  # a blank 8 x 8 image and two noisy ones
+    log_p = np.array([-3.0, 5.0, 0.5])
+    scanlines = [np.c_[np.zeros((8, 1)), np.rint(r.reshape(8, 8) * 255)].astype(np.uint8).tobytes() for r in rows]
+    bits = np.array([8.0 * len(zlib.compress(b, 9)) for b in scanlines])  # PNG filter 0, zlib level 9
+    for mu in (0.0, 0.1, 1.0):
+        np.testing.assert_allclose(pb.tempered_complexity(log_p, rows, mu, (8, 8)), log_p + mu * bits * np.log(2))
+    assert bits[0] < bits[1] and bits[0] < bits[2]  # the blank image is the simplest

@@ -28,32 +28,14 @@ AEVB_2H = (
 )
 
 # aevb's setups for 15 minutes and one hour: aevb-2h's networks, objective and rates, made faster per pass
-# with bf16 matrix products and torch.compile (docs/benchmarks/speed.md: about 3.7 s a pass of one core
-# against 6.5 s), and the cosine decay stretched over the training minutes themselves (`lr_minutes`), so that
-# it ends with the budget on a fast or a slow machine; `epochs` only caps the passes.
+# with bf16 matrix products and torch.compile (3.5 to 4.8 s a pass of one core against 6.2 to 6.5 s in fp32,
+# the notes of docs/benchmarks/likelihood.md), and the cosine decay stretched over the training minutes
+# themselves (`lr_minutes`), so that it ends with the budget on a fast or a slow machine; `epochs` only caps
+# the passes.
 AEVB_TIMED = (
     "aevb's time-to-likelihood benchmark, docs/benchmarks/likelihood.md: the runs aevb-15m-* and aevb-1h-* "
     "(--lr-minutes), after aevb-2h and the bf16 + torch.compile runs with decays over epochs"
 )
-
-
-def _timed(minutes: float) -> dict[str, Any]:
-    """aevb-2h's training fields with bf16, torch.compile and a cosine decay over `minutes` training minutes."""
-    return {
-        **_BURDA_TRAIN,
-        "objective": "iwae",
-        "k": 5,
-        "gradient": "dreg",
-        "batch_size": 100,
-        "epochs": 3280,
-        "lr": 2e-3,
-        "lr_schedule": "cosine",
-        "lr_final": 1e-5,
-        "lr_minutes": minutes,
-        "time_limit": minutes,
-        "precision": "bf16",
-        "compile": "on",
-    }
 
 
 # Burda et al.'s one-stochastic-layer architecture and optimisation, Section 5: 784-200-200-50 with tanh
@@ -90,6 +72,26 @@ _BURDA_TRAIN: dict[str, Any] = {
     "adam_eps": 1e-4,
     "eval_k": 5000,
 }
+
+_AEVB_2H_TRAIN: dict[str, Any] = {
+    **_BURDA_TRAIN,
+    "objective": "iwae",
+    "k": 5,
+    "gradient": "dreg",
+    "batch_size": 100,
+    "epochs": 850,
+    "lr": 2e-3,
+    "lr_schedule": "cosine",
+    "lr_final": 1e-5,
+    "time_limit": 120.0,
+}
+
+
+def _timed(minutes: float) -> dict[str, Any]:
+    """aevb-2h's training fields with bf16, torch.compile and a cosine decay over `minutes` training minutes."""
+    timed = {"lr_minutes": minutes, "time_limit": minutes, "precision": "bf16", "compile": "on"}
+    return {**_AEVB_2H_TRAIN, "epochs": 3280, **timed}
+
 
 RECIPES: dict[str, dict[str, Any]] = {
     "burda-vae-1l": {
@@ -143,18 +145,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "source": AEVB_2H,
         "published_nll": None,
         "model": _BURDA_1L_MODEL,
-        "train": {
-            **_BURDA_TRAIN,
-            "objective": "iwae",
-            "k": 5,
-            "gradient": "dreg",
-            "batch_size": 100,
-            "epochs": 850,
-            "lr": 2e-3,
-            "lr_schedule": "cosine",
-            "lr_final": 1e-5,
-            "time_limit": 120.0,
-        },
+        "train": _AEVB_2H_TRAIN,
     },
     "aevb-15m": {
         "description": (

@@ -99,7 +99,7 @@ def test_train_help_states_every_field_and_its_default(env, tmp_path):
     assert "(default: 200)" in chunks["--hidden"]
     assert "(default: 5000)" in chunks["--eval-k"]
     fields = [f for c in (aevb.ModelConfig, aevb.TrainConfig) for f in dataclasses.fields(c) if f.name != "data_shape"]
-    assert len(fields) == 59  # every field of both configs (data_shape comes from the data)
+    assert len(fields) == 60  # every field of both configs (data_shape comes from the data)
     for f in fields:
         flag = "--" + f.name.replace("_", "-")
         shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)

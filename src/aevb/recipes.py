@@ -31,7 +31,7 @@ AEVB_2H = (
 # with bf16 matrix products and torch.compile (3.5 to 4.8 s a pass of one core against 6.2 to 6.5 s in fp32,
 # the notes of docs/benchmarks/likelihood.md), and the cosine decay stretched over the training minutes
 # themselves (`lr_minutes`), so that it ends with the budget on a fast or a slow machine; `epochs` only caps
-# the passes. Measured there on a machine running 1.5 to 2 times slower than its best: aevb-15m -88.15 +- 0.23
+# the passes. Measured there on a machine running 1.4 to 1.7 times slower than its best: aevb-15m -88.15 +- 0.23
 # nats after 130 passes, aevb-1h -86.18 +- 0.23 after 652 passes (k = 5000, all 10,000 test images).
 AEVB_TIMED = (
     "aevb's time-to-likelihood benchmark, docs/benchmarks/likelihood.md: the runs aevb-15m-* and aevb-1h-* "

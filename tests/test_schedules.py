@@ -53,6 +53,21 @@ def test_a_decay_over_minutes_follows_the_training_clock_not_the_epochs(schedule
             assert lr_at(cfg, epoch, done, 1000, seconds) == pytest.approx(1e-5 + (1e-3 - 1e-5) * shape, rel=1e-12)
 
 
+def _recording_rates(x: torch.Tensor, cfg: TrainConfig) -> tuple[Fitting, list[float]]:
+    """A small VAE's Fitting for rows x, and the list that gets the learning rate of each optimiser step."""
+    model = aevb.VAE(aevb.ModelConfig(data_shape=(x.shape[1],), hidden=(8,)))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    seen: list[float] = []
+    original = opt.step
+
+    def step(*a, **kw):
+        seen.append(opt.param_groups[0]["lr"])
+        return original(*a, **kw)
+
+    opt.step = step
+    return Fitting.of(model, opt, torch.Generator().manual_seed(0), cfg), seen
+
+
 def _fake_clock():
     """time.perf_counter for aevb.loop that moves on by one second at every reading."""
     now = iter(range(100, 10**6))
@@ -64,18 +79,8 @@ def test_steps_over_minutes_run_at_the_rate_of_the_runs_training_seconds(digits,
     # starts 2 s into the run (seconds0) runs at the rate of 2 + j seconds, the decay over 6 s (0.1 minute)
     x = digits.train[:300].reshape(300, -1)
     cfg = TrainConfig(lr=1e-2, lr_schedule="cosine", lr_final=1e-3, lr_minutes=0.1, epochs=1, batch_size=64)
-    model = aevb.VAE(aevb.ModelConfig(data_shape=(x.shape[1],), hidden=(8,)))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    seen = []
-    original = opt.step
-
-    def step(*a, **kw):
-        seen.append(opt.param_groups[0]["lr"])
-        return original(*a, **kw)
-
-    opt.step = step
     monkeypatch.setattr(loop, "time", _fake_clock())
-    fit = Fitting.of(model, opt, torch.Generator().manual_seed(0), cfg)
+    fit, seen = _recording_rates(x, cfg)
     pos = Position.start(300, fit.generator, x.device)
     list(epoch_steps(fit, x, cfg, pos, seconds0=2.0))
     cosine = lambda s: 1e-3 + (1e-2 - 1e-3) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / 6.0)))  # noqa: E731
@@ -109,17 +114,7 @@ def test_every_step_runs_at_the_scheduled_rate(digits):
     # the learning rate the optimiser holds while each step is taken is the schedule's at that step's start
     x = digits.train[:300].reshape(300, -1)
     cfg = TrainConfig(lr=1e-2, lr_schedule="linear", lr_final=1e-3, epochs=2, batch_size=64)
-    model = aevb.VAE(aevb.ModelConfig(data_shape=(x.shape[1],), hidden=(8,)))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    seen = []
-    original = opt.step
-
-    def step(*a, **kw):
-        seen.append(opt.param_groups[0]["lr"])
-        return original(*a, **kw)
-
-    opt.step = step
-    fit = Fitting.of(model, opt, torch.Generator().manual_seed(0), cfg)
+    fit, seen = _recording_rates(x, cfg)
     for epoch in (1, 2):
         pos = Position.start(300, fit.generator, x.device)
         list(epoch_steps(fit, x, cfg, pos, epoch=epoch))

@@ -41,7 +41,7 @@ import aevb
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
 from anomaly_images import AEVB_SETTINGS, images  # noqa: E402
 from anomaly_peers import PEERS  # noqa: E402
-from anomaly_report import AEVB_SCORES, TABLE_SCORES, merged_datasets, report, text_table  # noqa: E402
+from anomaly_report import AEVB_SCORES, IMAGE_SCORES, merged_datasets, report, text_table  # noqa: E402
 from anomaly_runs import DETECTORS, DOCS, new_record, pick_detectors, run_split, save, warm_up  # noqa: E402
 
 
@@ -219,7 +219,7 @@ def main() -> None:
         "--aevb-scores",
         nargs="+",
         choices=AEVB_SCORES,
-        default=list(TABLE_SCORES),
+        default=list(IMAGE_SCORES),
         metavar="SCORE",
         help=f"aevb's scores, of {', '.join(AEVB_SCORES)}; with likelihood-ratio aevb is fitted with that score "
         "(default: %(default)s)",

@@ -16,19 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
+from aevb.anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT
 from aevb.files import atomic_write_text
 
 AEVB_SCORES = {
     "log-likelihood": "aevb log p(x)",
     "elbo": "aevb ELBO",
     "reconstruction": "aevb recon. prob.",
-    "complexity": "aevb complexity",
+    "complexity": f"aevb complexity μ={COMPLEXITY_WEIGHT_DEFAULT:g}",  # log p(x) + μ L(x) ln 2, the default μ
     "likelihood-ratio": "aevb likelihood ratio",
 }
+# the records written before the complexity score had a weight named it so; it added the whole code length (μ = 1)
+OLD_LABELS = {"aevb complexity": "aevb complexity μ=1"}
 TABLE_SCORES = ("log-likelihood", "elbo", "reconstruction")  # the scores `tabular` records
+IMAGE_SCORES = ("complexity", *TABLE_SCORES)  # and `images`: AnomalyDetector()'s score on images first
 # The aevb column ranked against the peers (one entry, a fair count): AnomalyDetector()'s default score where
 # a part has it, else log p(x) (on tables the complexity score is log p(x): their code length is 0).
-AEVB_HEAD = (AEVB_SCORES["log-likelihood"],)
+AEVB_HEAD = (AEVB_SCORES["complexity"], AEVB_SCORES["log-likelihood"])
 AEVB = AEVB_HEAD[-1]
 
 PEER_ORDER = ("PyOD VAE", "IsolationForest", "PCA", "MCD", "HBOS", "COPOD", "ECOD", "KNN", "LOF")
@@ -40,10 +44,18 @@ PARTS = {
 }
 
 
-def aevb_label(score: str, settings: str = "default") -> str:
+def aevb_label(score: str, settings: str = "default", complexity_weight: float = COMPLEXITY_WEIGHT_DEFAULT) -> str:
     """The column of aevb's `score` under the benchmark's `settings` (anomaly_images.AEVB_SETTINGS): the score's
-    name for the detector's defaults, else with the settings' name after it."""
-    return AEVB_SCORES[score] if settings == "default" else f"{AEVB_SCORES[score]} ({settings})"
+    name (complexity's with the detector's weight μ) for the detector's defaults, else with the settings' name
+    after it."""
+    name = f"aevb complexity μ={complexity_weight:g}" if score == "complexity" else AEVB_SCORES[score]
+    return name if settings == "default" else f"{name} ({settings})"
+
+
+def current_label(method: str) -> str:
+    """A record's method name as the page names it: OLD_LABELS renamed, with their settings kept."""
+    name, sep, settings = method.partition(" (")
+    return OLD_LABELS.get(name, name) + sep + settings
 
 
 def head_column(methods: list[str]) -> str | None:
@@ -68,7 +80,8 @@ def merged_datasets(paths_or_records: list) -> dict[str, dict]:
     for rec in records:
         for name, d in rec["datasets"].items():
             rows = {(r["method"], r["seed"]): r for r in out.get(name, {}).get("rows", [])}
-            rows.update({(r["method"], r["seed"]): r for r in d["rows"]})
+            renamed = ({**r, "method": current_label(r["method"])} for r in d["rows"])
+            rows.update({(r["method"], r["seed"]): r for r in renamed})
             shape = {k: d[k] for k in ("n", "d", "anomalies")}
             by_seed = {**out.get(name, {}).get("by_seed", {}), **{r["seed"]: shape for r in d["rows"]}}
             out[name] = {**d, "rows": list(rows.values()), "by_seed": by_seed}
@@ -91,11 +104,11 @@ def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     """(methods on every set, in column order; the seeds all of them have on every set; methods left out: not run
     on every set, or not on the seed that most methods were run on)."""
     present = {r["method"] for d in datasets.values() for r in d["rows"]}
-    # the columns of other settings (`aevb_label`): by settings, then in AEVB_SCORES' order
-    labels = list(AEVB_SCORES.values())
+    # the columns of other settings (`aevb_label`): by settings, then in the order of `labels`
+    labels = list(dict.fromkeys([*AEVB_HEAD, *AEVB_SCORES.values(), *OLD_LABELS.values()]))  # the head first
     aevb = [m for m in present if m.startswith("aevb ") and m.split(" (")[0] in labels and m not in labels]
     aevb.sort(key=lambda m: (m.split(" (")[-1], labels.index(m.split(" (")[0])))
-    order = [m for m in (*AEVB_SCORES.values(), *aevb, *PEER_ORDER) if m in present]
+    order = [m for m in (*labels, *aevb, *PEER_ORDER) if m in present]
     order += sorted(present - set(order))
     have = {m: [{r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()] for m in order}
     on_all = {m: set.intersection(*have[m]) for m in order if all(have[m])}

@@ -55,7 +55,8 @@ def run_split(
             for score in aevb_scores:
                 t = time.perf_counter()
                 values = -det.scores(x_test, score)
-                record(aevb_label(score, aevb_settings), values, fit_s, time.perf_counter() - t)
+                label = aevb_label(score, aevb_settings, det.complexity_weight)
+                record(label, values, fit_s, time.perf_counter() - t)
             continue
         score = PEERS[name](x_train, seed)
         fit_s = time.perf_counter() - t

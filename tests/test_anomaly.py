@@ -167,7 +167,12 @@ def test_bad_training_data(x, message):
     "params, message",
     [
         ({"contamination": 0.7}, r"contamination must be 'auto' or a fraction in \(0, 0.5\]; got 0.7"),
-        ({"score": "nll"}, r"score must be one of log-likelihood, elbo, reconstruction"),
+        ({"score": "nll"}, r"score must be 'auto' or one of log-likelihood, elbo, reconstruction"),
+        ({"complexity_weight": -0.1}, r"complexity_weight must be a finite number >= 0; got -0.1"),
+        ({"complexity_weight": math.nan}, r"complexity_weight must be a finite number >= 0; got nan"),
+        ({"complexity_weight": math.inf}, r"complexity_weight must be a finite number >= 0; got inf"),
+        ({"complexity_weight": True}, r"complexity_weight must be a finite number >= 0; got True"),
+        ({"complexity_weight": "0.1"}, r"complexity_weight must be a finite number >= 0; got '0.1'"),
         ({"likelihood": "zip"}, r"likelihood must be 'auto' or one of"),
         ({"refits": "many"}, r"refits must be 'auto' or an integer >= 0; got 'many'"),
         ({"refits": -1}, r"refits must be 'auto' or an integer >= 0; got -1"),
@@ -299,7 +304,7 @@ def test_load_refuses_lying_files(tmp_path, fitted):
         return folder
 
     cases = {
-        "version": (lambda f, r: r.update(version=5), r"has version 5; this aevb reads versions 1 to 4"),
+        "version": (lambda f, r: r.update(version=6), r"has version 6; this aevb reads versions 1 to 5"),
         "likelihood": (lambda f, r: r["fitted"].update(likelihood_="gaussian-learned"), r"is not the model's"),
         "scaler": (lambda f, r: r["fitted"].update(scaler="minmax"), r"scaler 'minmax' is not one of robust, standard"),
         "format": (lambda f, r: r.update(format="x"), r"is not an aevb anomaly detector"),
@@ -346,6 +351,7 @@ def before_auto(record: dict, version: int) -> None:
     """Turn a saved record into one of `version` < 4, before likelihood and refits "auto": its parameters hold
     the values fitted with, and there is no likelihood_ or refits_."""
     record["version"] = version
+    record["params"].pop("complexity_weight")  # (added in version 5)
     for name in ("likelihood", "refits"):
         record["params"][name] = record["fitted"].pop(f"{name}_")
 

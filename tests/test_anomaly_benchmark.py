@@ -121,7 +121,7 @@ def test_tables_on_chosen_seeds_only():
 
 
 def test_aevb_columns_and_records_name_their_settings(tmp_path):
-    assert anomaly_report.aevb_label("complexity") == "aevb complexity"
+    assert anomaly_report.aevb_label("complexity") == "aevb complexity μ=0.1"  # the detector's default weight
     assert anomaly_report.aevb_label("log-likelihood", "legacy") == "aevb log p(x) (legacy)"
     meta = {"n": 10, "d": 2, "anomalies": 0.1}
     legacy = {"aevb": {"epochs": 10}, "aevb_settings": "legacy", "command": "run legacy", "detectors": ["aevb"]}
@@ -137,6 +137,37 @@ def test_aevb_columns_and_records_name_their_settings(tmp_path):
     assert "aevb settings default: `AnomalyDetector(random_state=seed)`" in page
     # both columns, each under its own name; the head-to-head is the default settings' column
     assert f"| {anomaly_report.AEVB} | aevb log p(x) (legacy) | KNN | {anomaly_report.AEVB} rank |" in page
+
+
+def test_complexity_columns_name_their_weight_and_the_default_score_is_the_head_column():
+    label = anomaly_report.aevb_label
+    assert label("complexity", "legacy", 0.25) == "aevb complexity μ=0.25 (legacy)"
+    assert label("complexity", complexity_weight=1.0) == "aevb complexity μ=1"
+    # the records from before the weight named Serra's score (mu = 1) "aevb complexity": the page renames them
+    old = {"n": 10, "d": 2, "anomalies": 0.1}
+    old["rows"] = [_row("aevb complexity", 0, 0.6), _row("aevb complexity (legacy)", 0, 0.5), _row("KNN", 0, 0.7)]
+    new = {**old, "rows": [_row(label("complexity"), 0, 0.9), _row(anomaly_report.AEVB, 0, 0.65)]}
+    merged = anomaly_report.merged_datasets(
+        [{"datasets": {"digit 1": old}}, {"written": "1", "datasets": {"digit 1": new}}]
+    )
+    methods = {r["method"] for r in merged["digit 1"]["rows"]}
+    assert methods == {
+        "aevb complexity μ=1",
+        "aevb complexity μ=1 (legacy)",
+        "KNN",
+        "aevb complexity μ=0.1",
+        "aevb log p(x)",
+    }
+    page = "\n".join(anomaly_report.tables(merged))
+    # AnomalyDetector()'s score on images is ranked against the peers: first of the two (0.9 against KNN's 0.7)
+    assert "| aevb complexity μ=0.1 rank |" in page and page.count(" rank |") == 1
+    assert (
+        "| aevb complexity μ=0.1 | aevb log p(x) | aevb complexity μ=1 | aevb complexity μ=1 (legacy) | KNN |" in page
+    )
+    assert "| **0.900** | 0.650 | 0.600 | 0.500 | 0.700 | 1 of 2 (win) |" in page
+    # a part without it (a table) ranks log p(x)
+    table = anomaly_report.tables({"1_x": {**old, "rows": [_row(anomaly_report.AEVB, 0, 0.8), _row("KNN", 0, 0.7)]}})
+    assert "| aevb log p(x) rank |" in "\n".join(table)
 
 
 def test_the_pixel_background_is_independent_gaussians_with_the_training_moments_and_the_floor():

@@ -118,7 +118,14 @@ def test_the_complexity_correction_stops_noiseless_blank_frames_looking_most_nor
     # the robust Gaussian (not "auto"'s learned one for images): it caps what the near-blank frames' one or two
     # bright pixels cost, so that all three are the raw likelihood's most normal rows
     det = aevb.AnomalyDetector(
-        score="complexity", likelihood="gaussian-robust", epochs=20, n_samples=20, refits=0, hidden=(64,), latent_dim=4
+        score="complexity",
+        complexity_weight=1.0,  # Serra et al.'s score
+        likelihood="gaussian-robust",
+        epochs=20,
+        n_samples=20,
+        refits=0,
+        hidden=(64,),
+        latent_dim=4,
     )
     det.fit(x_train)
     raw, corrected = det.scores(x, "log-likelihood"), det.score_samples(x)
@@ -133,6 +140,35 @@ def test_complexity_on_a_table_is_the_log_likelihood(data_5d):
     det = aevb.AnomalyDetector(score="complexity", **TINY).fit(data_5d[0])
     assert det.image_shape_ is None
     np.testing.assert_array_equal(det.score_samples(data_5d[1]), det.scores(data_5d[1], "log-likelihood"))
+
+
+def test_the_default_score_is_the_tempered_complexity_on_images_and_the_log_likelihood_on_a_table(images, data_5d):
+    """score="auto": log p(x) + 0.1 L(x) ln 2 on images, L(x) the zlib level-9 length of the PNG scanlines written
+    out by hand; complexity_weight mu scales L(x) alone (mu = 0: log p(x), mu = 1: Serra's score); a table's score
+    is log p(x)."""
+    x, x_test = images
+    bits = np.array([8.0 * len(zlib.compress(_scanlines(r, 8, 8), 9)) for r in x_test])
+    det = aevb.AnomalyDetector(random_state=3, **TINY).fit(x)
+    assert (det.score, det.score_, det.complexity_weight) == ("auto", "complexity", 0.1)
+    log_p = det.scores(x_test, "log-likelihood")
+    np.testing.assert_allclose(det.score_samples(x_test), log_p + 0.1 * bits * math.log(2), rtol=1e-12)
+    np.testing.assert_allclose(det.train_scores_, det.scores(x, "complexity"), rtol=0)
+    for mu in (0.0, 1.0, 2.5):
+        other = clone(det).set_params(complexity_weight=mu).fit(x)  # the same fit: the weight is not used by it
+        np.testing.assert_array_equal(other.scores(x_test, "log-likelihood"), log_p)
+        np.testing.assert_allclose(other.score_samples(x_test), log_p + mu * bits * math.log(2), rtol=1e-12)
+    assert (det.score_samples(x_test) != log_p).all()
+    # the offset and the p-values rank against the training rows' complexity scores
+    assert det.offset_ == pytest.approx(_tukey_fence(det.scores(x, "complexity")), rel=1e-12)
+    table = aevb.AnomalyDetector(random_state=3, **TINY).fit(data_5d[0])
+    assert (table.score_, table.image_shape_) == ("log-likelihood", None)
+    explicit = aevb.AnomalyDetector(score="log-likelihood", random_state=3, **TINY).fit(data_5d[0])
+    np.testing.assert_array_equal(table.score_samples(data_5d[1]), explicit.score_samples(data_5d[1]))
+
+
+def _tukey_fence(scores: np.ndarray) -> float:
+    q1, q3 = np.percentile(scores, [25, 75])
+    return float(q1 - 1.5 * (q3 - q1))
 
 
 # --- the likelihood ratio: Ren et al. (2019) ---------------------------------------------------------
@@ -238,7 +274,7 @@ def test_a_saved_detector_reloads_without_pickle_and_scores_bit_for_bit(tmp_path
 def test_load_refuses_a_background_that_does_not_fit_the_score_and_reads_old_records(tmp_path, images):
     x, x_test = images
     ratio = aevb.AnomalyDetector(score="likelihood-ratio", **TINY).fit(x).save(tmp_path / "ratio")
-    plain = aevb.AnomalyDetector(random_state=2, **TINY).fit(x)
+    plain = aevb.AnomalyDetector(score="log-likelihood", random_state=2, **TINY).fit(x)
     plain.save(tmp_path / "plain")
 
     def variant(name: str, source: Path, change) -> Path:
@@ -266,6 +302,7 @@ def test_load_refuses_a_background_that_does_not_fit_the_score_and_reads_old_rec
 
     def version_2(r):  # what this detector's files looked like before: `seed`, a table, no training scores
         r["version"] = 2
+        r["params"].pop("complexity_weight")
         for name in ("likelihood", "refits"):  # before "auto": the values fitted with
             r["params"][name] = r["fitted"].pop(f"{name}_")
         r["params"]["seed"] = r["params"].pop("random_state")
@@ -277,6 +314,19 @@ def test_load_refuses_a_background_that_does_not_fit_the_score_and_reads_old_rec
         tensors = {k: v for k, v in load_file(weights).items() if k != "calibration.scores"}
         save_file(tensors, weights, metadata={"format": "pt"})
         r["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    # a complexity detector saved before the weight (version 4) added the whole code length: it loads with mu = 1
+    serra = aevb.AnomalyDetector(score="complexity", complexity_weight=1.0, random_state=2, **TINY).fit(x)
+    serra.save(tmp_path / "serra")
+
+    def version_4(r):
+        r["version"] = 4
+        r["params"].pop("complexity_weight")
+
+    v4 = aevb.AnomalyDetector.load(variant("v4", tmp_path / "serra", version_4))
+    assert (v4.score_, v4.complexity_weight) == ("complexity", 1.0)
+    np.testing.assert_array_equal(v4.score_samples(x_test), serra.score_samples(x_test))
+    np.testing.assert_array_equal(v4.p_values(x_test), serra.p_values(x_test))
 
     old = aevb.AnomalyDetector.load(variant("v2", tmp_path / "plain", version_2))
     assert old.random_state == 2 and "seed" not in old.get_params() and old.image_shape_ is None
@@ -322,7 +372,14 @@ def test_cli_fits_and_scores_with_each_new_score_and_writes_p_values(tmp_path, i
     tiny = ["--hidden", 16, "--latent-dim", 2, "--epochs", 3, "--n-samples", 5, "--refits", 0, "--no-progress"]
     fit = aevb_main(tmp_path, ["detect", "fit", "train.npy", "--out", "c", "--score", "complexity", *tiny])
     assert fit.returncode == 0, fit.stderr
-    assert "score complexity" in fit.stdout and "image shape 8x8" in fit.stdout
+    assert "score complexity" in fit.stdout and "image shape 8x8; code length weight 0.1" in fit.stdout
+    auto = ["detect", "fit", "train.npy", "--out", "a", "--complexity-weight", 0.5, *tiny]  # score auto: images
+    assert aevb_main(tmp_path, auto).returncode == 0
+    assert (lambda d: (d.score, d.score_, d.complexity_weight))(aevb.AnomalyDetector.load(tmp_path / "a")) == (
+        "auto",
+        "complexity",
+        0.5,
+    )
     shaped = ["detect", "fit", "train.npy", "--out", "c4", "--score", "complexity", "--image-shape", "4x16", *tiny]
     assert aevb_main(tmp_path, shaped).returncode == 0
     assert aevb.AnomalyDetector.load(tmp_path / "c4").image_shape_ == (4, 16)
@@ -347,6 +404,8 @@ def test_cli_fits_and_scores_with_each_new_score_and_writes_p_values(tmp_path, i
         "shape size": (["--score", "complexity", "--image-shape", "5x5"], 1, "does not hold rows of 64 columns"),
         "noise": (["--score", "likelihood-ratio", "--background-noise", "1"], 2, "1 must be in (0, 1)"),
         "score": (["--score", "typicality"], 2, "invalid choice: 'typicality'"),
+        "weight": (["--complexity-weight", "-1"], 2, "-1 must be in [0, inf)"),
+        "weight text": (["--complexity-weight", "a lot"], 2, "'a lot' is not a number"),
     }
     for i, (name, (extra, code, message)) in enumerate(bad.items()):
         r = aevb_main(tmp_path, ["detect", "fit", "train.npy", "--out", f"bad{i}", *extra, *tiny])
@@ -356,3 +415,4 @@ def test_cli_fits_and_scores_with_each_new_score_and_writes_p_values(tmp_path, i
     help_text = aevb_main(tmp_path, ["detect", "fit", "--help"]).stdout
     for fragment in ("complexity", "likelihood-ratio", "--image-shape", "--background-noise", "--random-state"):
         assert fragment in help_text, fragment
+    assert "(default: auto)" in help_text and "(default: 0.1)" in " ".join(help_text.split())

@@ -24,7 +24,7 @@ from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
 from .params import check_params, resolved
 from .scaling import fit_scaler, transform
-from .scores import NEEDS, SCORES
+from .scores import COMPLEXITY_WEIGHT_DEFAULT, NEEDS, SCORES
 
 
 class AnomalyDetector(OutlierMixin, BaseEstimator):
@@ -32,13 +32,19 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    score : "log-likelihood" (default), "elbo", "reconstruction", "complexity" or "likelihood-ratio"
+    score : "auto" (default), "log-likelihood", "elbo", "reconstruction", "complexity" or "likelihood-ratio"
         The anomaly score, per row in nats (higher = more normal): the importance-sampled log p(x)
         with k = `n_samples` (the IWAE bound L_k), the ELBO with L = `n_samples` draws and the
         analytic KL, An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
-        draws z ~ q(z|x) of log p(x|z), "complexity" = log p(x) + L(x) ln 2 with L(x) the PNG code
-        length in bits (Serra et al. 2020; `aevb.anomaly.complexity`), or "likelihood-ratio" =
-        log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`).
+        draws z ~ q(z|x) of log p(x|z), "complexity" = log p(x) + mu L(x) ln 2 with L(x) the PNG code
+        length in bits and mu = `complexity_weight` (Serra et al. 2020, tempered; `aevb.anomaly.complexity`),
+        or "likelihood-ratio" = log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`).
+        "auto" is "complexity" when the rows are images (`image_shape_` is not None) and "log-likelihood"
+        for a table (`aevb.anomaly.params.AUTO`; fitted as `score_`).
+    complexity_weight : float >= 0, default 0.1
+        For score="complexity": mu, the weight of the code length. mu = 1 is Serra et al.'s correction,
+        which swamps the density on one-class-out MNIST and Fashion-MNIST; mu = 0.1, chosen on one seed and
+        confirmed on two others, ranks both better than log p(x) alone (docs/benchmarks/anomaly_notes.md).
     contamination : "auto" or float in (0, 0.5]
         Sets `offset_` from the training scores: a fraction c puts it at their c-quantile (so about
         c of the training rows are outliers); "auto" at the lower Tukey fence Q1 - 1.5 IQR.
@@ -94,14 +100,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         even when they form a cluster that a single fit models as well as the normal rows. 0 fits once;
         each refit costs one more fit. The rows of the last fit are the fitted attribute `support_`.
     image_shape : "auto" (default), (H, W) or None
-        Whether the rows are H x W grey images in [0, 1] (they pick likelihood and refits "auto", and the code
+        Whether the rows are H x W grey images in [0, 1] (they pick score, likelihood and refits "auto", and the code
         length of score="complexity"). "auto" takes (s, s) when a row has s*s >= 64 columns and every training
         value is in [0, 1], else None: a table, whose code length is 0, so that "complexity" equals
         "log-likelihood". Fitted as `image_shape_`.
     background_noise : float in (0, 1), default 0.2
-        For score="likelihood-ratio": the fraction mu of the (rescaled) training values that are replaced by
-        a uniform draw between their column's minimum and maximum (Ren et al. 2019 flip mu = 0.2 of the pixels)
-        before the background VAE, of the same architecture, is fitted to them (seed random_state + 1).
+        For score="likelihood-ratio": the fraction (Ren et al.'s mu) of the (rescaled) training values that are
+        replaced by a uniform draw between their column's minimum and maximum (Ren et al. 2019 flip 0.2 of the
+        pixels) before the background VAE, of the same architecture, is fitted to them (seed random_state + 1).
     random_state : int, default 0
         Seeds the initialisation, the training draws and the evaluation noise: the same data and
         seed give the same scores, call after call. scikit-learn's name (it was `seed`; a detector saved
@@ -113,15 +119,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
     `image_shape_` ((H, W) or None), `likelihood_` and `refits_` (what "auto" became, else the parameters),
     `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
-    `feature_names_in_` (DataFrame input only), `score_` (the score
-    name in use), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
+    `feature_names_in_` (DataFrame input only), `score_` (the score in use: what "auto" became, else the
+    parameter), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the
     training rows; not saved by `save`).
     """
 
     def __init__(
         self,
-        score: str = "log-likelihood",
+        score: str = "auto",
+        complexity_weight: float = COMPLEXITY_WEIGHT_DEFAULT,
         contamination: str | float = "auto",
         n_samples: int = 100,
         latent_dim: int | None = None,
@@ -142,6 +149,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         verbose: bool = False,
     ):
         self.score = score
+        self.complexity_weight = complexity_weight
         self.contamination = contamination
         self.n_samples = n_samples
         self.latent_dim = latent_dim
@@ -176,7 +184,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.image_shape_ = (int(self.image_shape_[0]), int(self.image_shape_[1]))
             if self.image_shape_[0] * self.image_shape_[1] != d:
                 raise InputError(f"image_shape {self.image_shape_} does not hold rows of {d} columns")
-        self.likelihood_, self.refits_ = resolved(self, images=self.image_shape_ is not None)
+        self.score_, self.likelihood_, self.refits_ = resolved(self, images=self.image_shape_ is not None)
         check_values(a, self.likelihood_, self.columns)
         self.n_features_in_ = d
         if names is not None:
@@ -187,9 +195,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         x = self._tensor(a)
         self.size_ = size = chosen_size(n, d, self.get_params())
         config = model_config(d, size, self.likelihood_, self.columns, self.logvar_min, self.outlier_weight)
-        self.score_ = self.score
         self.background_ = None
-        if self.score == "likelihood-ratio":
+        if self.score_ == "likelihood-ratio":
             noisy = perturbed(x, self.background_noise, self.random_state + 1)
             self.background_ = fit_vae(noisy, config, size, self.lr, self.random_state + 1, "background", self.verbose)
         self.support_ = np.ones(n, dtype=bool)
@@ -230,6 +237,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         extra = {}
         if NEEDS.get(name) == "code_bits":  # L(x) of the rows as given, in bits; zeros for a table
             extra["code_bits"] = torch.from_numpy(png_code_length(a, self.image_shape_))
+            extra["weight"] = self.complexity_weight
         elif NEEDS.get(name) == "background":
             if getattr(self, "background_", None) is None:
                 raise InputError("the likelihood-ratio score needs a detector fitted with score='likelihood-ratio'")
@@ -263,8 +271,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return self._scores(x, a, self.score_)
 
     def scores(self, X: Any, name: str) -> np.ndarray:
-        """Any score of `SCORES` of every row, (n,) nats; "likelihood-ratio" only when fitted with it (it needs
-        `background_`).
+        """Any score of `SCORES` of every row, (n,) nats; "complexity" with the detector's `complexity_weight`;
+        "likelihood-ratio" only when fitted with it (it needs `background_`).
 
         Lets one fitted model be compared under each score; `offset_` belongs to `score_` only.
         """

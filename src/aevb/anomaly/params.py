@@ -1,8 +1,9 @@
 """The checks of `AnomalyDetector`'s parameters, run by `fit` and by `load` (through `from_params`), and what
-its "auto" likelihood and refits become on the rows it is fitted to (`resolved`)."""
+its "auto" score, likelihood and refits become on the rows it is fitted to (`resolved`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,21 +14,26 @@ from .inputs import InputError
 from .scaling import SCALINGS
 from .scores import SCORES
 
-# likelihood="auto" and refits="auto" per kind of rows: images are rows that image_shape_ holds (given as (H, W),
+# score, likelihood and refits "auto" per kind of rows: images are rows that image_shape_ holds (given as (H, W),
 # or found by image_shape="auto", `complexity.infer_image_shape`), tables the others. On images the robust
 # background caps what a wrong pixel costs and the refits leave out rows of the normal classes: one fit of the
-# learned Gaussian ranks one-class-out MNIST and Fashion-MNIST better (docs/benchmarks/anomaly_notes.md).
+# learned Gaussian ranks one-class-out MNIST and Fashion-MNIST better; and log p(x) + 0.1 L(x) ln 2 (the
+# complexity score at its default weight) ranks both better than log p(x) (docs/benchmarks/anomaly_notes.md).
+# A table's code length is 0, so that its complexity score would be log p(x) too: it is named so.
 AUTO: dict[str, dict[str, Any]] = {
-    "images": {"likelihood": "gaussian-learned", "refits": 0},
-    "table": {"likelihood": "gaussian-robust", "refits": REFITS_DEFAULT},
+    "images": {"score": "complexity", "likelihood": "gaussian-learned", "refits": 0},
+    "table": {"score": "log-likelihood", "likelihood": "gaussian-robust", "refits": REFITS_DEFAULT},
 }
 
 
-def resolved(det: Any, images: bool) -> tuple[str, int]:
-    """(likelihood, refits) that det fits with: its own values, each "auto" replaced by AUTO's for the rows."""
+def resolved(det: Any, images: bool) -> tuple[str, str, int]:
+    """(score, likelihood, refits) that det fits with: its own values, each "auto" replaced by AUTO's for the
+    rows."""
     auto = AUTO["images" if images else "table"]
+    score = auto["score"] if det.score == "auto" else det.score
     likelihood = auto["likelihood"] if det.likelihood == "auto" else det.likelihood
-    return likelihood, int(auto["refits"] if isinstance(det.refits, str) and det.refits == "auto" else det.refits)
+    refits = int(auto["refits"] if isinstance(det.refits, str) and det.refits == "auto" else det.refits)
+    return score, likelihood, refits
 
 
 def check_params(det: Any) -> None:
@@ -53,7 +59,15 @@ def check_params(det: Any) -> None:
         isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1,
         f"background_noise must be in (0, 1); got {m!r}",
     )
-    need(det.score in SCORES, f"score must be one of {', '.join(SCORES)}; got {det.score!r}")
+    need(
+        det.score == "auto" or det.score in SCORES,
+        f"score must be 'auto' or one of {', '.join(SCORES)}; got {det.score!r}",
+    )
+    cw = det.complexity_weight
+    need(
+        isinstance(cw, (int, float)) and not isinstance(cw, bool) and math.isfinite(cw) and cw >= 0,
+        f"complexity_weight must be a finite number >= 0; got {cw!r}",
+    )
     c = det.contamination
     need(
         c == "auto" or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 0.5),

@@ -16,6 +16,8 @@ is read as `random_state`, the rows are a table (image_shape_ None), and there a
 (`calibration_scores_` None: `p_values` asks for a refit). A record without `refits` (saved before the
 concentration steps) loads with refits=0, as it was fitted. Versions 1 to 3 (before likelihood and refits
 "auto"): their parameters are the values fitted with, so `likelihood_` and `refits_` are read from them.
+Versions 1 to 4 (before the complexity score's weight): they load with complexity_weight=1, the weight they
+scored "complexity" with, so that they score as they did.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ..model import VAE
 from .scaling import SCALINGS, center, rebuild
 from .scores import NEEDS, SCORES
 
-FORMAT, VERSION = "aevb-anomaly-detector", 4
+FORMAT, VERSION = "aevb-anomaly-detector", 5
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
 
 
@@ -94,7 +96,7 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     rec = read_json(folder, JSON_NAME, "a saved detector")
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an aevb anomaly detector (format {_get(rec, 'format')!r})")
-    if rec.get("version") not in (1, 2, 3, VERSION):
+    if rec.get("version") not in range(1, VERSION + 1):
         raise CheckpointError(f"{path} has version {rec.get('version')!r}; this aevb reads versions 1 to {VERSION}")
     try:
         params, fitted = dict(rec["params"]), dict(rec["fitted"])
@@ -109,6 +111,8 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
             params["refits"] = 0
         if params.get("hidden") is not None:
             params["hidden"] = tuple(params["hidden"])
+        if rec["version"] < 5:  # before the weight: "complexity" added the whole code length
+            params.setdefault("complexity_weight", 1.0)
         if rec["version"] < 4:  # before "auto": the parameters are the values it was fitted with
             fitted["likelihood_"], fitted["refits_"] = params["likelihood"], params["refits"]
         likelihood, refits = str(fitted["likelihood_"]), int(fitted["refits_"])

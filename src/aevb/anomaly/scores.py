@@ -1,6 +1,6 @@
 """Anomaly scores of a fitted VAE, per example (N,) in nats; higher means more normal.
 
-"complexity" adds the input's PNG code length (Serra et al. 2020); "likelihood-ratio" subtracts the
+"complexity" adds a weight times the input's PNG code length (Serra et al. 2020); "likelihood-ratio" subtracts the
 log p(x) of a background VAE fitted to noise-perturbed training rows (Ren et al. 2019).
 
 Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
@@ -49,13 +49,19 @@ def log_likelihood_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 
     return log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed)
 
 
-def complexity_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500, *, code_bits):
-    """Serra et al. (2020) corrected for input complexity: log p(x) + L(x) ln 2, (N,) nats, higher = more normal.
+def complexity_score(
+    model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500, *, code_bits, weight: float = 1.0
+):
+    """log p(x) corrected for input complexity (Serra et al. 2020), tempered: log p(x) + mu L(x) ln 2, (N,) nats,
+    higher = more normal.
 
     log p(x) is the importance-sampled estimate (k = `samples`); `code_bits` (N,) is L(x), the PNG code length
-    in bits (`complexity.png_code_length`). This is -S(x) ln 2 for Serra's S(x) = -log2 p(x) - L(x).
+    in bits (`complexity.png_code_length`); `weight` is mu >= 0. mu = 1 is Serra's score, -S(x) ln 2 for
+    S(x) = -log2 p(x) - L(x); mu = 0 is log p(x). `AnomalyDetector` uses mu = 0.1 by default
+    (docs/benchmarks/anomaly_notes.md).
     """
-    return log_likelihood_score(model, x, samples, seed, batch_size) + torch.as_tensor(code_bits) * math.log(2.0)
+    bits = torch.as_tensor(code_bits, dtype=torch.float64)
+    return log_likelihood_score(model, x, samples, seed, batch_size).double() + float(weight) * bits * math.log(2.0)
 
 
 def likelihood_ratio_score(
@@ -75,5 +81,8 @@ SCORES: dict[str, ScoreFn] = {
     "complexity": complexity_score,
     "likelihood-ratio": likelihood_ratio_score,
 }
+COMPLEXITY_WEIGHT_DEFAULT = 0.1
+"""AnomalyDetector's mu for "complexity": chosen on one seed of one-class-out MNIST and Fashion-MNIST, confirmed
+on two others (docs/benchmarks/anomaly_notes.md, "A tempered complexity correction")."""
 NEEDS: dict[str, str] = {"complexity": "code_bits", "likelihood-ratio": "background"}
 """The extra keyword argument a score takes: the detector supplies it."""

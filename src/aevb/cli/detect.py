@@ -11,7 +11,7 @@ import numpy as np
 from ..anomaly.calibration import conformal_p_values
 from ..anomaly.columns import likelihoods, rescaled_kinds
 from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
-from ..anomaly.scores import SCORES
+from ..anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT, SCORES
 from ..errors import AevbError, DataError
 from ..files import save_table
 from ..likelihoods import column_kinds
@@ -61,6 +61,7 @@ def _image_shape(text: str):
 
 
 _trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
+_nonnegative = _number_in("[0, inf)", lambda v: 0 <= v < float("inf"))
 
 
 def _refits(text: str):
@@ -83,18 +84,29 @@ def register(subparsers) -> None:
     f.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
     f.add_argument(
         "--score",
-        default="log-likelihood",
-        choices=tuple(SCORES),
-        help="anomaly score, in nats, higher = more normal: complexity = log p(x) + PNG code length x ln 2 "
-        "(Serra et al. 2020), likelihood-ratio = log p(x) - log p_background(x) (Ren et al. 2019)",
+        default="auto",
+        choices=("auto", *SCORES),
+        help="anomaly score, in nats, higher = more normal: complexity = log p(x) + W x PNG code length x ln 2 "
+        "(Serra et al. 2020, W = --complexity-weight), likelihood-ratio = log p(x) - log p_background(x) "
+        "(Ren et al. 2019); auto = complexity when the rows are images (as --image-shape finds or names them), "
+        "else log-likelihood",
+    )
+    f.add_argument(
+        "--complexity-weight",
+        type=_nonnegative,
+        default=COMPLEXITY_WEIGHT_DEFAULT,
+        metavar="W",
+        help="with --score complexity (or auto on images): weight W >= 0 of the code length; 1 is Serra et al.'s "
+        "correction",
     )
     f.add_argument(
         "--image-shape",
         type=_image_shape,
         default="auto",
         metavar="HxW",
-        help="rows are HxW grey images in [0, 1] (for --score complexity and the auto --likelihood and --refits); "
-        "'auto' = square when a row has s*s >= 64 values all in [0, 1], else 'none' (a table: code length 0)",
+        help="rows are HxW grey images in [0, 1] (for --score complexity and the auto --score, --likelihood and "
+        "--refits); 'auto' = square when a row has s*s >= 64 values all in [0, 1], else 'none' (a table: code "
+        "length 0)",
     )
     f.add_argument(
         "--background-noise",
@@ -210,7 +222,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from ..anomaly import AnomalyDetector  # scikit-learn: imported only when used
 
     det = AnomalyDetector(
-        score=args.score, contamination=args.contamination, n_samples=args.n_samples,
+        score=args.score, complexity_weight=args.complexity_weight,
+        contamination=args.contamination, n_samples=args.n_samples,
         likelihood=args.likelihood, outlier_weight=args.outlier_weight,
         columns=args.columns,
         latent_dim=args.latent_dim, hidden=tuple(args.hidden) if args.hidden else None, batch_size=args.batch_size,
@@ -231,7 +244,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     print(f"score {det.score_} (nats, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
     if det.score_ == "complexity":
         shape = "none (a table: code length 0)" if det.image_shape_ is None else "x".join(map(str, det.image_shape_))
-        print(f"image shape {shape}")
+        print(f"image shape {shape}; code length weight {det.complexity_weight:g}")
     print(f"wrote {out}{os.sep}")
 
 

@@ -37,12 +37,19 @@ def test_aevb_2h_decays_to_its_floor_at_its_last_epoch_and_stops_at_two_hours():
     assert lr_at(train, train.epochs, 1, 1) == pytest.approx(1e-5)
 
 
-@pytest.mark.parametrize(("name", "minutes"), [("aevb-15m", 15.0), ("aevb-1h", 60.0)])
-def test_timed_recipes_decay_over_their_budget_in_training_minutes(name, minutes):
+@pytest.mark.parametrize(
+    ("name", "minutes", "networks"),
+    [
+        ("aevb-15m", 15.0, "burda-iwae-1l-k5"),
+        ("aevb-1h", 60.0, "burda-iwae-1l-k5"),
+        ("aevb-2h-2l", 120.0, "burda-iwae-2l-k5"),
+    ],
+)
+def test_timed_recipes_decay_over_their_budget_in_training_minutes(name, minutes, networks):
     model_kw, train_kw = recipe_fields(name)
     train, twoh = TrainConfig(**train_kw), TrainConfig(**recipe_fields("aevb-2h")[1])
-    assert model_kw == recipe_fields("aevb-2h")[0]  # aevb-2h's networks and objective ...
-    same = ("objective", "k", "gradient", "batch_size", "lr", "lr_schedule", "lr_final", "adam_eps")
+    assert model_kw == recipe_fields(networks)[0]  # Burda et al.'s networks (one or two stochastic layers) ...
+    same = ("objective", "k", "gradient", "batch_size", "lr", "lr_schedule", "lr_final", "adam_eps")  # ... aevb-2h's
     assert all(getattr(train, f) == getattr(twoh, f) for f in same)
     assert (train.precision, train.compile) == ("bf16", "on")  # ... faster per pass
     assert train.time_limit == train.lr_minutes == minutes  # the decay ends with the budget, in minutes

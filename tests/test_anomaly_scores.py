@@ -160,6 +160,7 @@ def test_the_default_score_is_the_tempered_complexity_on_images_and_the_log_like
     assert (det.score_samples(x_test) != log_p).all()
     # the offset and the p-values rank against the training rows' complexity scores
     assert det.offset_ == pytest.approx(_tukey_fence(det.scores(x, "complexity")), rel=1e-12)
+    np.testing.assert_array_equal(det.calibration_scores_, np.sort(det.scores(x, "complexity")))
     table = aevb.AnomalyDetector(random_state=3, **TINY).fit(data_5d[0])
     assert (table.score_, table.image_shape_) == ("log-likelihood", None)
     explicit = aevb.AnomalyDetector(score="log-likelihood", random_state=3, **TINY).fit(data_5d[0])

@@ -34,6 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 import aevb
 from aevb.anomaly import AnomalyDetector, png_code_length
+from aevb.anomaly.scores import complexity_corrected
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_images import class_name, subsets  # noqa: E402
@@ -52,7 +53,7 @@ def pixel_log_density(train: np.ndarray, rows: np.ndarray, logvar_min: float) ->
 def tempered_complexity(log_p: np.ndarray, rows: np.ndarray, mu: float, shape: tuple[int, int]) -> np.ndarray:
     """c_mu = log p(x) + mu * L(x) ln 2, (n,) nats, higher = more normal: L(x) the PNG code length of each row
     (an image of `shape`) in bits; mu = 1 is Serra et al.'s correction, the detector's `score="complexity"`."""
-    return log_p + mu * png_code_length(rows, shape) * np.log(2.0)
+    return complexity_corrected(log_p, png_code_length(rows, shape), mu)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,15 +19,21 @@ import numpy as np
 from aevb.anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT
 from aevb.files import atomic_write_text
 
+
+def _complexity(weight: float) -> str:
+    """The column of the complexity score log p(x) + μ L(x) ln 2 with μ = `weight`."""
+    return f"aevb complexity μ={weight:g}"
+
+
 AEVB_SCORES = {
     "log-likelihood": "aevb log p(x)",
     "elbo": "aevb ELBO",
     "reconstruction": "aevb recon. prob.",
-    "complexity": f"aevb complexity μ={COMPLEXITY_WEIGHT_DEFAULT:g}",  # log p(x) + μ L(x) ln 2, the default μ
+    "complexity": _complexity(COMPLEXITY_WEIGHT_DEFAULT),  # the detector's default μ
     "likelihood-ratio": "aevb likelihood ratio",
 }
 # the records written before the complexity score had a weight named it so; it added the whole code length (μ = 1)
-OLD_LABELS = {"aevb complexity": "aevb complexity μ=1"}
+OLD_LABELS = {"aevb complexity": _complexity(1.0)}
 TABLE_SCORES = ("log-likelihood", "elbo", "reconstruction")  # the scores `tabular` records
 IMAGE_SCORES = ("complexity", *TABLE_SCORES)  # and `images`: AnomalyDetector()'s score on images first
 # The aevb column ranked against the peers (one entry, a fair count): AnomalyDetector()'s default score where
@@ -48,7 +54,7 @@ def aevb_label(score: str, settings: str = "default", complexity_weight: float =
     """The column of aevb's `score` under the benchmark's `settings` (anomaly_images.AEVB_SETTINGS): the score's
     name (complexity's with the detector's weight μ) for the detector's defaults, else with the settings' name
     after it."""
-    name = f"aevb complexity μ={complexity_weight:g}" if score == "complexity" else AEVB_SCORES[score]
+    name = _complexity(complexity_weight) if score == "complexity" else AEVB_SCORES[score]
     return name if settings == "default" else f"{name} ({settings})"
 
 

@@ -60,8 +60,14 @@ def complexity_score(
     S(x) = -log2 p(x) - L(x); mu = 0 is log p(x). `AnomalyDetector` uses mu = 0.1 by default
     (docs/benchmarks/anomaly_notes.md).
     """
-    bits = torch.as_tensor(code_bits, dtype=torch.float64)
-    return log_likelihood_score(model, x, samples, seed, batch_size).double() + float(weight) * bits * math.log(2.0)
+    log_p = log_likelihood_score(model, x, samples, seed, batch_size).double()
+    return complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), weight)
+
+
+def complexity_corrected(log_p, code_bits, weight: float):
+    """log p(x) + mu L(x) ln 2 in nats for given log p(x) (nats) and code lengths L(x) (bits), both (N,) of one
+    array kind (torch or numpy, float64); mu = `weight`. The correction of `complexity_score`, on its own."""
+    return log_p + float(weight) * code_bits * math.log(2.0)
 
 
 def likelihood_ratio_score(

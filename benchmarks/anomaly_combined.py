@@ -1,4 +1,4 @@
-"""Can two tests that fail on opposite classes be combined into one image score? One-class-out MNIST or
+"""Can scores that fail on different held-out classes be combined into one image score? One-class-out MNIST or
 Fashion-MNIST (the subsets of `benchmarks/anomaly.py images`), aevb's default detector, one fit per held-out
 class, and scores of that fit (higher = more normal):
 

@@ -31,13 +31,12 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-import aevb
 from aevb.anomaly import AnomalyDetector, png_code_length
 from aevb.anomaly.calibration import conformal_p_values
 from aevb.anomaly.scores import complexity_corrected
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_images import class_name, subsets  # noqa: E402
+from anomaly_images import class_name, image_rows, one_class_out_arguments, subsets  # noqa: E402
 
 NEIGHBOURS = 5
 
@@ -122,11 +121,7 @@ def print_table(saved, dataset: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="subsets and detector seed (default: %(default)s)")
-    p.add_argument("--data-dir", default="../shared/data", help="folder of the datasets (default: %(default)s)")
-    p.add_argument("--train-rows", type=int, default=2000, help="(default: %(default)s)")
-    p.add_argument("--test-rows", type=int, default=1000, help="(default: %(default)s)")
+    one_class_out_arguments(p)
     p.add_argument("--classes", type=int, nargs="+", default=list(range(10)), help="(default: all ten)")
     p.add_argument("--save", help="an .npz file for every base score of every class (training and test rows)")
     p.add_argument("--table", help="print the table of a file --save wrote, without fitting")
@@ -135,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         with np.load(args.table) as saved:
             print_table(dict(saved), args.dataset)
         return
-    ds = aevb.load_dataset(args.dataset, args.data_dir)
-    x_all = torch.cat([ds.train, ds.valid]).flatten(1).numpy().astype(np.float64)
-    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
-    x_test, y_test = ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
+    x_all, y_all, x_test, y_test = image_rows(args.dataset, args.data_dir)
     saved = {}
     for c in args.classes:
         t = time.perf_counter()

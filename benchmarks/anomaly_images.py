@@ -9,6 +9,7 @@ column names of their own (`anomaly_report.aevb_label`).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,24 @@ def class_name(dataset: str, c: int) -> str:
     return f"digit {c}" if dataset == "mnist" else f"class {c} {FASHION_CLASSES[c]}"
 
 
+def image_rows(dataset: str, data_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(training and validation images as rows (n, 784) float64, their labels, test rows, test labels)."""
+    ds = aevb.load_dataset(dataset, data_dir)
+    x_all = torch.cat([ds.train, ds.valid]).flatten(1).numpy().astype(np.float64)
+    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
+    return x_all, y_all, ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
+
+
+def one_class_out_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of the one-class-out explorations (anomaly_pixel_background.py, anomaly_combined.py): the
+    dataset, one seed for the subsets and the detector, the data folder and the subsets' sizes."""
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="subsets and detector seed (default: %(default)s)")
+    p.add_argument("--data-dir", default="../shared/data", help="folder of the datasets (default: %(default)s)")
+    p.add_argument("--train-rows", type=int, default=2000, help="(default: %(default)s)")
+    p.add_argument("--test-rows", type=int, default=1000, help="(default: %(default)s)")
+
+
 def subsets(y_all: np.ndarray, y_test: np.ndarray, c: int, seed: int, train_rows: int, test_rows: int):
     """(training indices among the other classes, test indices) of class c held out on seed `seed`."""
     rng = np.random.default_rng(c + 10 * seed)
@@ -69,10 +88,7 @@ def aevb_kw(settings: str, scores: list[str]) -> dict:
 
 def images(args) -> None:
     """One-class-out on args.dataset for args.seeds: every class, every detector; writes the record as it goes."""
-    ds = aevb.load_dataset(args.dataset, args.data_dir)
-    x_all = torch.cat([ds.train, ds.valid]).flatten(1).numpy().astype(np.float64)
-    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
-    x_test, y_test = ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
+    x_all, y_all, x_test, y_test = image_rows(args.dataset, args.data_dir)
     kw = aevb_kw(args.aevb_settings, args.aevb_scores)
     detectors = pick_detectors(args.detectors)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))

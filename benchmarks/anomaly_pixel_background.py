@@ -29,15 +29,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
-import aevb
 from aevb.anomaly import AnomalyDetector, png_code_length
 from aevb.anomaly.scores import complexity_corrected
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_images import class_name, subsets  # noqa: E402
+from anomaly_images import class_name, image_rows, one_class_out_arguments, subsets  # noqa: E402
 
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MUS = (0.1, 0.25, 0.5, 1.0)
@@ -58,16 +56,9 @@ def tempered_complexity(log_p: np.ndarray, rows: np.ndarray, mu: float, shape: t
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="subsets and detector seed (default: %(default)s)")
-    p.add_argument("--data-dir", default="../shared/data", help="folder of the datasets (default: %(default)s)")
-    p.add_argument("--train-rows", type=int, default=2000, help="(default: %(default)s)")
-    p.add_argument("--test-rows", type=int, default=1000, help="(default: %(default)s)")
+    one_class_out_arguments(p)
     args = p.parse_args(argv)
-    ds = aevb.load_dataset(args.dataset, args.data_dir)
-    x_all = torch.cat([ds.train, ds.valid]).flatten(1).numpy().astype(np.float64)
-    y_all = torch.cat([ds.train_labels, ds.valid_labels]).numpy()
-    x_test, y_test = ds.test.flatten(1).numpy().astype(np.float64), ds.test_labels.numpy()
+    x_all, y_all, x_test, y_test = image_rows(args.dataset, args.data_dir)
     names = ["ELBO", "recon. prob.", "-KL", "typicality"] + [f"lambda {lam:g}" for lam in LAMBDAS]
     names += [f"complexity {mu:g}" for mu in MUS]
     table = []

@@ -6,12 +6,14 @@ class, and scores of that fit (higher = more normal):
   in bits; mu = 0.1 the default score, mu = 1 Serra et al.'s): log p(x) fails on simple held-out classes
   (MNIST digit 1), c_1 on complex ones;
 - the latent codes: minus the mean Euclidean distance of a row's posterior mean to its 5 nearest training
-  posterior means (`latent knn`), and minus its Mahalanobis distance to the training posterior means
-  (`latent maha`);
-- combinations of two or three of them, each score first standardised by its training rows' median and
-  interquartile range (z): `sum-z(a, b, ...)` adds them, `min-z(...)` takes the smallest (a row is as anomalous
-  as its most anomalous test), `fisher(...)` adds the logs of the conformal p-values against the training rows'
-  scores (`aevb.anomaly.calibration.conformal_p_values`).
+  posterior means (`latent knn`, `aevb.anomaly.latent`; `latent knn 1` and `latent knn 20` with 1 and 20), and
+  minus its Mahalanobis distance to the training posterior means (`latent maha`);
+- the likelihood ratio against the background VAE (`likelihood ratio`; the detector is fitted with
+  score="likelihood-ratio", whose model is the default's: the background has a seed of its own);
+- combinations of two to four of them, each score first standardised by its training rows' median and
+  interquartile range (z): `sum-z(a, b, ...)` adds them (a part named twice counts twice), `min-z(...)` takes the
+  smallest (a row is as anomalous as its most anomalous test), `fisher(...)` adds the logs of the conformal
+  p-values against the training rows' scores (`aevb.anomaly.calibration.conformal_p_values`).
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_combined.py --dataset mnist --seed 0 --save scores.npz
 
@@ -33,29 +35,21 @@ from sklearn.metrics import roc_auc_score
 
 from aevb.anomaly import AnomalyDetector, png_code_length
 from aevb.anomaly.calibration import conformal_p_values
-from aevb.anomaly.scores import complexity_corrected
+from aevb.anomaly.complexity import complexity_corrected
+from aevb.anomaly.latent import NEIGHBOURS_DEFAULT, knn_distance, reference_codes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_images import class_name, image_rows, one_class_out_arguments, subsets  # noqa: E402
 
-NEIGHBOURS = 5
+
+def posterior_means(det: AnomalyDetector, rows: np.ndarray) -> torch.Tensor:
+    """The fitted model's posterior means E[z|x] of `rows`, (n, Dz) float32 (the detector's latent reference)."""
+    return reference_codes(det.model_, det._tensor(rows))
 
 
-def posterior_means(det: AnomalyDetector, rows: np.ndarray) -> np.ndarray:
-    """The fitted model's posterior means E[z|x] of `rows`, (n, Dz)."""
-    with torch.no_grad():
-        return det.model_.encode(det._tensor(rows)).mean.double().numpy()
-
-
-def latent_knn(train: np.ndarray, codes: np.ndarray, exclude_self: bool) -> np.ndarray:
-    """Minus the mean distance of each code to its NEIGHBOURS nearest training codes, (n,)."""
-    d = torch.cdist(torch.from_numpy(codes), torch.from_numpy(train)).numpy()
-    d = np.sort(d, axis=1)[:, int(exclude_self) : NEIGHBOURS + int(exclude_self)]
-    return -d.mean(1)
-
-
-def latent_mahalanobis(train: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def latent_mahalanobis(train: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
     """Minus the Mahalanobis distance of each code to the training codes' mean and covariance, (n,)."""
+    train, codes = train.double().numpy(), codes.double().numpy()
     centred = codes - train.mean(0)
     precision = np.linalg.pinv(np.cov(train, rowvar=False))
     return -np.sqrt(np.einsum("ni,ij,nj->n", centred, precision, centred))
@@ -72,12 +66,21 @@ def fisher(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return np.log(conformal_p_values(np.sort(train), test))
 
 
-BASE = ("log p", "c 0.1", "c 0.25", "c 1", "latent knn", "latent maha")
+BASE = ("log p", "c 0.1", "c 0.25", "c 0.5", "c 1", "latent knn", "latent knn 1", "latent knn 20", "latent maha")
+LATER = ("likelihood ratio",)  # base scores saved by the later runs only (fitted with the background VAE)
 COMBINED = (
     ("log p", "c 1"),
     ("c 0.25", "latent knn"),
     ("c 1", "latent knn"),
     ("log p", "c 1", "latent knn"),
+    # the later runs' candidates (2026-12-07, afternoon): other weights, neighbours and the likelihood ratio
+    ("log p", "c 0.5", "latent knn"),
+    ("log p", "c 1", "latent knn 1"),
+    ("log p", "c 1", "latent knn 20"),
+    ("log p", "c 1", "latent knn", "latent knn"),
+    ("log p", "c 1", "latent knn", "likelihood ratio"),
+    ("c 0.25", "latent knn", "likelihood ratio"),
+    ("c 1", "latent knn", "likelihood ratio"),
 )
 KINDS = {"sum-z": (robust_z, np.add), "min-z": (robust_z, np.minimum), "fisher": (fisher, np.add)}
 
@@ -90,16 +93,20 @@ def base_scores(det: AnomalyDetector, train_rows: np.ndarray, test_rows: np.ndar
         bits = png_code_length(rows, (28, 28))
         codes = posterior_means(det, rows)
         train_codes = codes if train_codes is None else train_codes
-        values = [log_p, *(complexity_corrected(log_p, bits, mu) for mu in (0.1, 0.25, 1.0))]
-        values += [latent_knn(train_codes, codes, part == "train"), latent_mahalanobis(train_codes, codes)]
-        out.update({f"{name}/{part}": v for name, v in zip(BASE, values)})
+        values = [log_p, *(complexity_corrected(log_p, bits, mu) for mu in (0.1, 0.25, 0.5, 1.0))]
+        own = part == "train"
+        values += [-knn_distance(train_codes, codes, k, own).numpy() for k in (NEIGHBOURS_DEFAULT, 1, 20)]
+        values += [latent_mahalanobis(train_codes, codes), det.scores(rows, "likelihood-ratio")]
+        out.update({f"{name}/{part}": v for name, v in zip(BASE + LATER, values)})
     return out
 
 
 def class_scores(saved, c: int) -> dict[str, np.ndarray]:
     """Test-row scores of class c held out: each of BASE and each kind of each combination of COMBINED."""
-    scores = {name: saved[f"{c}/{name}/test"] for name in BASE}
+    scores = {name: saved[f"{c}/{name}/test"] for name in BASE + LATER if f"{c}/{name}/test" in saved}
     for names in COMBINED:
+        if any(f"{c}/{n}/test" not in saved for n in names):
+            continue
         for kind, (transform, reduce) in KINDS.items():
             parts = [transform(saved[f"{c}/{n}/train"], saved[f"{c}/{n}/test"]) for n in names]
             scores[f"{kind}({', '.join(names)})"] = reduce.reduce(parts)
@@ -135,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     for c in args.classes:
         t = time.perf_counter()
         tr, te = subsets(y_all, y_test, c, args.seed, args.train_rows, args.test_rows)
-        det = AnomalyDetector(random_state=args.seed).fit(x_all[tr])
+        # the background VAE is fitted besides the model, which is the default's (its own seed, the same draws)
+        det = AnomalyDetector(random_state=args.seed, score="likelihood-ratio").fit(x_all[tr])
         saved[f"{c}/normal"] = (y_test[te] != c).astype(int)  # scores are higher for more normal rows
         saved.update({f"{c}/{k}": v for k, v in base_scores(det, x_all[tr], x_test[te]).items()})
         print(f"{class_name(args.dataset, c)}: fitted and scored in {time.perf_counter() - t:.1f}s", flush=True)

@@ -82,7 +82,11 @@ def subsets(y_all: np.ndarray, y_test: np.ndarray, c: int, seed: int, train_rows
 
 def aevb_kw(settings: str, scores: list[str]) -> dict:
     """The AnomalyDetector parameters of `settings`; fitted with score="likelihood-ratio" when that score is
-    wanted (it trains the background VAE; the concentration refits then trim by that score)."""
+    wanted (it trains the background VAE; the concentration refits then trim by that score). "latent-knn" and
+    "combined" need the default fit on images (score "auto" is "combined"), so neither goes with it."""
+    fitted = {"likelihood-ratio", "latent-knn", "combined"} & set(scores)  # scores fitted with what they need
+    if "likelihood-ratio" in fitted and len(fitted) > 1:
+        raise SystemExit(f"likelihood-ratio and {' and '.join(sorted(fitted - {'likelihood-ratio'}))} need two fits")
     return {**AEVB_SETTINGS[settings], **({"score": "likelihood-ratio"} if "likelihood-ratio" in scores else {})}
 
 

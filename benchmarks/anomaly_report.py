@@ -31,14 +31,17 @@ AEVB_SCORES = {
     "reconstruction": "aevb recon. prob.",
     "complexity": _complexity(COMPLEXITY_WEIGHT_DEFAULT),  # the detector's default μ
     "likelihood-ratio": "aevb likelihood ratio",
+    "latent-knn": "aevb latent knn",
+    "combined": "aevb combined",
 }
 # the records written before the complexity score had a weight named it so; it added the whole code length (μ = 1)
 OLD_LABELS = {"aevb complexity": _complexity(1.0)}
 TABLE_SCORES = ("log-likelihood", "elbo", "reconstruction")  # the scores `tabular` records
-IMAGE_SCORES = ("complexity", *TABLE_SCORES)  # and `images`: AnomalyDetector()'s score on images first
-# The aevb column ranked against the peers (one entry, a fair count): AnomalyDetector()'s default score where
-# a part has it, else log p(x) (on tables the complexity score is log p(x): their code length is 0).
-AEVB_HEAD = (AEVB_SCORES["complexity"], AEVB_SCORES["log-likelihood"])
+IMAGE_SCORES = ("combined", "complexity", *TABLE_SCORES)  # and `images`: AnomalyDetector()'s score on images first
+# The aevb column ranked against the peers (one entry, a fair count): AnomalyDetector()'s default score on images
+# where a part has it (the records before it have the default of their time, the tempered complexity score), else
+# log p(x), the default on tables (whose code length is 0).
+AEVB_HEAD = (AEVB_SCORES["combined"], AEVB_SCORES["complexity"], AEVB_SCORES["log-likelihood"])
 AEVB = AEVB_HEAD[-1]
 
 PEER_ORDER = ("PyOD VAE", "IsolationForest", "PCA", "MCD", "HBOS", "COPOD", "ECOD", "KNN", "LOF")

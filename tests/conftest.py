@@ -46,6 +46,14 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def images(digits):
+    """300 training and 60 test rows of the 8 x 8 digits in [0, 1], (n, 64) float64: images as scikit-learn passes
+    them to the anomaly detector."""
+    flat = [getattr(digits, s).reshape(len(getattr(digits, s)), -1).double().numpy() for s in ("train", "test")]
+    return flat[0][:300], flat[1][:60]
+
+
+@pytest.fixture(scope="session")
 def digits_elbo_and_iwae_models(digits) -> dict:
     """An ELBO-trained and an IWAE (k=5)-trained 64-64-8 model on digits, 40 epochs each (a few seconds),
     by objective name; shared by the objective-variant and sampling tests."""

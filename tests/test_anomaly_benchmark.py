@@ -168,6 +168,11 @@ def test_complexity_columns_name_their_weight_and_the_default_score_is_the_head_
     # a part without it (a table) ranks log p(x)
     table = anomaly_report.tables({"1_x": {**old, "rows": [_row(anomaly_report.AEVB, 0, 0.8), _row("KNN", 0, 0.7)]}})
     assert "| aevb log p(x) rank |" in "\n".join(table)
+    # the records with the combined score, the image default since, rank it
+    combined = {**old, "rows": [*new["rows"], _row(label("combined"), 0, 0.95)]}
+    page = "\n".join(anomaly_report.tables({"digit 1": combined}))
+    assert "| aevb combined rank |" in page and page.count(" rank |") == 1
+    assert "| aevb combined | aevb complexity μ=0.1 | aevb log p(x) |" in page
 
 
 def test_the_pixel_background_is_independent_gaussians_with_the_training_moments_and_the_floor():

@@ -34,13 +34,6 @@ from test_anomaly import manifold_data
 TINY = {"hidden": (16,), "latent_dim": 2, "epochs": 3, "n_samples": 5, "refits": 0}
 
 
-@pytest.fixture(scope="module")
-def images(digits) -> tuple[np.ndarray, np.ndarray]:
-    """300 training and 60 test rows of the 8 x 8 digits in [0, 1], (n, 64) float64."""
-    flat = [getattr(digits, s).reshape(len(getattr(digits, s)), -1).double().numpy() for s in ("train", "test")]
-    return flat[0][:300], flat[1][:60]
-
-
 def _scanlines(row: np.ndarray, h: int, w: int) -> bytes:
     """The PNG scanlines written out by hand: filter byte 0, then W 8-bit grey values round(255 x), per image row."""
     values = [min(255, max(0, round(255 * float(v)))) for v in row]
@@ -142,14 +135,14 @@ def test_complexity_on_a_table_is_the_log_likelihood(data_5d):
     np.testing.assert_array_equal(det.score_samples(data_5d[1]), det.scores(data_5d[1], "log-likelihood"))
 
 
-def test_the_default_score_is_the_tempered_complexity_on_images_and_the_log_likelihood_on_a_table(images, data_5d):
-    """score="auto": log p(x) + 0.1 L(x) ln 2 on images, L(x) the zlib level-9 length of the PNG scanlines written
-    out by hand; complexity_weight mu scales L(x) alone (mu = 0: log p(x), mu = 1: Serra's score); a table's score
-    is log p(x)."""
+def test_the_complexity_score_is_tempered_by_its_weight_and_a_tables_default_is_the_log_likelihood(images, data_5d):
+    """score="complexity": log p(x) + 0.1 L(x) ln 2 by default, L(x) the zlib level-9 length of the PNG scanlines
+    written out by hand; complexity_weight mu scales L(x) alone (mu = 0: log p(x), mu = 1: Serra's score); a
+    table's default score is log p(x) (an image's, "combined", is in test_anomaly_combined.py)."""
     x, x_test = images
     bits = np.array([8.0 * len(zlib.compress(_scanlines(r, 8, 8), 9)) for r in x_test])
-    det = aevb.AnomalyDetector(random_state=3, **TINY).fit(x)
-    assert (det.score, det.score_, det.complexity_weight) == ("auto", "complexity", 0.1)
+    det = aevb.AnomalyDetector(score="complexity", random_state=3, **TINY).fit(x)
+    assert (det.score, det.score_, det.complexity_weight) == ("complexity", "complexity", 0.1)
     log_p = det.scores(x_test, "log-likelihood")
     np.testing.assert_allclose(det.score_samples(x_test), log_p + 0.1 * bits * math.log(2), rtol=1e-12)
     np.testing.assert_allclose(det.train_scores_, det.scores(x, "complexity"), rtol=0)
@@ -374,10 +367,10 @@ def test_cli_fits_and_scores_with_each_new_score_and_writes_p_values(tmp_path, i
     fit = aevb_main(tmp_path, ["detect", "fit", "train.npy", "--out", "c", "--score", "complexity", *tiny])
     assert fit.returncode == 0, fit.stderr
     assert "score complexity" in fit.stdout and "image shape 8x8; code length weight 0.1" in fit.stdout
-    auto = ["detect", "fit", "train.npy", "--out", "a", "--complexity-weight", 0.5, *tiny]  # score auto: images
-    assert aevb_main(tmp_path, auto).returncode == 0
+    weighted = ["detect", "fit", "train.npy", "--out", "a", "--score", "complexity", "--complexity-weight", 0.5]
+    assert aevb_main(tmp_path, [*weighted, *tiny]).returncode == 0
     assert (lambda d: (d.score, d.score_, d.complexity_weight))(aevb.AnomalyDetector.load(tmp_path / "a")) == (
-        "auto",
+        "complexity",
         "complexity",
         0.5,
     )

@@ -40,3 +40,10 @@ def png_code_length(a: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
     if shape is None:
         return np.zeros(a.shape[0], dtype=np.float64)
     return np.array([8.0 * len(zlib.compress(filtered_bytes(r, shape), 9)) for r in a], dtype=np.float64)
+
+
+def complexity_corrected(log_p, code_bits, weight: float):
+    """log p(x) + mu L(x) ln 2 in nats for given log p(x) (nats) and code lengths L(x) (bits), both (N,) of one
+    array kind (torch or numpy, float64); mu = `weight`. The correction of `scores.complexity_score`, on
+    its own."""
+    return log_p + float(weight) * code_bits * math.log(2.0)

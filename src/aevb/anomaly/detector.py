@@ -18,13 +18,20 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from . import persist
 from .calibration import conformal_p_values
 from .columns import check_values, rescaled_mask
+from .combined import parts, standardisation, standardised_sum
 from .complexity import infer_image_shape, png_code_length
 from .concentration import TRIM_DEFAULT, support
 from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
+from .latent import reference_codes
 from .params import check_params, resolved
 from .scaling import fit_scaler, transform
-from .scores import COMPLEXITY_WEIGHT_DEFAULT, NEEDS, SCORES
+from .scores import COMPLEXITY_WEIGHT_DEFAULT, FITTED, NEEDS, SCORES
+
+
+def _finite(s: np.ndarray) -> np.ndarray:
+    # a score that still overflowed float32 belongs to a row far outside the training data: the lowest score
+    return np.where(np.isfinite(s), s, np.finfo(np.float64).min)
 
 
 class AnomalyDetector(OutlierMixin, BaseEstimator):
@@ -32,19 +39,25 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    score : "auto" (default), "log-likelihood", "elbo", "reconstruction", "complexity" or "likelihood-ratio"
-        The anomaly score, per row in nats (higher = more normal): the importance-sampled log p(x)
+    score : "auto" (default), "log-likelihood", "elbo", "reconstruction", "complexity", "likelihood-ratio",
+        "latent-knn" or "combined"
+        The anomaly score, per row (higher = more normal): the importance-sampled log p(x) in nats
         with k = `n_samples` (the IWAE bound L_k), the ELBO with L = `n_samples` draws and the
         analytic KL, An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
         draws z ~ q(z|x) of log p(x|z), "complexity" = log p(x) + mu L(x) ln 2 with L(x) the PNG code
         length in bits and mu = `complexity_weight` (Serra et al. 2020, tempered; `aevb.anomaly.complexity`),
-        or "likelihood-ratio" = log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`).
-        "auto" is "complexity" when the rows are images (`image_shape_` is not None) and "log-likelihood"
+        "likelihood-ratio" = log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`),
+        "latent-knn" = minus the mean distance of the posterior mean E[z|x] to those of its 5 nearest training
+        rows (`aevb.anomaly.latent`), or "combined" = log p(x), the full complexity correction
+        log p(x) + L(x) ln 2 and "latent-knn", each standardised by the training rows' median and
+        interquartile range, added (unitless; `aevb.anomaly.combined`).
+        "auto" is "combined" when the rows are images (`image_shape_` is not None) and "log-likelihood"
         for a table (`aevb.anomaly.params.AUTO`; fitted as `score_`).
     complexity_weight : float >= 0, default 0.1
         For score="complexity": mu, the weight of the code length. mu = 1 is Serra et al.'s correction,
         which swamps the density on one-class-out MNIST and Fashion-MNIST; mu = 0.1, chosen on one seed and
         confirmed on two others, ranks both better than log p(x) alone (docs/benchmarks/anomaly_notes.md).
+        "combined" takes the full correction (mu = 1) as one of its parts, whatever this is.
     contamination : "auto" or float in (0, 0.5]
         Sets `offset_` from the training scores: a fraction c puts it at their c-quantile (so about
         c of the training rows are outliers); "auto" at the lower Tukey fence Q1 - 1.5 IQR.
@@ -119,6 +132,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
     `image_shape_` ((H, W) or None), `likelihood_` and `refits_` (what "auto" became, else the parameters),
     `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
+    `latent_reference_` (the training rows' posterior means, (n, Dz) float32, for "latent-knn" and "combined",
+    else None), `combined_standardisation_` (for "combined": the median (row 0) and interquartile range (row 1)
+    of log p(x), the full complexity correction and "latent-knn" over the training rows, (2, 3) float64, else None;
+    a training row's own code is left out of its latent distance),
     `feature_names_in_` (DataFrame input only), `score_` (the score in use: what "auto" became, else the
     parameter), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the
@@ -205,7 +222,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 self.support_ = support(self.train_scores_, self.trim)
             rows = x[torch.from_numpy(self.support_)]
             self.model_ = fit_vae(rows, config, size, self.lr, self.random_state, f"fit {step + 1}", self.verbose)
-            self.train_scores_ = self._scores(x, a, self.score_)
+            self.train_scores_ = self._fit_scores(x, a)
         self.offset_ = self._offset(self.train_scores_)
         self.calibration_scores_ = np.sort(self.train_scores_)
         return self
@@ -230,22 +247,50 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             return float(q1 - 1.5 * (q3 - q1))
         return float(np.percentile(train_scores, 100.0 * self.contamination))
 
+    def _fit_scores(self, x: torch.Tensor, a: np.ndarray) -> np.ndarray:
+        """The training rows' scores under `score_` by the model just fitted, (n,) float64, after fitting from them
+        what the score needs: their posterior means (`latent_reference_`, for "latent-knn" and "combined") and
+        the combined score's standardisation (`combined_standardisation_`). A training row's nearest neighbour
+        among the reference codes, its own code, is left out of its latent distance."""
+        needs = NEEDS.get(self.score_, ())
+        self.latent_reference_ = reference_codes(self.model_, x) if "reference" in needs else None
+        self.combined_standardisation_ = None
+        if "standardised" not in needs:
+            return self._scores(x, a, self.score_, training=True)
+        code_bits = torch.from_numpy(png_code_length(a, self.image_shape_))
+        with torch.no_grad():
+            train_parts = parts(
+                self.model_, x, self.n_samples, self.random_state,
+                code_bits=code_bits, reference=self.latent_reference_, exclude_self=True,
+            )  # fmt: skip
+        self.combined_standardisation_ = standardisation(train_parts)
+        return _finite(standardised_sum(train_parts, self.combined_standardisation_).numpy())
+
     # --- scoring -----------------------------------------------------------------------------
 
-    def _scores(self, x: torch.Tensor, a: np.ndarray, name: str) -> np.ndarray:
-        """Score `name` of the rows `a` (n, d) as given, `x` the model's (rescaled) view of them; (n,) float64."""
-        extra = {}
-        if NEEDS.get(name) == "code_bits":  # L(x) of the rows as given, in bits; zeros for a table
-            extra["code_bits"] = torch.from_numpy(png_code_length(a, self.image_shape_))
-            extra["weight"] = self.complexity_weight
-        elif NEEDS.get(name) == "background":
-            if getattr(self, "background_", None) is None:
-                raise InputError("the likelihood-ratio score needs a detector fitted with score='likelihood-ratio'")
-            extra["background"] = self.background_
+    def _scores(self, x: torch.Tensor, a: np.ndarray, name: str, training: bool = False) -> np.ndarray:
+        """Score `name` of the rows `a` (n, d) as given, `x` the model's (rescaled) view of them; (n,) float64.
+        training: the rows are the training rows the latent reference was encoded from (left out of their own
+        latent distances)."""
+        extra: dict[str, Any] = {}
+        for need in NEEDS.get(name, ()):
+            if need == "code_bits":  # L(x) of the rows as given, in bits; zeros for a table
+                extra["code_bits"] = torch.from_numpy(png_code_length(a, self.image_shape_))
+            elif need == "weight":
+                extra["weight"] = self.complexity_weight
+            else:  # fitted with the score
+                value = getattr(self, FITTED[need], None)
+                if value is None:
+                    raise InputError(
+                        f"the {name} score needs a detector fitted with score={name!r} (this one, fitted with "
+                        f"score={self.score_!r}, has no {FITTED[need]})"
+                    )
+                extra[need] = value
+        if "reference" in extra:
+            extra["exclude_self"] = training
         with torch.no_grad():
             s = SCORES[name](self.model_, x, self.n_samples, seed=self.random_state, **extra).double().numpy()
-        # a score that still overflowed float32 belongs to a row far outside the training data: the lowest score
-        return np.where(np.isfinite(s), s, np.finfo(np.float64).min)
+        return _finite(s)
 
     def _validate(self, X: Any) -> tuple[torch.Tensor, np.ndarray]:
         if not hasattr(self, "model_"):

@@ -3,7 +3,10 @@
 - detector.safetensors  the VAE's weights (`model.*`), the background VAE's (`background.*`, score
                         "likelihood-ratio" only), the scaler (`scaler.mean`: the centre, the mean or the
                         median; `scaler.scale`) and the sorted training scores (`calibration.scores`,
-                        float64, what `p_values` ranks against)
+                        float64, what `p_values` ranks against), and for the scores fitted with them
+                        the training rows' posterior means (`latent.reference`, float32, "latent-knn" and
+                        "combined") and the combined score's medians and interquartile ranges
+                        (`combined.standardisation`, float64 (2, 3))
 - detector.json         format and version, the estimator's parameters, the model config (and the
                         background's), the fitted scalars (offset_, n_features_in_, feature names, score,
                         image shape, size, the scaler's kind, the likelihood and refits "auto" resolved to)
@@ -17,7 +20,8 @@ is read as `random_state`, the rows are a table (image_shape_ None), and there a
 concentration steps) loads with refits=0, as it was fitted. Versions 1 to 3 (before likelihood and refits
 "auto"): their parameters are the values fitted with, so `likelihood_` and `refits_` are read from them.
 Versions 1 to 4 (before the complexity score's weight): they load with complexity_weight=1, the weight they
-scored "complexity" with, so that they score as they did.
+scored "complexity" with, so that they score as they did. Versions 1 to 5 (before the "latent-knn" and "combined"
+scores) hold no latent reference and no standardisation, which their scores do not need.
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ from ..config import from_dict, to_dict
 from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
 from ..model import VAE
+from .combined import PARTS
 from .scaling import SCALINGS, center, rebuild
-from .scores import NEEDS, SCORES
+from .scores import FITTED, NEEDS, SCORES
 
-FORMAT, VERSION = "aevb-anomaly-detector", 5
+FORMAT, VERSION = "aevb-anomaly-detector", 6
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
+FITTED_TENSORS = {"reference": "latent.reference", "standardised": "combined.standardisation"}
+"""The tensor each extra fitted with a score (`scores.FITTED`, bar the background VAE) is saved as."""
 
 
 def save(det, folder: Path) -> Path:
@@ -59,6 +66,10 @@ def save(det, folder: Path) -> Path:
         tensors.update(_prefixed("background.", background))
     if getattr(det, "calibration_scores_", None) is not None:  # None: loaded from a file saved before them
         tensors["calibration.scores"] = torch.from_numpy(np.ascontiguousarray(det.calibration_scores_, np.float64))
+    for name, key in FITTED_TENSORS.items():
+        value = getattr(det, FITTED[name], None)
+        if value is not None:
+            tensors[key] = value.detach().contiguous().clone()
     if det.scaler_ is not None:
         tensors["scaler.mean"] = torch.from_numpy(center(det.scaler_).astype(np.float64))
         tensors["scaler.scale"] = torch.from_numpy(det.scaler_.scale_.astype(np.float64))
@@ -136,7 +147,7 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         raise CheckpointError(f"{path}: likelihood_ {likelihood!r} is not the model's {model_config.likelihood!r}")
     if model_config.data_dim != d or score not in SCORES:
         raise CheckpointError(f"{path}: n_features_in_ {d} or score {score!r} does not match the model config")
-    if (NEEDS.get(score) == "background") != (background_config is not None):
+    if ("background" in NEEDS.get(score, ())) != (background_config is not None):
         has = "with" if background_config is not None else "without"
         raise CheckpointError(f"{path}: score {score!r} {has} a background model")
     if background_config is not None and background_config.data_dim != d:
@@ -161,10 +172,11 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
         or bool((calibration[1:] < calibration[:-1]).any())
     ):
         raise CheckpointError(f"{weights}: calibration.scores is not a sorted float64 vector")
-    known = ("scaler.mean", "scaler.scale", "calibration.scores")
+    known = ("scaler.mean", "scaler.scale", "calibration.scores", *FITTED_TENSORS.values())
     extra = sorted(k for k in tensors if not k.startswith(("model.", "background.")) and k not in known)
     if extra:
         raise CheckpointError(f"{weights}: unexpected tensors {extra[:3]}")
+    fitted_tensors = _fitted_tensors(tensors, score, model, weights)
     det.scaler_ = None
     if standardized:
         mean, scale = tensors.get("scaler.mean"), tensors.get("scaler.scale")
@@ -179,9 +191,33 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     det.image_shape_, det.background_ = shape, background
     det.likelihood_, det.refits_ = likelihood, refits
     det.calibration_scores_ = None if calibration is None else calibration.numpy()
+    for name, value in fitted_tensors.items():
+        setattr(det, FITTED[name], value)
     if names is not None:
         det.feature_names_in_ = np.asarray(names, dtype=object)
     return det
+
+
+def _fitted_tensors(tensors: dict[str, torch.Tensor], score: str, model: VAE, path: Path) -> dict[str, Any]:
+    """The extras of FITTED_TENSORS as `score` needs them, each None where it does not; CheckpointError where one
+    it needs is missing or malformed, or one it does not need is there."""
+    needs = NEEDS.get(score, ())
+    out: dict[str, Any] = {}
+    for name, key in FITTED_TENSORS.items():
+        t = tensors.get(key)
+        if (t is not None) != (name in needs):
+            raise CheckpointError(f"{path}: score {score!r} {'needs' if t is None else 'has no use for'} {key}")
+        if t is None:
+            out[name] = None
+            continue
+        if name == "reference":
+            ok = t.dtype == torch.float32 and t.dim() == 2 and t.shape[0] >= 2 and t.shape[1] == model.noise_dim
+        else:
+            ok = t.dtype == torch.float64 and tuple(t.shape) == (2, len(PARTS)) and bool((t[1] > 0).all())
+        if not ok or not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path}: {key} is malformed (dtype {t.dtype}, shape {list(t.shape)})")
+        out[name] = t
+    return out
 
 
 def _prefixed(prefix: str, model: VAE) -> dict[str, torch.Tensor]:

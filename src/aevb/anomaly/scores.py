@@ -1,7 +1,9 @@
-"""Anomaly scores of a fitted VAE, per example (N,) in nats; higher means more normal.
+"""Anomaly scores of a fitted VAE, per example (N,), in nats unless said otherwise; higher means more normal.
 
 "complexity" adds a weight times the input's PNG code length (Serra et al. 2020); "likelihood-ratio" subtracts the
-log p(x) of a background VAE fitted to noise-perturbed training rows (Ren et al. 2019).
+log p(x) of a background VAE fitted to noise-perturbed training rows (Ren et al. 2019); "latent-knn" is minus the
+distance of E[z|x] to the nearest training rows' (`latent`, units of z); "combined" adds log p(x), the full
+complexity correction and "latent-knn", each standardised on the training rows (`combined`, unitless).
 
 Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
 draws depend only on (seed, j), so the numbers do not depend on the batch size and repeated calls
@@ -11,7 +13,6 @@ with that noise: nothing here re-derives a density.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -19,6 +20,9 @@ import torch
 from ..evaluate import evaluating, example_noise, log_likelihood
 from ..model import VAE
 from ..objectives import ELBOTerms, elbo
+from .combined import combined_score
+from .complexity import complexity_corrected
+from .latent import latent_knn_score
 
 
 def _elbo_terms(model: VAE, x: torch.Tensor, samples: int, seed: int, batch_size: int) -> ELBOTerms:
@@ -64,12 +68,6 @@ def complexity_score(
     return complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), weight)
 
 
-def complexity_corrected(log_p, code_bits, weight: float):
-    """log p(x) + mu L(x) ln 2 in nats for given log p(x) (nats) and code lengths L(x) (bits), both (N,) of one
-    array kind (torch or numpy, float64); mu = `weight`. The correction of `complexity_score`, on its own."""
-    return log_p + float(weight) * code_bits * math.log(2.0)
-
-
 def likelihood_ratio_score(
     model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500, *, background: VAE
 ):
@@ -86,9 +84,26 @@ SCORES: dict[str, ScoreFn] = {
     "reconstruction": reconstruction_probability,
     "complexity": complexity_score,
     "likelihood-ratio": likelihood_ratio_score,
+    "latent-knn": latent_knn_score,
+    "combined": combined_score,
 }
+UNITS: dict[str, str] = {"latent-knn": "units of z", "combined": "unitless"}
+"""The unit of each score that is not in nats."""
 COMPLEXITY_WEIGHT_DEFAULT = 0.1
 """AnomalyDetector's mu for "complexity": chosen on one seed of one-class-out MNIST and Fashion-MNIST, confirmed
 on two others (docs/benchmarks/anomaly_notes.md, "A tempered complexity correction")."""
-NEEDS: dict[str, str] = {"complexity": "code_bits", "likelihood-ratio": "background"}
-"""The extra keyword argument a score takes: the detector supplies it."""
+NEEDS: dict[str, tuple[str, ...]] = {
+    "complexity": ("code_bits", "weight"),
+    "likelihood-ratio": ("background",),
+    "latent-knn": ("reference",),
+    "combined": ("code_bits", "reference", "standardised"),
+}
+"""The extra keyword arguments a score takes: the detector supplies them. "background", "reference" and
+"standardised" are fitted with the score (the background VAE, the training rows' posterior means, the parts'
+training medians and interquartile ranges): a detector has them only when fitted with a score that needs them."""
+FITTED: dict[str, str] = {
+    "background": "background_",
+    "reference": "latent_reference_",
+    "standardised": "combined_standardisation_",
+}
+"""The detector's fitted attribute that holds each extra fitted with a score."""

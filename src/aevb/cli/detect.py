@@ -11,7 +11,7 @@ import numpy as np
 from ..anomaly.calibration import conformal_p_values
 from ..anomaly.columns import likelihoods, rescaled_kinds
 from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
-from ..anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT, SCORES
+from ..anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT, NEEDS, SCORES, UNITS
 from ..errors import AevbError, DataError
 from ..files import save_table
 from ..likelihoods import column_kinds
@@ -86,18 +86,19 @@ def register(subparsers) -> None:
         "--score",
         default="auto",
         choices=("auto", *SCORES),
-        help="anomaly score, in nats, higher = more normal: complexity = log p(x) + W x PNG code length x ln 2 "
-        "(Serra et al. 2020, W = --complexity-weight), likelihood-ratio = log p(x) - log p_background(x) "
-        "(Ren et al. 2019); auto = complexity when the rows are images (as --image-shape finds or names them), "
-        "else log-likelihood",
+        help="anomaly score, higher = more normal, in nats but for the last two: complexity = log p(x) + W x PNG "
+        "code length x ln 2 (Serra et al. 2020, W = --complexity-weight), likelihood-ratio = log p(x) - "
+        "log p_background(x) (Ren et al. 2019), latent-knn = minus the mean distance of E[z|x] to the 5 nearest "
+        "training rows', combined = log-likelihood, complexity with W = 1 and latent-knn, each standardised by its "
+        "training median and IQR, added; auto = combined when the rows are images (as --image-shape finds or "
+        "names them), else log-likelihood",
     )
     f.add_argument(
         "--complexity-weight",
         type=_nonnegative,
         default=COMPLEXITY_WEIGHT_DEFAULT,
         metavar="W",
-        help="with --score complexity (or auto on images): weight W >= 0 of the code length; 1 is Serra et al.'s "
-        "correction",
+        help="with --score complexity: weight W >= 0 of the code length; 1 is Serra et al.'s correction",
     )
     f.add_argument(
         "--image-shape",
@@ -241,10 +242,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
     )
     if not det.support_.all():
         print(f"{det.refits_} refits, each without the {(~det.support_).sum()} training rows scored lowest")
-    print(f"score {det.score_} (nats, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
-    if det.score_ == "complexity":
+    unit = UNITS.get(det.score_, "nats")
+    print(f"score {det.score_} ({unit}, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
+    if "code_bits" in NEEDS.get(det.score_, ()):
         shape = "none (a table: code length 0)" if det.image_shape_ is None else "x".join(map(str, det.image_shape_))
-        print(f"image shape {shape}; code length weight {det.complexity_weight:g}")
+        weight = det.complexity_weight if det.score_ == "complexity" else 1.0
+        print(f"image shape {shape}; code length weight {weight:g}")
     print(f"wrote {out}{os.sep}")
 
 

@@ -1,0 +1,80 @@
+"""The combined score: three scores that fail on different kinds of anomaly, each standardised by its training
+rows' median and interquartile range, added.
+
+- log p(x), the importance-sampled log-likelihood: ranks simple inputs (few ink pixels) as normal whatever they are;
+- c_1(x) = log p(x) + L(x) ln 2, Serra et al.'s (2020) complexity correction at full weight (L the PNG code
+  length in bits, `complexity.png_code_length`): corrects that, and over-corrects on complex inputs;
+- the latent nearest-neighbour score (`latent.latent_knn_score`): how close E[z|x] lies to the training rows'.
+
+z_j(x) = (s_j(x) - median_j) / IQR_j with the median and interquartile range of part j over the training rows
+(an IQR of 0 counts as 1), and the score is z_1 + z_2 + z_3: unitless, higher = more normal. Chosen on one seed of
+one-class-out MNIST and Fashion-MNIST and confirmed on another (docs/benchmarks/anomaly_notes.md, "Three scores,
+standardised and added").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..evaluate import log_likelihood
+from ..model import VAE
+from .complexity import complexity_corrected
+from .latent import latent_knn_score
+
+PARTS = ("log-likelihood", "complexity-1", "latent-knn")
+"""The parts, in the order of `parts`' rows and of the standardisation's entries."""
+
+
+def parts(
+    model: VAE,
+    x: torch.Tensor,
+    samples: int,
+    seed: int = 0,
+    batch_size: int = 500,
+    *,
+    code_bits: torch.Tensor,
+    reference: torch.Tensor,
+    exclude_self: bool = False,
+) -> torch.Tensor:
+    """The three parts of PARTS for the rows x, (3, N) float64: log p(x) in nats (k = `samples`), c_1(x) in nats
+    (`code_bits` (N,) the PNG code lengths), and minus the latent 5-nearest-neighbour distance to `reference`
+    (exclude_self: x are the rows `reference` was encoded from)."""
+    # scores.log_likelihood_score: the importance-sampled log p(x)
+    log_p = log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed).double()
+    c_1 = complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), 1.0)
+    knn = latent_knn_score(model, x, reference=reference, exclude_self=exclude_self)
+    return torch.stack([log_p, c_1, knn])
+
+
+def standardisation(train_parts: torch.Tensor) -> torch.Tensor:
+    """(2, 3) float64: each part's median over the training rows (row 0) and its interquartile range, 1 where
+    that is 0 or not finite (row 1), from `parts` of the training rows (3, N)."""
+    a = train_parts.double().numpy()
+    q1, q2, q3 = np.percentile(a, [25, 50, 75], axis=1)
+    iqr = q3 - q1
+    return torch.from_numpy(np.stack([q2, np.where(np.isfinite(iqr) & (iqr > 0), iqr, 1.0)]))
+
+
+def standardised_sum(row_parts: torch.Tensor, location_scale: torch.Tensor) -> torch.Tensor:
+    """sum_j (part_j - median_j) / IQR_j, (N,) float64, for `parts` (3, N) and a `standardisation` (2, 3)."""
+    location, scale = location_scale[0].unsqueeze(1), location_scale[1].unsqueeze(1)
+    return ((row_parts.double() - location) / scale).sum(0)
+
+
+def combined_score(
+    model: VAE,
+    x: torch.Tensor,
+    samples: int,
+    seed: int = 0,
+    batch_size: int = 500,
+    *,
+    code_bits: torch.Tensor,
+    reference: torch.Tensor,
+    standardised: torch.Tensor,
+    exclude_self: bool = False,
+) -> torch.Tensor:
+    """The combined score of the rows x, (N,) float64, unitless, higher = more normal: `standardised_sum` of
+    their `parts` under the training rows' `standardisation` (`standardised`, (2, 3))."""
+    p = parts(model, x, samples, seed, batch_size, code_bits=code_bits, reference=reference, exclude_self=exclude_self)
+    return standardised_sum(p, standardised)

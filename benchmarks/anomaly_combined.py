@@ -39,6 +39,7 @@ from aevb.anomaly.complexity import complexity_corrected
 from aevb.anomaly.latent import NEIGHBOURS_DEFAULT, knn_distance, reference_codes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anomaly import parse_setting  # noqa: E402
 from anomaly_images import class_name, image_rows, one_class_out_arguments, subsets  # noqa: E402
 
 
@@ -96,7 +97,9 @@ def base_scores(det: AnomalyDetector, train_rows: np.ndarray, test_rows: np.ndar
         values = [log_p, *(complexity_corrected(log_p, bits, mu) for mu in (0.1, 0.25, 0.5, 1.0))]
         own = part == "train"
         values += [-knn_distance(train_codes, codes, k, own).numpy() for k in (NEIGHBOURS_DEFAULT, 1, 20)]
-        values += [latent_mahalanobis(train_codes, codes), det.scores(rows, "likelihood-ratio")]
+        values.append(latent_mahalanobis(train_codes, codes))
+        if det.background_ is not None:  # not with --set score=...
+            values.append(det.scores(rows, "likelihood-ratio"))
         out.update({f"{name}/{part}": v for name, v in zip(BASE + LATER, values)})
     return out
 
@@ -132,6 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classes", type=int, nargs="+", default=list(range(10)), help="(default: all ten)")
     p.add_argument("--save", help="an .npz file for every base score of every class (training and test rows)")
     p.add_argument("--table", help="print the table of a file --save wrote, without fitting")
+    p.add_argument(
+        "--set",
+        type=parse_setting,
+        action="append",
+        metavar="KEY=VALUE",
+        help="an AnomalyDetector parameter other than its default (repeatable), e.g. epochs=100; score=auto leaves "
+        "out the background VAE and the likelihood ratio",
+    )
     args = p.parse_args(argv)
     if args.table:
         with np.load(args.table) as saved:
@@ -143,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         tr, te = subsets(y_all, y_test, c, args.seed, args.train_rows, args.test_rows)
         # the background VAE is fitted besides the model, which is the default's (its own seed, the same draws)
-        det = AnomalyDetector(random_state=args.seed, score="likelihood-ratio").fit(x_all[tr])
+        kw = {"random_state": args.seed, "score": "likelihood-ratio", **dict(args.set or [])}
+        det = AnomalyDetector(**kw).fit(x_all[tr])
         saved[f"{c}/normal"] = (y_test[te] != c).astype(int)  # scores are higher for more normal rows
         saved.update({f"{c}/{k}": v for k, v in base_scores(det, x_all[tr], x_test[te]).items()})
         print(f"{class_name(args.dataset, c)}: fitted and scored in {time.perf_counter() - t:.1f}s", flush=True)

@@ -8,8 +8,8 @@ rows' median and interquartile range, added.
 
 z_j(x) = (s_j(x) - median_j) / IQR_j with the median and interquartile range of part j over the training rows
 (an IQR of 0 counts as 1), and the score is z_1 + z_2 + z_3: unitless, higher = more normal. Chosen on one seed of
-one-class-out MNIST and Fashion-MNIST and confirmed on another (docs/benchmarks/anomaly_notes.md, "Three scores,
-standardised and added").
+one-class-out MNIST and Fashion-MNIST and confirmed on two others (docs/benchmarks/anomaly_notes.md, "Three scores,
+standardised and added" and "`score="combined"`, the image default").
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from .latent import latent_knn_score
 
 PARTS = ("log-likelihood", "complexity-1", "latent-knn")
 """The parts, in the order of `parts`' rows and of the standardisation's entries."""
+COMPLEXITY_WEIGHT = 1.0
+"""mu of the complexity part, log p(x) + mu L(x) ln 2: Serra et al.'s full correction."""
 
 
 def parts(
@@ -42,7 +44,7 @@ def parts(
     (exclude_self: x are the rows `reference` was encoded from)."""
     # scores.log_likelihood_score: the importance-sampled log p(x)
     log_p = log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed).double()
-    c_1 = complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), 1.0)
+    c_1 = complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), COMPLEXITY_WEIGHT)
     knn = latent_knn_score(model, x, reference=reference, exclude_self=exclude_self)
     return torch.stack([log_p, c_1, knn])
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..anomaly.calibration import conformal_p_values
 from ..anomaly.columns import likelihoods, rescaled_kinds
+from ..anomaly.combined import COMPLEXITY_WEIGHT as COMBINED_COMPLEXITY_WEIGHT
 from ..anomaly.concentration import REFITS_DEFAULT, TRIM_DEFAULT
 from ..anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT, NEEDS, SCORES, UNITS
 from ..errors import AevbError, DataError
@@ -246,7 +247,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     print(f"score {det.score_} ({unit}, higher = more normal); offset {det.offset_:.4g} flags {flagged} training rows")
     if "code_bits" in NEEDS.get(det.score_, ()):
         shape = "none (a table: code length 0)" if det.image_shape_ is None else "x".join(map(str, det.image_shape_))
-        weight = det.complexity_weight if det.score_ == "complexity" else 1.0
+        weight = det.complexity_weight if det.score_ == "complexity" else COMBINED_COMPLEXITY_WEIGHT
         print(f"image shape {shape}; code length weight {weight:g}")
     print(f"wrote {out}{os.sep}")
 

@@ -106,9 +106,9 @@ def register(subparsers) -> None:
         type=_image_shape,
         default="auto",
         metavar="HxW",
-        help="rows are HxW grey images in [0, 1] (for --score complexity and the auto --score, --likelihood and "
-        "--refits); 'auto' = square when a row has s*s >= 64 values all in [0, 1], else 'none' (a table: code "
-        "length 0)",
+        help="rows are HxW grey images in [0, 1] (for --score complexity or combined and the auto --score, "
+        "--likelihood and --refits); 'auto' = square when a row has s*s >= 64 values all in [0, 1], else 'none' "
+        "(a table: code length 0)",
     )
     f.add_argument(
         "--background-noise",

@@ -105,7 +105,7 @@ def test_the_combined_score_is_the_sum_of_its_three_parts_standardised_on_the_tr
             plain.scores(x_test, name)
 
 
-def test_the_combined_score_ranks_a_held_out_digit_that_log_p_ranks_as_normal(digits):
+def test_the_combined_score_ranks_a_held_out_simple_digit_better_than_log_p(digits):
     """The 8 x 8 digits, fitted on every digit but 1 and scored on 1s against the others: the combined score ranks
     the held-out digit more anomalous than log p(x) does, by a clear margin in ROC-AUC."""
     from sklearn.metrics import roc_auc_score

@@ -74,7 +74,7 @@ COMBINED = (
     ("c 0.25", "latent knn"),
     ("c 1", "latent knn"),
     ("log p", "c 1", "latent knn"),
-    # the later runs' candidates (2026-12-07, afternoon): other weights, neighbours and the likelihood ratio
+    # the later runs' candidates (2026-12-07, second session): other weights, neighbours and the likelihood ratio
     ("log p", "c 0.5", "latent knn"),
     ("log p", "c 1", "latent knn 1"),
     ("log p", "c 1", "latent knn 20"),

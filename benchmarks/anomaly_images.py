@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import aevb
+from aevb.anomaly.scores import FITTED, NEEDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
 from anomaly_report import text_table  # noqa: E402
@@ -84,7 +85,7 @@ def aevb_kw(settings: str, scores: list[str]) -> dict:
     """The AnomalyDetector parameters of `settings`; fitted with score="likelihood-ratio" when that score is
     wanted (it trains the background VAE; the concentration refits then trim by that score). "latent-knn" and
     "combined" need the default fit on images (score "auto" is "combined"), so neither goes with it."""
-    fitted = {"likelihood-ratio", "latent-knn", "combined"} & set(scores)  # scores fitted with what they need
+    fitted = {s for s in scores if set(NEEDS.get(s, ())) & set(FITTED)}  # scores fitted with what they need
     if "likelihood-ratio" in fitted and len(fitted) > 1:
         raise SystemExit(f"likelihood-ratio and {' and '.join(sorted(fitted - {'likelihood-ratio'}))} need two fits")
     return {**AEVB_SETTINGS[settings], **({"score": "likelihood-ratio"} if "likelihood-ratio" in scores else {})}

@@ -59,5 +59,8 @@ def latent_knn_score(
 ) -> torch.Tensor:
     """Minus the mean distance of each row's posterior mean to its `neighbours` nearest rows of `reference`
     (the training rows' posterior means, `reference_codes`), (N,) float64 in units of z, higher = more normal.
-    Deterministic: `samples`, `seed` and `batch_size` are there for the scores' common signature."""
-    return -knn_distance(reference, reference_codes(model, x), neighbours, exclude_self)
+    Deterministic: `samples`, `seed` and `batch_size` are there for the scores' common signature.
+    exclude_self: x are the rows `reference` was encoded from, so their codes are `reference` itself (not encoded
+    again)."""
+    codes = reference if exclude_self else reference_codes(model, x)
+    return -knn_distance(reference, codes, neighbours, exclude_self)

@@ -56,6 +56,30 @@ def latent_mahalanobis(train: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
     return -np.sqrt(np.einsum("ni,ij,nj->n", centred, precision, centred))
 
 
+def knn_table(reference: torch.Tensor, codes: torch.Tensor, k: int, exclude_self: bool, chunk: int = 2000):
+    """Distances (n, k) float64 and indices (n, k) of each code's k nearest rows of `reference`, ascending;
+    exclude_self: codes are reference, and each row's own (first) neighbour is left out."""
+    ref, skip, dist, idx = reference.double(), int(exclude_self), [], []
+    for start in range(0, codes.shape[0], chunk):
+        d = torch.cdist(codes[start : start + chunk].double(), ref, compute_mode="donot_use_mm_for_euclid_dist")
+        v, i = d.topk(k + skip, dim=1, largest=False)
+        dist.append(v[:, skip:])
+        idx.append(i[:, skip:])
+    return torch.cat(dist), torch.cat(idx)
+
+
+def latent_lof(train: torch.Tensor, codes: torch.Tensor, k: int, own: bool) -> np.ndarray:
+    """Minus the log local outlier factor (Breunig et al. 2000) of each code among the training codes, k
+    neighbours, (n,): log of (the mean local reachability density of its neighbours / its own)."""
+    train_d, train_i = knn_table(train, train, k, True)
+    k_distance = train_d[:, -1]  # each training code's distance to its k-th neighbour
+    reach = torch.maximum(train_d, k_distance[train_i])
+    train_lrd = 1.0 / reach.mean(1).clamp_min(1e-12)
+    d, i = (train_d, train_i) if own else knn_table(train, codes, k, False)
+    lrd = 1.0 / torch.maximum(d, k_distance[i]).mean(1).clamp_min(1e-12)
+    return -torch.log(train_lrd[i].mean(1) / lrd).numpy()
+
+
 def robust_z(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     """(test - the training scores' median) / their interquartile range, (n,)."""
     q1, q2, q3 = np.percentile(train, [25, 50, 75])
@@ -68,6 +92,7 @@ def fisher(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 
 BASE = ("log p", "c 0.1", "c 0.25", "c 0.5", "c 1", "latent knn", "latent knn 1", "latent knn 20", "latent maha")
+LOF = ("latent lof 5", "latent lof 20")  # the third session of 2026-12-07: the local density in the latent space
 LATER = ("likelihood ratio",)  # base scores saved by the later runs only (fitted with the background VAE)
 COMBINED = (
     ("log p", "c 1"),
@@ -82,6 +107,14 @@ COMBINED = (
     ("log p", "c 1", "latent knn", "likelihood ratio"),
     ("c 0.25", "latent knn", "likelihood ratio"),
     ("c 1", "latent knn", "likelihood ratio"),
+    ("log p", "c 1", "latent lof 5"),
+    ("log p", "c 1", "latent lof 20"),
+    ("log p", "c 1", "latent knn", "latent lof 20"),
+    ("log p", "c 1", "latent knn", "latent lof 5"),
+    ("c 1", "latent knn", "latent lof 20"),
+    ("log p", "c 0.5", "latent knn", "latent lof 20"),
+    ("log p", "c 1", "latent knn", "latent knn", "latent lof 20"),
+    ("log p", "c 1", "latent knn", "latent lof 20", "latent lof 20"),
 )
 KINDS = {"sum-z": (robust_z, np.add), "min-z": (robust_z, np.minimum), "fisher": (fisher, np.add)}
 
@@ -98,15 +131,17 @@ def base_scores(det: AnomalyDetector, train_rows: np.ndarray, test_rows: np.ndar
         own = part == "train"
         values += [-knn_distance(train_codes, codes, k, own).numpy() for k in (NEIGHBOURS_DEFAULT, 1, 20)]
         values.append(latent_mahalanobis(train_codes, codes))
+        values += [latent_lof(train_codes, codes, k, own) for k in (5, 20)]
+        out.update({f"{name}/{part}": v for name, v in zip(BASE + LOF, values)})
+        out[f"codes/{part}"] = codes.numpy()
         if det.background_ is not None:  # not with --set score=...
-            values.append(det.scores(rows, "likelihood-ratio"))
-        out.update({f"{name}/{part}": v for name, v in zip(BASE + LATER, values)})
+            out[f"likelihood ratio/{part}"] = det.scores(rows, "likelihood-ratio")
     return out
 
 
 def class_scores(saved, c: int) -> dict[str, np.ndarray]:
     """Test-row scores of class c held out: each of BASE and each kind of each combination of COMBINED."""
-    scores = {name: saved[f"{c}/{name}/test"] for name in BASE + LATER if f"{c}/{name}/test" in saved}
+    scores = {name: saved[f"{c}/{name}/test"] for name in BASE + LOF + LATER if f"{c}/{name}/test" in saved}
     for names in COMBINED:
         if any(f"{c}/{n}/test" not in saved for n in names):
             continue

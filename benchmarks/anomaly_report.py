@@ -32,6 +32,7 @@ AEVB_SCORES = {
     "complexity": _complexity(COMPLEXITY_WEIGHT_DEFAULT),  # the detector's default μ
     "likelihood-ratio": "aevb likelihood ratio",
     "latent-knn": "aevb latent knn",
+    "latent-lof": "aevb latent lof",
     "combined": "aevb combined",
 }
 # the records written before the complexity score had a weight named it so; it added the whole code length (μ = 1)

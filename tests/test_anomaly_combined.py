@@ -1,7 +1,8 @@
-"""The latent nearest-neighbour score and the combined image score of `aevb.AnomalyDetector` against ground truth:
-the distances against a brute-force loop, the combined score against a hand computation from its three parts
-(log p(x), the PNG code length written out by hand, the posterior means), the default on images, persistence of
-what the scores are fitted with, and `aevb detect`."""
+"""The latent nearest-neighbour and local-outlier-factor scores and the combined image score of
+`aevb.AnomalyDetector` against ground truth: the distances against a brute-force loop, the outlier factor against
+scikit-learn's LocalOutlierFactor, the combined score against a hand computation from its four parts (log p(x), the
+PNG code length written out by hand, the posterior means), the default on images, persistence of what the scores
+are fitted with (and of the three-part combined score of version 6), and `aevb detect`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import aevb
 from aevb.anomaly import InputError
 from aevb.anomaly import latent as latent_module
 from aevb.anomaly.columns import rescaled_mask
-from aevb.anomaly.latent import knn_distance
+from aevb.anomaly.latent import knn_distance, local_density, lof_score, nearest
 from aevb.anomaly.scaling import transform
 from aevb_process import aevb_main, one_line_error
 from test_anomaly_scores import TINY, _scanlines
@@ -58,6 +59,46 @@ def test_the_latent_distance_is_the_mean_of_the_k_smallest_distances(monkeypatch
         knn_distance(reference[:1], reference[:1], 5, exclude_self=True)
 
 
+def _sklearn_log_lof(reference: np.ndarray, codes: np.ndarray | None, k: int) -> np.ndarray:
+    """Minus the log local outlier factor by scikit-learn: of `codes` against `reference` (novelty), or of the
+    reference rows themselves among the others (codes None)."""
+    from sklearn.neighbors import LocalOutlierFactor
+
+    lof = LocalOutlierFactor(n_neighbors=k, novelty=codes is not None).fit(reference)
+    factor = -lof.negative_outlier_factor_ if codes is None else -lof.score_samples(codes)
+    return -np.log(factor)
+
+
+def test_the_latent_outlier_factor_is_scikit_learns(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    reference = torch.cat([torch.randn(60, 3, generator=g) * 0.2, torch.randn(40, 3, generator=g) * 2 + 4])
+    codes = torch.randn(30, 3, generator=g) * 3
+    ref64, codes64 = reference.double().numpy(), codes.double().numpy()
+    for k in (1, 5, 12):
+        density = local_density(reference, k)
+        assert density.dtype == torch.float64 and density.shape == (2, 100)
+        np.testing.assert_allclose(density[0].numpy(), np.sort(_brute_distances(ref64, ref64, True), 1)[:, k - 1])
+        got = lof_score(density, *nearest(reference, codes, k)).numpy()
+        np.testing.assert_allclose(got, _sklearn_log_lof(ref64, codes64, k), rtol=1e-9, atol=1e-12)
+        own = lof_score(density, *nearest(reference, reference, k, exclude_self=True)).numpy()
+        np.testing.assert_allclose(own, _sklearn_log_lof(ref64, None, k), rtol=1e-9, atol=1e-12)
+    # what the distance misses: a code just off the tight cluster is nearer its neighbours than the wide cluster's
+    # centre is to its own, and yet the sparser for where it lies (a factor of e^0.65 against about 1)
+    points = torch.tensor([[0.8, 0.0, 0.0], [4.0, 4.0, 4.0]])
+    distance = knn_distance(reference, points, 5)
+    factor = lof_score(local_density(reference), *nearest(reference, points))
+    assert distance[0] < distance[1] / 3 and factor[0] < -0.5 and abs(factor[1]) < 0.1
+    whole = lof_score(local_density(reference), *nearest(reference, codes))
+    monkeypatch.setattr(latent_module, "_CHUNK_DISTANCES", 7 * 100)  # 7 rows per chunk
+    assert torch.equal(lof_score(local_density(reference), *nearest(reference, codes)), whole)
+
+
+def _brute_distances(reference: np.ndarray, codes: np.ndarray, exclude_self: bool) -> np.ndarray:
+    """Every code's Euclidean distance to every reference row (n, m), with code i's own row dropped (n, m - 1)."""
+    d = np.array([[math.dist(c, r) for r in reference] for c in codes])
+    return np.array([np.delete(row, i) for i, row in enumerate(d)]) if exclude_self else d
+
+
 def _posterior_means(det, rows: np.ndarray) -> np.ndarray:
     """E[z|x] of the rows as the detector's model sees them: rescaled by its scaler, (n, Dz) float64."""
     scaled = transform(det.scaler_, rows, rescaled_mask(det.likelihood_, det.columns, rows.shape[1]))
@@ -65,11 +106,12 @@ def _posterior_means(det, rows: np.ndarray) -> np.ndarray:
         return det.model_.encode(torch.from_numpy(scaled.astype(np.float32))).mean.double().numpy()
 
 
-def test_the_combined_score_is_the_sum_of_its_three_parts_standardised_on_the_training_rows(images):
+def test_the_combined_score_is_the_sum_of_its_four_parts_standardised_on_the_training_rows(images):
     """By hand: log p(x) (the detector's own log-likelihood score), c_1 = log p(x) + L(x) ln 2 with L(x) the zlib
-    level-9 length of the PNG scanlines written out by hand, and minus the mean distance of E[z|x] to the 5 nearest
-    training rows' (brute force; a training row's own code left out); each minus its training median, over its
-    training interquartile range; added. It is the default score on images."""
+    level-9 length of the PNG scanlines written out by hand, minus the mean distance of E[z|x] to the 5 nearest
+    training rows' (brute force; a training row's own code left out) and minus the log of scikit-learn's local
+    outlier factor of E[z|x] among them (5 neighbours); each minus its training median, over its training
+    interquartile range; added. It is the default score on images."""
     x, x_test = images
     det = aevb.AnomalyDetector(random_state=5, **TINY).fit(x)
     assert (det.score, det.score_, det.image_shape_) == ("auto", "combined", (8, 8))
@@ -79,8 +121,10 @@ def test_the_combined_score_is_the_sum_of_its_three_parts_standardised_on_the_tr
     def by_hand(rows: np.ndarray, training: bool) -> np.ndarray:
         log_p = det.scores(rows, "log-likelihood")
         bits = np.array([8.0 * len(zlib.compress(_scanlines(r, 8, 8), 9)) for r in rows])
-        knn = -_brute_knn(train_codes, _posterior_means(det, rows), 5, training)
-        return np.stack([log_p, log_p + bits * math.log(2), knn])
+        codes = _posterior_means(det, rows)
+        knn = -_brute_knn(train_codes, codes, 5, training)
+        lof = _sklearn_log_lof(train_codes, None if training else codes, 5)
+        return np.stack([log_p, log_p + bits * math.log(2), knn, lof])
 
     train_parts = by_hand(x, True)
     q1, median, q3 = np.percentile(train_parts, [25, 50, 75], axis=1)
@@ -92,15 +136,18 @@ def test_the_combined_score_is_the_sum_of_its_three_parts_standardised_on_the_tr
     np.testing.assert_array_equal(det.calibration_scores_, np.sort(det.train_scores_))
     q1, q3 = np.percentile(det.train_scores_, [25, 75])
     assert det.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1), rel=1e-12)
-    # latent-knn on its own is the third part; a detector fitted with "combined" has the reference it needs
-    np.testing.assert_allclose(det.scores(x_test, "latent-knn"), by_hand(x_test, False)[2], rtol=1e-6, atol=1e-6)
-    alone = aevb.AnomalyDetector(score="latent-knn", random_state=5, **TINY).fit(x)
-    np.testing.assert_array_equal(alone.score_samples(x_test), det.scores(x_test, "latent-knn"))  # the same fit
-    np.testing.assert_allclose(alone.train_scores_, train_parts[2], rtol=1e-6, atol=1e-6)
-    assert alone.combined_standardisation_ is None
+    # latent-knn and latent-lof on their own are the last two parts; a detector fitted with "combined" has the
+    # reference and density they need
+    for j, name in ((2, "latent-knn"), (3, "latent-lof")):
+        np.testing.assert_allclose(det.scores(x_test, name), by_hand(x_test, False)[j], rtol=1e-6, atol=1e-6)
+        alone = aevb.AnomalyDetector(score=name, random_state=5, **TINY).fit(x)
+        np.testing.assert_array_equal(alone.score_samples(x_test), det.scores(x_test, name))  # the same fit
+        np.testing.assert_allclose(alone.train_scores_, train_parts[j], rtol=1e-6, atol=1e-6)
+        assert alone.combined_standardisation_ is None
+        assert (alone.latent_density_ is None) == (name == "latent-knn")
     plain = aevb.AnomalyDetector(score="complexity", **TINY).fit(x)
-    assert plain.latent_reference_ is None and plain.combined_standardisation_ is None
-    for name in ("combined", "latent-knn"):
+    assert plain.latent_reference_ is None and plain.latent_density_ is None and plain.combined_standardisation_ is None
+    for name in ("combined", "latent-knn", "latent-lof"):
         with pytest.raises(InputError, match=f"the {name} score needs a detector fitted with score='{name}'"):
             plain.scores(x_test, name)
 
@@ -128,6 +175,7 @@ def test_load_checks_what_the_scores_are_fitted_with(tmp_path, images):
     back = aevb.AnomalyDetector.load(tmp_path / "c")
     assert torch.equal(back.latent_reference_, det.latent_reference_)
     assert torch.equal(back.combined_standardisation_, det.combined_standardisation_)
+    assert torch.equal(back.latent_density_, det.latent_density_)
     np.testing.assert_array_equal(back.score_samples(x_test), det.score_samples(x_test))
     np.testing.assert_array_equal(back.scores(x_test, "latent-knn"), det.scores(x_test, "latent-knn"))
     aevb.AnomalyDetector(score="log-likelihood", **TINY).fit(x).save(tmp_path / "plain")
@@ -155,13 +203,63 @@ def test_load_checks_what_the_scores_are_fitted_with(tmp_path, images):
         ),
         "scale": (
             "c",
-            lambda t: t.update({"combined.standardisation": torch.tensor([[0.0] * 3, [1.0, 0.0, 1.0]]).double()}),
+            lambda t: t.update({"combined.standardisation": torch.tensor([[0.0] * 4, [1.0, 0.0, 1.0, 1.0]]).double()}),
             "combined.standardisation is malformed",
+        ),
+        "three parts": (
+            "c",
+            lambda t: t.update({"combined.standardisation": t["combined.standardisation"][:, :3].contiguous()}),
+            "combined.standardisation is malformed",
+        ),
+        "no density": ("c", lambda t: t.pop("latent.density"), "'combined' needs latent.density"),
+        "density rows": (
+            "c",
+            lambda t: t.update({"latent.density": t["latent.density"][:, :-1].contiguous()}),
+            "latent.density is malformed",
+        ),
+        "density zero": (
+            "c",
+            lambda t: t.update({"latent.density": t["latent.density"] * torch.tensor([[1.0], [0.0]]).double()}),
+            "latent.density is malformed",
         ),
     }
     for name, (source, change, message) in cases.items():
         with pytest.raises(aevb.CheckpointError, match=message):
             aevb.AnomalyDetector.load(variant(name, source, change))
+
+
+def test_a_version_6_combined_detector_scores_with_its_three_parts(tmp_path, images):
+    """A detector saved before the fourth part (version 6: no latent density, a standardisation of three entries)
+    loads and scores as it did: the sum of the first three parts, standardised by its own medians and IQRs."""
+    from aevb.anomaly.combined import parts
+
+    x, x_test = images
+    det = aevb.AnomalyDetector(random_state=2, **TINY).fit(x)
+    det.save(tmp_path / "now")
+    tensors = load_file(tmp_path / "now" / "detector.safetensors")
+    tensors.pop("latent.density")
+    old_scale = torch.tensor([[-70.0, 250.0, -0.05], [20.0, 40.0, 0.04]], dtype=torch.float64)
+    tensors["combined.standardisation"] = old_scale
+    (tmp_path / "v6").mkdir()
+    save_file(tensors, tmp_path / "v6" / "detector.safetensors", metadata={"format": "pt"})
+    rec = json.loads((tmp_path / "now" / "detector.json").read_text())
+    rec["version"] = 6
+    rec["weights_sha256"] = hashlib.sha256((tmp_path / "v6" / "detector.safetensors").read_bytes()).hexdigest()
+    (tmp_path / "v6" / "detector.json").write_text(json.dumps(rec))
+    old = aevb.AnomalyDetector.load(tmp_path / "v6")
+    assert torch.equal(old.latent_density_, det.latent_density_)  # computed from the reference when loaded
+    x_rows = det._tensor(x_test)
+    bits = torch.from_numpy(np.array([8.0 * len(zlib.compress(_scanlines(r, 8, 8), 9)) for r in x_test]))
+    four = parts(
+        det.model_, x_rows, det.n_samples, det.random_state,
+        code_bits=bits, reference=det.latent_reference_, density=det.latent_density_,
+    ).numpy()  # fmt: skip
+    expected = ((four[:3] - old_scale[0, :, None].numpy()) / old_scale[1, :, None].numpy()).sum(0)
+    np.testing.assert_allclose(old.score_samples(x_test), expected, rtol=1e-9, atol=1e-9)
+    rec["version"] = 7  # the same files called version 7 lack the density and have too few parts
+    (tmp_path / "v6" / "detector.json").write_text(json.dumps(rec))
+    with pytest.raises(aevb.CheckpointError, match="'combined' needs latent.density"):
+        aevb.AnomalyDetector.load(tmp_path / "v6")
 
 
 def test_cli_fits_and_scores_the_combined_score(tmp_path, images):
@@ -182,6 +280,10 @@ def test_cli_fits_and_scores_the_combined_score(tmp_path, images):
     assert one.returncode == 0, one.stderr
     assert "score latent-knn (units of z, higher = more normal)" in one.stdout
     assert aevb.AnomalyDetector.load(tmp_path / "one").latent_reference_.shape == (300, 2)
+    lof = aevb_main(tmp_path, ["detect", "fit", "train.npy", "--out", "lof", "--score", "latent-lof", *tiny])
+    assert lof.returncode == 0, lof.stderr
+    assert "score latent-lof (unitless, higher = more normal)" in lof.stdout
+    assert aevb.AnomalyDetector.load(tmp_path / "lof").latent_density_.shape == (2, 300)
     bad = aevb_main(tmp_path, ["detect", "fit", "train.npy", "--out", "bad", "--score", "latent", *tiny])
     assert bad.returncode == 2
     one_line_error(bad, "invalid choice: 'latent'")

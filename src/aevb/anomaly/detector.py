@@ -23,7 +23,7 @@ from .complexity import infer_image_shape, png_code_length
 from .concentration import TRIM_DEFAULT, support
 from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
-from .latent import reference_codes
+from .latent import local_density, reference_codes
 from .params import check_params, resolved
 from .scaling import fit_scaler, transform
 from .scores import COMPLEXITY_WEIGHT_DEFAULT, FITTED, NEEDS, SCORES
@@ -40,7 +40,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     Parameters
     ----------
     score : "auto" (default), "log-likelihood", "elbo", "reconstruction", "complexity", "likelihood-ratio",
-        "latent-knn" or "combined"
+        "latent-knn", "latent-lof" or "combined"
         The anomaly score, per row (higher = more normal): the importance-sampled log p(x) in nats
         with k = `n_samples` (the IWAE bound L_k), the ELBO with L = `n_samples` draws and the
         analytic KL, An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
@@ -48,9 +48,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         length in bits and mu = `complexity_weight` (Serra et al. 2020, tempered; `aevb.anomaly.complexity`),
         "likelihood-ratio" = log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`),
         "latent-knn" = minus the mean distance of the posterior mean E[z|x] to those of its 5 nearest training
-        rows (`aevb.anomaly.latent`), or "combined" = log p(x), the full complexity correction
-        log p(x) + L(x) ln 2 and "latent-knn", each standardised by the training rows' median and
-        interquartile range, added (unitless; `aevb.anomaly.combined`).
+        rows (`aevb.anomaly.latent`), "latent-lof" = minus the log local outlier factor (Breunig et al. 2000) of
+        E[z|x] among the training rows' with 5 neighbours (unitless), or "combined" = log p(x), the full
+        complexity correction log p(x) + L(x) ln 2, "latent-knn" and "latent-lof", each standardised by the
+        training rows' median and interquartile range, added (unitless; `aevb.anomaly.combined`).
         "auto" is "combined" when the rows are images (`image_shape_` is not None) and "log-likelihood"
         for a table (`aevb.anomaly.params.AUTO`; fitted as `score_`).
     complexity_weight : float >= 0, default 0.1
@@ -132,10 +133,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
     `image_shape_` ((H, W) or None), `likelihood_` and `refits_` (what "auto" became, else the parameters),
     `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
-    `latent_reference_` (the training rows' posterior means, (n, Dz) float32, for "latent-knn" and "combined",
-    else None), `combined_standardisation_` (for "combined": the median (row 0) and interquartile range (row 1)
-    of log p(x), the full complexity correction and "latent-knn" over the training rows, (2, 3) float64, else None;
-    a training row's own code is left out of its latent distance),
+    `latent_reference_` (the training rows' posterior means, (n, Dz) float32, for "latent-knn", "latent-lof" and
+    "combined", else None), `latent_density_` (for "latent-lof" and "combined": each training row's distance to
+    its 5th nearest other code (row 0) and its local reachability density (row 1), (2, n) float64, else None),
+    `combined_standardisation_` (for "combined": the median (row 0) and interquartile range (row 1) of the four
+    parts of `aevb.anomaly.combined.PARTS` over the training rows, (2, 4) float64, else None; a training row's own
+    code is left out of its latent scores),
     `feature_names_in_` (DataFrame input only), `score_` (the score in use: what "auto" became, else the
     parameter), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the
@@ -249,11 +252,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _fit_scores(self, x: torch.Tensor, a: np.ndarray) -> np.ndarray:
         """The training rows' scores under `score_` by the model just fitted, (n,) float64, after fitting from them
-        what the score needs: their posterior means (`latent_reference_`, for "latent-knn" and "combined") and
-        the combined score's standardisation (`combined_standardisation_`). A training row's nearest neighbour
-        among the reference codes, its own code, is left out of its latent distance."""
+        what the score needs: their posterior means (`latent_reference_`, for the latent scores and "combined"),
+        their k-distances and local densities among themselves (`latent_density_`, for "latent-lof" and
+        "combined") and the combined score's standardisation (`combined_standardisation_`). A training row's
+        nearest neighbour among the reference codes, its own code, is left out of its latent scores."""
         needs = NEEDS.get(self.score_, ())
         self.latent_reference_ = reference_codes(self.model_, x) if "reference" in needs else None
+        self.latent_density_ = local_density(self.latent_reference_) if "density" in needs else None
         self.combined_standardisation_ = None
         if "standardised" not in needs:
             return self._scores(x, a, self.score_, training=True)
@@ -261,7 +266,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         with torch.no_grad():
             train_parts = parts(
                 self.model_, x, self.n_samples, self.random_state,
-                code_bits=code_bits, reference=self.latent_reference_, exclude_self=True,
+                code_bits=code_bits, reference=self.latent_reference_, density=self.latent_density_,
+                exclude_self=True,
             )  # fmt: skip
         self.combined_standardisation_ = standardisation(train_parts)
         return _finite(standardised_sum(train_parts, self.combined_standardisation_).numpy())

@@ -4,9 +4,10 @@
                         "likelihood-ratio" only), the scaler (`scaler.mean`: the centre, the mean or the
                         median; `scaler.scale`) and the sorted training scores (`calibration.scores`,
                         float64, what `p_values` ranks against), and for the scores fitted with them
-                        the training rows' posterior means (`latent.reference`, float32, "latent-knn" and
-                        "combined") and the combined score's medians and interquartile ranges
-                        (`combined.standardisation`, float64 (2, 3))
+                        the training rows' posterior means (`latent.reference`, float32, the latent
+                        scores and "combined"), their k-distances and local densities (`latent.density`,
+                        float64 (2, n), "latent-lof" and "combined") and the combined score's medians and
+                        interquartile ranges (`combined.standardisation`, float64 (2, 4))
 - detector.json         format and version, the estimator's parameters, the model config (and the
                         background's), the fitted scalars (offset_, n_features_in_, feature names, score,
                         image shape, size, the scaler's kind, the likelihood and refits "auto" resolved to)
@@ -21,7 +22,10 @@ concentration steps) loads with refits=0, as it was fitted. Versions 1 to 3 (bef
 "auto"): their parameters are the values fitted with, so `likelihood_` and `refits_` are read from them.
 Versions 1 to 4 (before the complexity score's weight): they load with complexity_weight=1, the weight they
 scored "complexity" with, so that they score as they did. Versions 1 to 5 (before the "latent-knn" and "combined"
-scores) hold no latent reference and no standardisation, which their scores do not need.
+scores) hold no latent reference and no standardisation, which their scores do not need. Version 6 (before the
+latent local outlier factor): a "combined" detector has a standardisation of three parts, and scores with those
+three (`combined.LEGACY_PARTS`); its latent density, which they do not use, is computed from its reference when
+loaded, since the score's signature takes it.
 """
 
 from __future__ import annotations
@@ -42,13 +46,18 @@ from ..config import from_dict, to_dict
 from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
 from ..model import VAE
-from .combined import PARTS
+from .combined import LEGACY_PARTS, PARTS
+from .latent import local_density
 from .scaling import SCALINGS, center, rebuild
 from .scores import FITTED, NEEDS, SCORES
 
-FORMAT, VERSION = "aevb-anomaly-detector", 6
+FORMAT, VERSION = "aevb-anomaly-detector", 7
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
-FITTED_TENSORS = {"reference": "latent.reference", "standardised": "combined.standardisation"}
+FITTED_TENSORS = {
+    "reference": "latent.reference",
+    "density": "latent.density",
+    "standardised": "combined.standardisation",
+}
 """The tensor each extra fitted with a score (`scores.FITTED`, bar the background VAE) is saved as."""
 
 
@@ -176,7 +185,7 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     extra = sorted(k for k in tensors if not k.startswith(("model.", "background.")) and k not in known)
     if extra:
         raise CheckpointError(f"{weights}: unexpected tensors {extra[:3]}")
-    fitted_tensors = _fitted_tensors(tensors, score, model, weights)
+    fitted_tensors = _fitted_tensors(tensors, score, model, weights, int(rec["version"]))
     det.scaler_ = None
     if standardized:
         mean, scale = tensors.get("scaler.mean"), tensors.get("scaler.scale")
@@ -198,25 +207,35 @@ def load(folder: Path, detector: Callable[[dict[str, Any]], Any]):
     return det
 
 
-def _fitted_tensors(tensors: dict[str, torch.Tensor], score: str, model: VAE, path: Path) -> dict[str, Any]:
+def _fitted_tensors(
+    tensors: dict[str, torch.Tensor], score: str, model: VAE, path: Path, version: int
+) -> dict[str, Any]:
     """The extras of FITTED_TENSORS as `score` needs them, each None where it does not; CheckpointError where one
-    it needs is missing or malformed, or one it does not need is there."""
+    it needs is missing or malformed, or one it does not need is there. Version 6 "combined": the density is
+    computed (its file has none) and the standardisation has the three legacy parts."""
     needs = NEEDS.get(score, ())
+    legacy = version < 7 and "density" in needs
     out: dict[str, Any] = {}
     for name, key in FITTED_TENSORS.items():
         t = tensors.get(key)
-        if (t is not None) != (name in needs):
+        if (t is not None) != (name in needs and not (legacy and name == "density")):
             raise CheckpointError(f"{path}: score {score!r} {'needs' if t is None else 'has no use for'} {key}")
         if t is None:
             out[name] = None
             continue
         if name == "reference":
             ok = t.dtype == torch.float32 and t.dim() == 2 and t.shape[0] >= 2 and t.shape[1] == model.noise_dim
+        elif name == "density":
+            rows = tensors["latent.reference"].shape[0]
+            ok = t.dtype == torch.float64 and tuple(t.shape) == (2, rows) and bool((t[0] >= 0).all() & (t[1] > 0).all())
         else:
-            ok = t.dtype == torch.float64 and tuple(t.shape) == (2, len(PARTS)) and bool((t[1] > 0).all())
+            parts = LEGACY_PARTS if legacy else len(PARTS)
+            ok = t.dtype == torch.float64 and tuple(t.shape) == (2, parts) and bool((t[1] > 0).all())
         if not ok or not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: {key} is malformed (dtype {t.dtype}, shape {list(t.shape)})")
         out[name] = t
+    if legacy:
+        out["density"] = local_density(out["reference"])
     return out
 
 

@@ -2,8 +2,9 @@
 
 "complexity" adds a weight times the input's PNG code length (Serra et al. 2020); "likelihood-ratio" subtracts the
 log p(x) of a background VAE fitted to noise-perturbed training rows (Ren et al. 2019); "latent-knn" is minus the
-distance of E[z|x] to the nearest training rows' (`latent`, units of z); "combined" adds log p(x), the full
-complexity correction and "latent-knn", each standardised on the training rows (`combined`, unitless).
+distance of E[z|x] to the nearest training rows' (`latent`, units of z); "latent-lof" is minus the log local outlier
+factor of E[z|x] among them (`latent`, unitless); "combined" adds log p(x), the full complexity correction,
+"latent-knn" and "latent-lof", each standardised on the training rows (`combined`, unitless).
 
 Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
 draws depend only on (seed, j), so the numbers do not depend on the batch size and repeated calls
@@ -22,7 +23,7 @@ from ..model import VAE
 from ..objectives import ELBOTerms, elbo
 from .combined import combined_score
 from .complexity import complexity_corrected
-from .latent import latent_knn_score
+from .latent import latent_knn_score, latent_lof_score
 
 
 def _elbo_terms(model: VAE, x: torch.Tensor, samples: int, seed: int, batch_size: int) -> ELBOTerms:
@@ -85,9 +86,10 @@ SCORES: dict[str, ScoreFn] = {
     "complexity": complexity_score,
     "likelihood-ratio": likelihood_ratio_score,
     "latent-knn": latent_knn_score,
+    "latent-lof": latent_lof_score,
     "combined": combined_score,
 }
-UNITS: dict[str, str] = {"latent-knn": "units of z", "combined": "unitless"}
+UNITS: dict[str, str] = {"latent-knn": "units of z", "latent-lof": "unitless", "combined": "unitless"}
 """The unit of each score that is not in nats."""
 COMPLEXITY_WEIGHT_DEFAULT = 0.1
 """AnomalyDetector's mu for "complexity": chosen on one seed of one-class-out MNIST and Fashion-MNIST, confirmed
@@ -96,14 +98,17 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "complexity": ("code_bits", "weight"),
     "likelihood-ratio": ("background",),
     "latent-knn": ("reference",),
-    "combined": ("code_bits", "reference", "standardised"),
+    "latent-lof": ("reference", "density"),
+    "combined": ("code_bits", "reference", "density", "standardised"),
 }
-"""The extra keyword arguments a score takes: the detector supplies them. "background", "reference" and
-"standardised" are fitted with the score (the background VAE, the training rows' posterior means, the parts'
-training medians and interquartile ranges): a detector has them only when fitted with a score that needs them."""
+"""The extra keyword arguments a score takes: the detector supplies them. "background", "reference", "density" and
+"standardised" are fitted with the score (the background VAE, the training rows' posterior means, their k-distances
+and local reachability densities, the parts' training medians and interquartile ranges): a detector has them only
+when fitted with a score that needs them."""
 FITTED: dict[str, str] = {
     "background": "background_",
     "reference": "latent_reference_",
+    "density": "latent_density_",
     "standardised": "combined_standardisation_",
 }
 """The detector's fitted attribute that holds each extra fitted with a score."""

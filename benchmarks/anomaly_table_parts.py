@@ -1,0 +1,108 @@
+"""Do the latent scores that help on images help on tables too? The 16 ADBench sets, the benchmark's stratified
+70/30 splits, aevb's default detector on tables (log p(x), the robust Gaussian, 2 refits), one fit per split, and
+scores of that fit (higher = more normal):
+
+- log p(x), the default score on tables;
+- the latent scores of the fitted model on the training rows it was last fitted to (`support_`): minus the mean
+  distance of E[z|x] to the 5 nearest training codes (`latent knn`) and minus their log local outlier factor
+  (`latent lof`), `aevb.anomaly.latent`;
+- the same two on the scaled features themselves instead of the codes (`feature knn`, `feature lof`);
+- sums of them, each first standardised by its training rows' median and interquartile range (`sum-z(...)`).
+
+    OMP_NUM_THREADS=1 python benchmarks/anomaly_table_parts.py --adbench ../shared/data/adbench --seeds 0 1 2
+
+prints the ROC-AUC of each score and sum per set (mean over the seeds) and the mean over the sets. An exploration of
+issue 20 (results in docs/benchmarks/anomaly_notes.md), not a score of the detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+import aevb
+from aevb.anomaly.latent import local_density, lof_score, nearest, reference_codes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anomaly import read_labelled  # noqa: E402
+from anomaly_combined import robust_z  # noqa: E402
+
+BASE = ("log p", "latent knn", "latent lof", "feature knn", "feature lof")
+SUMS = (
+    ("log p", "latent knn"),
+    ("log p", "latent lof"),
+    ("log p", "latent knn", "latent lof"),
+    ("log p", "log p", "latent knn", "latent lof"),
+    ("log p", "feature knn"),
+    ("log p", "feature lof"),
+    ("log p", "feature knn", "feature lof"),
+)
+
+
+def neighbour_scores(reference: torch.Tensor, rows: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """(minus the mean 5-nearest-neighbour distance, minus the log local outlier factor) of `rows` among
+    `reference`; rows None: the reference rows themselves, each without its own row."""
+    own = rows is None
+    d, i = nearest(reference, reference if own else rows, exclude_self=own)
+    return -d.mean(1).numpy(), lof_score(local_density(reference), d, i).numpy()
+
+
+def job(args: tuple[str, int]) -> tuple[str, int, dict[str, float], float]:
+    path, seed = args
+    torch.set_num_threads(1)
+    x, y = read_labelled(Path(path))
+    xtr, xte, _, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
+    t = time.perf_counter()
+    det = aevb.AnomalyDetector(random_state=seed).fit(xtr)
+    fit_s = time.perf_counter() - t
+    support = xtr[det.support_]
+    scores = {}
+    for part, rows in (("train", support), ("test", xte)):
+        scores[f"log p/{part}"] = det.scores(rows, "log-likelihood")
+    feats = {part: det._tensor(rows) for part, rows in (("train", support), ("test", xte))}
+    codes = {part: reference_codes(det.model_, v) for part, v in feats.items()}
+    for space, v in (("latent", codes), ("feature", feats)):
+        ref = v["train"].double()
+        (kn_tr, lof_tr), (kn_te, lof_te) = neighbour_scores(ref, None), neighbour_scores(ref, v["test"].double())
+        scores.update({f"{space} knn/train": kn_tr, f"{space} lof/train": lof_tr})
+        scores.update({f"{space} knn/test": kn_te, f"{space} lof/test": lof_te})
+    aucs = {name: float(roc_auc_score(yte, -scores[f"{name}/test"])) for name in BASE}
+    for names in SUMS:
+        total = sum(robust_z(scores[f"{n}/train"], scores[f"{n}/test"]) for n in names)
+        aucs[f"sum-z({', '.join(names)})"] = float(roc_auc_score(yte, -total))
+    return Path(path).stem, seed, aucs, fit_s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--adbench", default="../shared/data/adbench", help="folder of the ADBench .npz files")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="split seeds (default: 0 1 2)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
+    args = p.parse_args()
+    files = sorted(Path(args.adbench).glob("*.npz"), key=lambda f: int(f.name.split("_")[0]))
+    jobs = [(str(f), s) for f in files for s in args.seeds]
+    table: dict[str, dict[str, list[float]]] = {}
+    fits = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for name, _, aucs, fit_s in pool.map(job, jobs):
+            for method, auc in aucs.items():
+                table.setdefault(method, {}).setdefault(name, []).append(auc)
+            fits.append(fit_s)
+    sets = [f.stem for f in files]
+    print(f"seeds {args.seeds}; mean fit {np.mean(fits):.1f} s; ROC-AUC, mean over the seeds")
+    print(f"{'score':48s}" + "".join(f"{s.split('_', 1)[1][:7]:>8s}" for s in sets) + "    mean")
+    for method, per_set in table.items():
+        values = [np.mean(per_set[s]) for s in sets]
+        print(f"{method:48s}" + "".join(f"{v:8.3f}" for v in values) + f"{np.mean(values):8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -47,16 +47,20 @@ def parts(
     density: torch.Tensor,
     exclude_self: bool = False,
     count: int = len(PARTS),
+    searched: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The first `count` parts of PARTS for the rows x, (count, N) float64: log p(x) in nats (k = `samples`),
     c_1(x) in nats (`code_bits` (N,) the PNG code lengths), minus the latent 5-nearest-neighbour distance to
     `reference` and minus the log local outlier factor among it (`density` = `latent.local_density(reference)`);
-    exclude_self: x are the rows `reference` was encoded from. One neighbour search serves both latent parts."""
+    exclude_self: x are the rows `reference` was encoded from. One neighbour search serves both latent parts;
+    `searched`: that search's result (`latent.nearest` of the rows, 5 neighbours), where the caller has made it."""
     # scores.log_likelihood_score: the importance-sampled log p(x)
     log_p = log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed).double()
     c_1 = complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), COMPLEXITY_WEIGHT)
-    codes = reference if exclude_self else reference_codes(model, x)
-    distances, indices = nearest(reference, codes, NEIGHBOURS_DEFAULT, exclude_self)
+    if searched is None:
+        codes = reference if exclude_self else reference_codes(model, x)
+        searched = nearest(reference, codes, NEIGHBOURS_DEFAULT, exclude_self)
+    distances, indices = searched
     # latent.latent_knn_score and latent.latent_lof_score, from the one search
     values = [log_p, c_1, -distances.mean(1), lof_score(density, distances, indices)]
     return torch.stack(values[:count])

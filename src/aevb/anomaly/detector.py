@@ -23,7 +23,7 @@ from .complexity import infer_image_shape, png_code_length
 from .concentration import TRIM_DEFAULT, support
 from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
-from .latent import local_density, reference_codes
+from .latent import NEIGHBOURS_DEFAULT, density_of, nearest, reference_codes
 from .params import check_params, resolved
 from .scaling import fit_scaler, transform
 from .scores import COMPLEXITY_WEIGHT_DEFAULT, FITTED, NEEDS, SCORES
@@ -258,7 +258,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         nearest neighbour among the reference codes, its own code, is left out of its latent scores."""
         needs = NEEDS.get(self.score_, ())
         self.latent_reference_ = reference_codes(self.model_, x) if "reference" in needs else None
-        self.latent_density_ = local_density(self.latent_reference_) if "density" in needs else None
+        self.latent_density_, own = None, None
+        if "density" in needs:  # the training codes' search among themselves, for the density and their own scores
+            own = nearest(self.latent_reference_, self.latent_reference_, NEIGHBOURS_DEFAULT, exclude_self=True)
+            self.latent_density_ = density_of(*own)
         self.combined_standardisation_ = None
         if "standardised" not in needs:
             return self._scores(x, a, self.score_, training=True)
@@ -267,7 +270,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             train_parts = parts(
                 self.model_, x, self.n_samples, self.random_state,
                 code_bits=code_bits, reference=self.latent_reference_, density=self.latent_density_,
-                exclude_self=True,
+                exclude_self=True, searched=own,
             )  # fmt: skip
         self.combined_standardisation_ = standardisation(train_parts)
         return _finite(standardised_sum(train_parts, self.combined_standardisation_).numpy())

@@ -67,7 +67,12 @@ def local_density(reference: torch.Tensor, neighbours: int = NEIGHBOURS_DEFAULT)
     """(2, M) float64 for the reference rows (M, Dz): each row's distance to its `neighbours`-th nearest other row
     (row 0, its k-distance) and its local reachability density among the others (row 1), Breunig et al. (2000):
     what `lof_score` compares a row's density with."""
-    distances, indices = nearest(reference, reference, neighbours, exclude_self=True)
+    return density_of(*nearest(reference, reference, neighbours, exclude_self=True))
+
+
+def density_of(distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """`local_density` from the reference rows' search among themselves already made,
+    `nearest(reference, reference, neighbours, exclude_self=True)`."""
     k_distance = distances[:, -1].contiguous()
     return torch.stack([k_distance, _reachability_density(distances, indices, k_distance)])
 

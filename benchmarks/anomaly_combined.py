@@ -6,8 +6,10 @@ class, and scores of that fit (higher = more normal):
   in bits; mu = 0.1 the default score, mu = 1 Serra et al.'s): log p(x) fails on simple held-out classes
   (MNIST digit 1), c_1 on complex ones;
 - the latent codes: minus the mean Euclidean distance of a row's posterior mean to its 5 nearest training
-  posterior means (`latent knn`, `aevb.anomaly.latent`; `latent knn 1` and `latent knn 20` with 1 and 20), and
-  minus its Mahalanobis distance to the training posterior means (`latent maha`);
+  posterior means (`latent knn`, `aevb.anomaly.latent`; `latent knn 1` and `latent knn 20` with 1 and 20),
+  minus its Mahalanobis distance to the training posterior means (`latent maha`), and minus the log local outlier
+  factor among them with 5 and 20 neighbours (`latent lof 5`, `latent lof 20`; the library's `latent-lof` is the
+  first);
 - the likelihood ratio against the background VAE (`likelihood ratio`; the detector is fitted with
   score="likelihood-ratio", whose model is the default's: the background has a seed of its own);
 - combinations of two to four of them, each score first standardised by its training rows' median and
@@ -36,7 +38,7 @@ from sklearn.metrics import roc_auc_score
 from aevb.anomaly import AnomalyDetector, png_code_length
 from aevb.anomaly.calibration import conformal_p_values
 from aevb.anomaly.complexity import complexity_corrected
-from aevb.anomaly.latent import NEIGHBOURS_DEFAULT, knn_distance, reference_codes
+from aevb.anomaly.latent import NEIGHBOURS_DEFAULT, knn_distance, local_density, lof_score, nearest, reference_codes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import parse_setting  # noqa: E402
@@ -56,28 +58,10 @@ def latent_mahalanobis(train: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
     return -np.sqrt(np.einsum("ni,ij,nj->n", centred, precision, centred))
 
 
-def knn_table(reference: torch.Tensor, codes: torch.Tensor, k: int, exclude_self: bool, chunk: int = 2000):
-    """Distances (n, k) float64 and indices (n, k) of each code's k nearest rows of `reference`, ascending;
-    exclude_self: codes are reference, and each row's own (first) neighbour is left out."""
-    ref, skip, dist, idx = reference.double(), int(exclude_self), [], []
-    for start in range(0, codes.shape[0], chunk):
-        d = torch.cdist(codes[start : start + chunk].double(), ref, compute_mode="donot_use_mm_for_euclid_dist")
-        v, i = d.topk(k + skip, dim=1, largest=False)
-        dist.append(v[:, skip:])
-        idx.append(i[:, skip:])
-    return torch.cat(dist), torch.cat(idx)
-
-
 def latent_lof(train: torch.Tensor, codes: torch.Tensor, k: int, own: bool) -> np.ndarray:
-    """Minus the log local outlier factor (Breunig et al. 2000) of each code among the training codes, k
-    neighbours, (n,): log of (the mean local reachability density of its neighbours / its own)."""
-    train_d, train_i = knn_table(train, train, k, True)
-    k_distance = train_d[:, -1]  # each training code's distance to its k-th neighbour
-    reach = torch.maximum(train_d, k_distance[train_i])
-    train_lrd = 1.0 / reach.mean(1).clamp_min(1e-12)
-    d, i = (train_d, train_i) if own else knn_table(train, codes, k, False)
-    lrd = 1.0 / torch.maximum(d, k_distance[i]).mean(1).clamp_min(1e-12)
-    return -torch.log(train_lrd[i].mean(1) / lrd).numpy()
+    """Minus the log local outlier factor of each code among the training codes, k neighbours, (n,) (the library's,
+    `aevb.anomaly.latent.lof_score`, with k other than its 5)."""
+    return lof_score(local_density(train, k), *nearest(train, codes, k, own)).numpy()
 
 
 def robust_z(train: np.ndarray, test: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ AEVB_2H = (
 # themselves (`lr_minutes`), so that it ends with the budget on a fast or a slow machine; `epochs` only caps
 # the passes. Measured there on a machine running 1.4 to 1.7 times slower than its best: aevb-15m -88.15 +- 0.23
 # nats after 130 passes, aevb-1h -86.18 +- 0.23 after 652 passes (k = 5000, all 10,000 test images); aevb-1h on
-# both cores (OMP_NUM_THREADS=2, the run aevb-1h-t2): -85.82 +- 0.23 after 1,045.9 passes (3.4 s each).
+# both cores (OMP_NUM_THREADS=2, the runs aevb-1h-t2 and aevb-1h-t2-s1, training seeds 0 and 1): -85.82 +- 0.23
+# after 1,045.9 passes and -85.72 +- 0.23 after 1,059.4 (3.4 s each).
 AEVB_TIMED = (
     "aevb's time-to-likelihood benchmark, docs/benchmarks/likelihood.md: the runs aevb-15m-* and aevb-1h-* "
     "(--lr-minutes), after aevb-2h and the bf16 + torch.compile runs with decays over epochs"

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 import aevb
-from aevb.anomaly.latent import local_density, lof_score, nearest, reference_codes
+from aevb.anomaly.latent import density_of, lof_score, nearest, reference_codes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import read_labelled  # noqa: E402
@@ -47,12 +47,16 @@ SUMS = (
 )
 
 
-def neighbour_scores(reference: torch.Tensor, rows: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-    """(minus the mean 5-nearest-neighbour distance, minus the log local outlier factor) of `rows` among
-    `reference`; rows None: the reference rows themselves, each without its own row."""
-    own = rows is None
-    d, i = nearest(reference, reference if own else rows, exclude_self=own)
-    return -d.mean(1).numpy(), lof_score(local_density(reference), d, i).numpy()
+def neighbour_scores(reference: torch.Tensor, rows: torch.Tensor) -> dict[str, np.ndarray]:
+    """Minus the mean 5-nearest-neighbour distance ("knn") and minus the log local outlier factor ("lof") of the
+    reference rows themselves, each without its own row ("/train"), and of `rows` ("/test") among `reference`.
+    The reference rows' search among themselves serves their densities and their own scores."""
+    own = nearest(reference, reference, exclude_self=True)
+    density = density_of(*own)
+    out = {}
+    for part, (d, i) in (("train", own), ("test", nearest(reference, rows))):
+        out[f"knn/{part}"], out[f"lof/{part}"] = -d.mean(1).numpy(), lof_score(density, d, i).numpy()
+    return out
 
 
 def job(args: tuple[str, int]) -> tuple[str, int, dict[str, float], float]:
@@ -70,10 +74,8 @@ def job(args: tuple[str, int]) -> tuple[str, int, dict[str, float], float]:
     feats = {part: det._tensor(rows) for part, rows in (("train", support), ("test", xte))}
     codes = {part: reference_codes(det.model_, v) for part, v in feats.items()}
     for space, v in (("latent", codes), ("feature", feats)):
-        ref = v["train"].double()
-        (kn_tr, lof_tr), (kn_te, lof_te) = neighbour_scores(ref, None), neighbour_scores(ref, v["test"].double())
-        scores.update({f"{space} knn/train": kn_tr, f"{space} lof/train": lof_tr})
-        scores.update({f"{space} knn/test": kn_te, f"{space} lof/test": lof_te})
+        found = neighbour_scores(v["train"].double(), v["test"].double())
+        scores.update({f"{space} {name}": values for name, values in found.items()})
     aucs = {name: float(roc_auc_score(yte, -scores[f"{name}/test"])) for name in BASE}
     for names in SUMS:
         total = sum(robust_z(scores[f"{n}/train"], scores[f"{n}/test"]) for n in names)

@@ -9,7 +9,10 @@ class, and scores of that fit (higher = more normal):
   posterior means (`latent knn`, `aevb.anomaly.latent`; `latent knn 1` and `latent knn 20` with 1 and 20),
   minus its Mahalanobis distance to the training posterior means (`latent maha`), and minus the log local outlier
   factor among them with 5 and 20 neighbours (`latent lof 5`, `latent lof 20`; the library's `latent-lof` is the
-  first);
+  first), and the log density of the posterior mean under a Gaussian mixture of 10 or 20 full-covariance
+  components fitted to the training posterior means (`latent gmm 10`, `latent gmm 20`; the library's `latent-gmm`
+  is the second; fitted with the seed, and computed from the saved codes where a file --save wrote before them
+  lacks them);
 - the likelihood ratio against the background VAE (`likelihood ratio`; the detector is fitted with
   score="likelihood-ratio", whose model is the default's: the background has a seed of its own);
 - combinations of two to four of them, each score first standardised by its training rows' median and
@@ -20,8 +23,9 @@ class, and scores of that fit (higher = more normal):
     OMP_NUM_THREADS=1 python benchmarks/anomaly_combined.py --dataset mnist --seed 0 --save scores.npz
 
 prints ROC-AUC per held-out class and the mean and minimum over the classes, and saves every base score of
-every class (training and test rows); `--table scores.npz` prints the table again from that file without
-fitting. An exploration of issue 20 (results in docs/benchmarks/anomaly_notes.md), not a score of the detector.
+every class (training and test rows); `--table scores.npz --seed S` prints the table again from that file without
+fitting the VAEs (S seeds the latent mixtures where the file lacks them). An exploration of issue 20 (results in
+docs/benchmarks/anomaly_notes.md), not a score of the detector.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from aevb.anomaly import AnomalyDetector, png_code_length
 from aevb.anomaly.calibration import conformal_p_values
 from aevb.anomaly.complexity import complexity_corrected
 from aevb.anomaly.latent import NEIGHBOURS_DEFAULT, knn_distance, local_density, lof_score, nearest, reference_codes
+from aevb.anomaly.mixture import fit_mixture, log_density
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import parse_setting  # noqa: E402
@@ -64,6 +69,26 @@ def latent_lof(train: torch.Tensor, codes: torch.Tensor, k: int, own: bool) -> n
     return lof_score(local_density(train, k), *nearest(train, codes, k, own)).numpy()
 
 
+def latent_gmm(train: torch.Tensor, codes: torch.Tensor, components: int, seed: int) -> np.ndarray:
+    """The log density of each code under the mixture of `components` fitted to the training codes, (n,) (the
+    library's, `aevb.anomaly.mixture`, with K other than its 20)."""
+    return log_density(fit_mixture(train, components, seed), codes).numpy()
+
+
+def with_mixtures(saved: dict, seed: int) -> dict:
+    """`saved` with the GMM base scores computed from its codes where a file written before them lacks them."""
+    out = dict(saved)
+    for c in sorted({int(k.split("/")[0]) for k in saved}):
+        if f"{c}/codes/train" not in saved or f"{c}/{GMM[0]}/test" in saved:
+            continue
+        train = torch.from_numpy(saved[f"{c}/codes/train"])
+        for part in ("train", "test"):
+            codes = torch.from_numpy(saved[f"{c}/codes/{part}"])
+            for name, k in zip(GMM, (10, 20)):
+                out[f"{c}/{name}/{part}"] = latent_gmm(train, codes, k, seed)
+    return out
+
+
 def robust_z(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     """(test - the training scores' median) / their interquartile range, (n,)."""
     q1, q2, q3 = np.percentile(train, [25, 50, 75])
@@ -77,6 +102,7 @@ def fisher(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 BASE = ("log p", "c 0.1", "c 0.25", "c 0.5", "c 1", "latent knn", "latent knn 1", "latent knn 20", "latent maha")
 LOF = ("latent lof 5", "latent lof 20")  # the third session of 2026-12-07: the local density in the latent space
+GMM = ("latent gmm 10", "latent gmm 20")  # the fourth session of 2026-12-07: a mixture density of the codes
 LATER = ("likelihood ratio",)  # base scores saved by the later runs only (fitted with the background VAE)
 COMBINED = (
     ("log p", "c 1"),
@@ -99,6 +125,10 @@ COMBINED = (
     ("log p", "c 0.5", "latent knn", "latent lof 20"),
     ("log p", "c 1", "latent knn", "latent knn", "latent lof 20"),
     ("log p", "c 1", "latent knn", "latent lof 20", "latent lof 20"),
+    # the fourth session of 2026-12-07: the mixture density as a fifth part or in place of a part
+    ("log p", "c 1", "latent knn", "latent lof 5", "latent gmm 10"),
+    ("log p", "c 1", "latent knn", "latent lof 5", "latent gmm 20"),
+    ("log p", "c 1", "latent gmm 10", "latent lof 5"),
 )
 KINDS = {"sum-z": (robust_z, np.add), "min-z": (robust_z, np.minimum), "fisher": (fisher, np.add)}
 
@@ -116,7 +146,8 @@ def base_scores(det: AnomalyDetector, train_rows: np.ndarray, test_rows: np.ndar
         values += [-knn_distance(train_codes, codes, k, own).numpy() for k in (NEIGHBOURS_DEFAULT, 1, 20)]
         values.append(latent_mahalanobis(train_codes, codes))
         values += [latent_lof(train_codes, codes, k, own) for k in (5, 20)]
-        out.update({f"{name}/{part}": v for name, v in zip(BASE + LOF, values)})
+        values += [latent_gmm(train_codes, codes, k, det.random_state) for k in (10, 20)]
+        out.update({f"{name}/{part}": v for name, v in zip(BASE + LOF + GMM, values)})
         out[f"codes/{part}"] = codes.numpy()
         if det.background_ is not None:  # not with --set score=...
             out[f"likelihood ratio/{part}"] = det.scores(rows, "likelihood-ratio")
@@ -125,7 +156,7 @@ def base_scores(det: AnomalyDetector, train_rows: np.ndarray, test_rows: np.ndar
 
 def class_scores(saved, c: int) -> dict[str, np.ndarray]:
     """Test-row scores of class c held out: each of BASE and each kind of each combination of COMBINED."""
-    scores = {name: saved[f"{c}/{name}/test"] for name in BASE + LOF + LATER if f"{c}/{name}/test" in saved}
+    scores = {name: saved[f"{c}/{name}/test"] for name in BASE + LOF + GMM + LATER if f"{c}/{name}/test" in saved}
     for names in COMBINED:
         if any(f"{c}/{n}/test" not in saved for n in names):
             continue
@@ -165,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.table:
         with np.load(args.table) as saved:
-            print_table(dict(saved), args.dataset)
+            print_table(with_mixtures(dict(saved), args.seed), args.dataset)
         return
     x_all, y_all, x_test, y_test = image_rows(args.dataset, args.data_dir)
     saved = {}

@@ -83,8 +83,8 @@ def subsets(y_all: np.ndarray, y_test: np.ndarray, c: int, seed: int, train_rows
 
 def aevb_kw(settings: str, scores: list[str]) -> dict:
     """The AnomalyDetector parameters of `settings`; fitted with score="likelihood-ratio" when that score is
-    wanted (it trains the background VAE; the concentration refits then trim by that score). "latent-knn",
-    "latent-lof" and "combined" need the default fit on images (score "auto" is "combined"), so none goes with it."""
+    wanted (it trains the background VAE; the concentration refits then trim by that score). The latent scores
+    and "combined" need the default fit on images (score "auto" is "combined"), so none goes with it."""
     fitted = {s for s in scores if set(NEEDS.get(s, ())) & set(FITTED)}  # scores fitted with what they need
     if "likelihood-ratio" in fitted and len(fitted) > 1:
         raise SystemExit(f"likelihood-ratio and {' and '.join(sorted(fitted - {'likelihood-ratio'}))} need two fits")

@@ -33,6 +33,7 @@ AEVB_SCORES = {
     "likelihood-ratio": "aevb likelihood ratio",
     "latent-knn": "aevb latent knn",
     "latent-lof": "aevb latent lof",
+    "latent-gmm": "aevb latent gmm",
     "combined": "aevb combined",
 }
 # the records written before the complexity score had a weight named it so; it added the whole code length (μ = 1)

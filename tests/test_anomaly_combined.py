@@ -1,8 +1,9 @@
 """The latent nearest-neighbour and local-outlier-factor scores and the combined image score of
 `aevb.AnomalyDetector` against ground truth: the distances against a brute-force loop, the outlier factor against
-scikit-learn's LocalOutlierFactor, the combined score against a hand computation from its four parts (log p(x), the
-PNG code length written out by hand, the posterior means), the default on images, persistence of what the scores
-are fitted with (and of the three-part combined score of version 6), and `aevb detect`."""
+scikit-learn's LocalOutlierFactor, the combined score against a hand computation from its five parts (log p(x), the
+PNG code length written out by hand, the posterior means, scikit-learn's outlier factor and Gaussian mixture), the
+default on images, persistence of what the scores are fitted with (and of the three- and four-part combined scores
+of versions 6 and 7), and `aevb detect`."""
 
 from __future__ import annotations
 
@@ -106,17 +107,24 @@ def _posterior_means(det, rows: np.ndarray) -> np.ndarray:
         return det.model_.encode(torch.from_numpy(scaled.astype(np.float32))).mean.double().numpy()
 
 
-def test_the_combined_score_is_the_sum_of_its_four_parts_standardised_on_the_training_rows(images):
+def test_the_combined_score_is_the_sum_of_its_five_parts_standardised_on_the_training_rows(images):
     """By hand: log p(x) (the detector's own log-likelihood score), c_1 = log p(x) + L(x) ln 2 with L(x) the zlib
     level-9 length of the PNG scanlines written out by hand, minus the mean distance of E[z|x] to the 5 nearest
-    training rows' (brute force; a training row's own code left out) and minus the log of scikit-learn's local
-    outlier factor of E[z|x] among them (5 neighbours); each minus its training median, over its training
-    interquartile range; added. It is the default score on images."""
+    training rows' (brute force; a training row's own code left out), minus the log of scikit-learn's local
+    outlier factor of E[z|x] among them (5 neighbours) and the log density of E[z|x] under scikit-learn's Gaussian
+    mixture of 20 components fitted to them; each minus its training median, over its training interquartile
+    range; added. It is the default score on images."""
+    from sklearn.mixture import GaussianMixture
+
+    from aevb.anomaly.mixture import REGULARISATION
+
     x, x_test = images
     det = aevb.AnomalyDetector(random_state=5, **TINY).fit(x)
     assert (det.score, det.score_, det.image_shape_) == ("auto", "combined", (8, 8))
     train_codes = _posterior_means(det, x)
     np.testing.assert_allclose(det.latent_reference_.double().numpy(), train_codes, rtol=1e-6, atol=1e-6)
+    gmm = GaussianMixture(20, covariance_type="full", reg_covar=REGULARISATION, random_state=5)
+    gmm.fit(det.latent_reference_.double().numpy())
 
     def by_hand(rows: np.ndarray, training: bool) -> np.ndarray:
         log_p = det.scores(rows, "log-likelihood")
@@ -124,7 +132,7 @@ def test_the_combined_score_is_the_sum_of_its_four_parts_standardised_on_the_tra
         codes = _posterior_means(det, rows)
         knn = -_brute_knn(train_codes, codes, 5, training)
         lof = _sklearn_log_lof(train_codes, None if training else codes, 5)
-        return np.stack([log_p, log_p + bits * math.log(2), knn, lof])
+        return np.stack([log_p, log_p + bits * math.log(2), knn, lof, gmm.score_samples(codes)])
 
     train_parts = by_hand(x, True)
     q1, median, q3 = np.percentile(train_parts, [25, 50, 75], axis=1)
@@ -136,18 +144,20 @@ def test_the_combined_score_is_the_sum_of_its_four_parts_standardised_on_the_tra
     np.testing.assert_array_equal(det.calibration_scores_, np.sort(det.train_scores_))
     q1, q3 = np.percentile(det.train_scores_, [25, 75])
     assert det.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1), rel=1e-12)
-    # latent-knn and latent-lof on their own are the last two parts; a detector fitted with "combined" has the
-    # reference and density they need
-    for j, name in ((2, "latent-knn"), (3, "latent-lof")):
+    # the latent scores on their own are the last three parts; a detector fitted with "combined" has the
+    # reference, density and mixture they need
+    for j, name in ((2, "latent-knn"), (3, "latent-lof"), (4, "latent-gmm")):
         np.testing.assert_allclose(det.scores(x_test, name), by_hand(x_test, False)[j], rtol=1e-6, atol=1e-6)
         alone = aevb.AnomalyDetector(score=name, random_state=5, **TINY).fit(x)
         np.testing.assert_array_equal(alone.score_samples(x_test), det.scores(x_test, name))  # the same fit
         np.testing.assert_allclose(alone.train_scores_, train_parts[j], rtol=1e-6, atol=1e-6)
         assert alone.combined_standardisation_ is None
-        assert (alone.latent_density_ is None) == (name == "latent-knn")
+        assert (alone.latent_density_ is None) == (name != "latent-lof")
+        assert (alone.latent_mixture_ is None) == (name != "latent-gmm")
     plain = aevb.AnomalyDetector(score="complexity", **TINY).fit(x)
     assert plain.latent_reference_ is None and plain.latent_density_ is None and plain.combined_standardisation_ is None
-    for name in ("combined", "latent-knn", "latent-lof"):
+    assert plain.latent_mixture_ is None
+    for name in ("combined", "latent-knn", "latent-lof", "latent-gmm"):
         with pytest.raises(InputError, match=f"the {name} score needs a detector fitted with score='{name}'"):
             plain.scores(x_test, name)
 
@@ -168,6 +178,12 @@ def test_the_combined_score_ranks_a_held_out_simple_digit_better_than_log_p(digi
     assert combined > log_p + 0.05, (combined, log_p)
 
 
+def _column(j: int, width: int) -> torch.Tensor:
+    """(1, width) float64, 1 in column j: added to a packed mixture (latent size 2: 7 columns), it raises every
+    component's log weight (j = 0) or sets an entry below the diagonal of its precision factor (j = 5)."""
+    return torch.nn.functional.one_hot(torch.tensor([j]), width).double()
+
+
 def test_load_checks_what_the_scores_are_fitted_with(tmp_path, images):
     x, x_test = images
     det = aevb.AnomalyDetector(random_state=1, **TINY).fit(x)
@@ -176,6 +192,7 @@ def test_load_checks_what_the_scores_are_fitted_with(tmp_path, images):
     assert torch.equal(back.latent_reference_, det.latent_reference_)
     assert torch.equal(back.combined_standardisation_, det.combined_standardisation_)
     assert torch.equal(back.latent_density_, det.latent_density_)
+    assert torch.equal(back.latent_mixture_, det.latent_mixture_)
     np.testing.assert_array_equal(back.score_samples(x_test), det.score_samples(x_test))
     np.testing.assert_array_equal(back.scores(x_test, "latent-knn"), det.scores(x_test, "latent-knn"))
     aevb.AnomalyDetector(score="log-likelihood", **TINY).fit(x).save(tmp_path / "plain")
@@ -203,13 +220,34 @@ def test_load_checks_what_the_scores_are_fitted_with(tmp_path, images):
         ),
         "scale": (
             "c",
-            lambda t: t.update({"combined.standardisation": torch.tensor([[0.0] * 4, [1.0, 0.0, 1.0, 1.0]]).double()}),
+            lambda t: t.update({"combined.standardisation": torch.tensor([[0.0] * 5, [1.0, 0.0, 1, 1, 1]]).double()}),
             "combined.standardisation is malformed",
         ),
-        "three parts": (
+        "four parts": (
             "c",
-            lambda t: t.update({"combined.standardisation": t["combined.standardisation"][:, :3].contiguous()}),
+            lambda t: t.update({"combined.standardisation": t["combined.standardisation"][:, :4].contiguous()}),
             "combined.standardisation is malformed",
+        ),
+        "no mixture": ("c", lambda t: t.pop("latent.mixture"), "'combined' needs latent.mixture"),
+        "mixture width": (
+            "c",
+            lambda t: t.update({"latent.mixture": t["latent.mixture"][:, :-1].contiguous()}),
+            "latent.mixture is malformed",
+        ),
+        "mixture weights": (
+            "c",
+            lambda t: t.update({"latent.mixture": t["latent.mixture"] + _column(0, 7)}),
+            "latent.mixture is malformed",
+        ),
+        "mixture factor": (
+            "c",
+            lambda t: t.update({"latent.mixture": t["latent.mixture"] * torch.tensor([1.0] * 5 + [-1.0] * 2)}),
+            "latent.mixture is malformed",
+        ),
+        "mixture triangle": (
+            "c",
+            lambda t: t.update({"latent.mixture": t["latent.mixture"] + _column(5, 7)}),
+            "latent.mixture is malformed",
         ),
         "no density": ("c", lambda t: t.pop("latent.density"), "'combined' needs latent.density"),
         "density rows": (
@@ -238,6 +276,7 @@ def test_a_version_6_combined_detector_scores_with_its_three_parts(tmp_path, ima
     det.save(tmp_path / "now")
     tensors = load_file(tmp_path / "now" / "detector.safetensors")
     tensors.pop("latent.density")
+    tensors.pop("latent.mixture")
     old_scale = torch.tensor([[-70.0, 250.0, -0.05], [20.0, 40.0, 0.04]], dtype=torch.float64)
     tensors["combined.standardisation"] = old_scale
     (tmp_path / "v6").mkdir()
@@ -250,16 +289,56 @@ def test_a_version_6_combined_detector_scores_with_its_three_parts(tmp_path, ima
     assert torch.equal(old.latent_density_, det.latent_density_)  # computed from the reference when loaded
     x_rows = det._tensor(x_test)
     bits = torch.from_numpy(np.array([8.0 * len(zlib.compress(_scanlines(r, 8, 8), 9)) for r in x_test]))
-    four = parts(
+    every = parts(
         det.model_, x_rows, det.n_samples, det.random_state,
-        code_bits=bits, reference=det.latent_reference_, density=det.latent_density_,
+        code_bits=bits, reference=det.latent_reference_, density=det.latent_density_, mixture=det.latent_mixture_,
     ).numpy()  # fmt: skip
-    expected = ((four[:3] - old_scale[0, :, None].numpy()) / old_scale[1, :, None].numpy()).sum(0)
+    expected = ((every[:3] - old_scale[0, :, None].numpy()) / old_scale[1, :, None].numpy()).sum(0)
     np.testing.assert_allclose(old.score_samples(x_test), expected, rtol=1e-9, atol=1e-9)
+    assert old.latent_mixture_ is None
     rec["version"] = 7  # the same files called version 7 lack the density and have too few parts
     (tmp_path / "v6" / "detector.json").write_text(json.dumps(rec))
     with pytest.raises(aevb.CheckpointError, match="'combined' needs latent.density"):
         aevb.AnomalyDetector.load(tmp_path / "v6")
+
+
+def test_a_version_7_combined_detector_scores_with_its_four_parts(tmp_path, images):
+    """A detector saved before the fifth part (version 7: no latent mixture, a standardisation of four entries)
+    loads and scores as it did: the sum of the first four parts, standardised by its own medians and IQRs; the
+    latent-gmm score, which it was not fitted with, is a one-line error."""
+    from aevb.anomaly.combined import parts
+
+    x, x_test = images
+    det = aevb.AnomalyDetector(random_state=3, **TINY).fit(x)
+    det.save(tmp_path / "now")
+    tensors = load_file(tmp_path / "now" / "detector.safetensors")
+    tensors.pop("latent.mixture")
+    old_scale = torch.tensor([[-70.0, 250.0, -0.05, -0.1], [20.0, 40.0, 0.04, 0.3]], dtype=torch.float64)
+    tensors["combined.standardisation"] = old_scale
+    (tmp_path / "v7").mkdir()
+    save_file(tensors, tmp_path / "v7" / "detector.safetensors", metadata={"format": "pt"})
+    rec = json.loads((tmp_path / "now" / "detector.json").read_text())
+    assert rec["version"] == 8
+    rec["version"] = 7
+    rec["weights_sha256"] = hashlib.sha256((tmp_path / "v7" / "detector.safetensors").read_bytes()).hexdigest()
+    (tmp_path / "v7" / "detector.json").write_text(json.dumps(rec))
+    old = aevb.AnomalyDetector.load(tmp_path / "v7")
+    assert old.latent_mixture_ is None and torch.equal(old.latent_density_, det.latent_density_)
+    x_rows = det._tensor(x_test)
+    bits = torch.from_numpy(np.array([8.0 * len(zlib.compress(_scanlines(r, 8, 8), 9)) for r in x_test]))
+    four = parts(
+        det.model_, x_rows, det.n_samples, det.random_state,
+        code_bits=bits, reference=det.latent_reference_, density=det.latent_density_, count=4,
+    ).numpy()  # fmt: skip
+    expected = ((four - old_scale[0, :, None].numpy()) / old_scale[1, :, None].numpy()).sum(0)
+    np.testing.assert_allclose(old.score_samples(x_test), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(old.scores(x_test, "latent-lof"), det.scores(x_test, "latent-lof"))
+    with pytest.raises(InputError, match="the latent-gmm score needs a detector fitted with score='latent-gmm'"):
+        old.scores(x_test, "latent-gmm")
+    rec["version"] = 8  # the same files called version 8 lack the mixture and have too few parts
+    (tmp_path / "v7" / "detector.json").write_text(json.dumps(rec))
+    with pytest.raises(aevb.CheckpointError, match="'combined' needs latent.mixture"):
+        aevb.AnomalyDetector.load(tmp_path / "v7")
 
 
 def test_cli_fits_and_scores_the_combined_score(tmp_path, images):

@@ -24,9 +24,10 @@ from .concentration import TRIM_DEFAULT, support
 from .fitting import chosen_size, fit_vae, model_config, perturbed
 from .inputs import InputError, as_matrix, feature_names
 from .latent import NEIGHBOURS_DEFAULT, density_of, nearest, reference_codes
+from .mixture import fit_mixture
 from .params import check_params, resolved
 from .scaling import fit_scaler, transform
-from .scores import COMPLEXITY_WEIGHT_DEFAULT, FITTED, NEEDS, SCORES
+from .scores import COMPLEXITY_WEIGHT_DEFAULT, FITTED, NEEDS, SCORES, fitted_needs
 
 
 def _finite(s: np.ndarray) -> np.ndarray:
@@ -40,7 +41,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     Parameters
     ----------
     score : "auto" (default), "log-likelihood", "elbo", "reconstruction", "complexity", "likelihood-ratio",
-        "latent-knn", "latent-lof" or "combined"
+        "latent-knn", "latent-lof", "latent-gmm" or "combined"
         The anomaly score, per row (higher = more normal): the importance-sampled log p(x) in nats
         with k = `n_samples` (the IWAE bound L_k), the ELBO with L = `n_samples` draws and the
         analytic KL, An & Cho's (2015) reconstruction probability, the mean over L = `n_samples`
@@ -49,9 +50,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         "likelihood-ratio" = log p(x) - log p_background(x) (Ren et al. 2019; see `background_noise`),
         "latent-knn" = minus the mean distance of the posterior mean E[z|x] to those of its 5 nearest training
         rows (`aevb.anomaly.latent`), "latent-lof" = minus the log local outlier factor (Breunig et al. 2000) of
-        E[z|x] among the training rows' with 5 neighbours (unitless), or "combined" = log p(x), the full
-        complexity correction log p(x) + L(x) ln 2, "latent-knn" and "latent-lof", each standardised by the
-        training rows' median and interquartile range, added (unitless; `aevb.anomaly.combined`).
+        E[z|x] among the training rows' with 5 neighbours (unitless), "latent-gmm" = the log density of E[z|x]
+        under a mixture of 20 full-covariance Gaussians fitted to the training rows' (nats of z;
+        `aevb.anomaly.mixture`), or "combined" = log p(x), the full complexity correction log p(x) + L(x) ln 2,
+        "latent-knn", "latent-lof" and "latent-gmm", each standardised by the training rows' median and
+        interquartile range, added (unitless; `aevb.anomaly.combined`).
         "auto" is "combined" when the rows are images (`image_shape_` is not None) and "log-likelihood"
         for a table (`aevb.anomaly.params.AUTO`; fitted as `score_`).
     complexity_weight : float >= 0, default 0.1
@@ -133,12 +136,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     `offset_`, `n_features_in_`, `background_` (a VAE for score="likelihood-ratio", else None),
     `image_shape_` ((H, W) or None), `likelihood_` and `refits_` (what "auto" became, else the parameters),
     `calibration_scores_` (the training scores, sorted, that `p_values` ranks against),
-    `latent_reference_` (the training rows' posterior means, (n, Dz) float32, for "latent-knn", "latent-lof" and
+    `latent_reference_` (the training rows' posterior means, (n, Dz) float32, for the latent scores and
     "combined", else None), `latent_density_` (for "latent-lof" and "combined": each training row's distance to
     its 5th nearest other code (row 0) and its local reachability density (row 1), (2, n) float64, else None),
-    `combined_standardisation_` (for "combined": the median (row 0) and interquartile range (row 1) of the four
-    parts of `aevb.anomaly.combined.PARTS` over the training rows, (2, 4) float64, else None; a training row's own
-    code is left out of its latent scores),
+    `latent_mixture_` (for "latent-gmm" and "combined": the Gaussian mixture fitted to the training codes with
+    seed random_state, packed as `aevb.anomaly.mixture` says, (K, 1 + Dz + Dz^2) float64, else None),
+    `combined_standardisation_` (for "combined": the median (row 0) and interquartile range (row 1) of the five
+    parts of `aevb.anomaly.combined.PARTS` over the training rows, (2, 5) float64, else None; a training row's own
+    code is left out of its neighbour scores),
     `feature_names_in_` (DataFrame input only), `score_` (the score in use: what "auto" became, else the
     parameter), `size_` (the architecture and schedule used), `support_` (a mask of the training rows
     the final model was fitted on; not saved by `save`), `train_scores_` (scores of the
@@ -254,35 +259,42 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """The training rows' scores under `score_` by the model just fitted, (n,) float64, after fitting from them
         what the score needs: their posterior means (`latent_reference_`, for the latent scores and "combined"),
         their k-distances and local densities among themselves (`latent_density_`, for "latent-lof" and
-        "combined") and the combined score's standardisation (`combined_standardisation_`). A training row's
-        nearest neighbour among the reference codes, its own code, is left out of its latent scores."""
+        "combined"), a Gaussian mixture fitted to them (`latent_mixture_`, for "latent-gmm" and "combined") and
+        the combined score's standardisation (`combined_standardisation_`). A training row's nearest neighbour
+        among the reference codes, its own code, is left out of its neighbour scores."""
         needs = NEEDS.get(self.score_, ())
         self.latent_reference_ = reference_codes(self.model_, x) if "reference" in needs else None
         self.latent_density_, own = None, None
         if "density" in needs:  # the training codes' search among themselves, for the density and their own scores
             own = nearest(self.latent_reference_, self.latent_reference_, NEIGHBOURS_DEFAULT, exclude_self=True)
             self.latent_density_ = density_of(*own)
+        self.latent_mixture_ = None
+        if "mixture" in needs:
+            self.latent_mixture_ = fit_mixture(self.latent_reference_, seed=self.random_state)
         self.combined_standardisation_ = None
         if "standardised" not in needs:
-            return self._scores(x, a, self.score_, training=True)
+            return self._scores(x, a, self.score_, training=True, searched=own)
         code_bits = torch.from_numpy(png_code_length(a, self.image_shape_))
         with torch.no_grad():
             train_parts = parts(
                 self.model_, x, self.n_samples, self.random_state,
                 code_bits=code_bits, reference=self.latent_reference_, density=self.latent_density_,
-                exclude_self=True, searched=own,
+                mixture=self.latent_mixture_, exclude_self=True, searched=own,
             )  # fmt: skip
         self.combined_standardisation_ = standardisation(train_parts)
         return _finite(standardised_sum(train_parts, self.combined_standardisation_).numpy())
 
     # --- scoring -----------------------------------------------------------------------------
 
-    def _scores(self, x: torch.Tensor, a: np.ndarray, name: str, training: bool = False) -> np.ndarray:
+    def _scores(
+        self, x: torch.Tensor, a: np.ndarray, name: str, training: bool = False, searched: Any = None
+    ) -> np.ndarray:
         """Score `name` of the rows `a` (n, d) as given, `x` the model's (rescaled) view of them; (n,) float64.
         training: the rows are the training rows the latent reference was encoded from (left out of their own
-        latent distances)."""
+        latent distances). searched: their neighbour search among the reference codes, made by `_fit_scores` for
+        the density (`latent.nearest`), which "latent-lof" then takes instead of searching again."""
         extra: dict[str, Any] = {}
-        for need in NEEDS.get(name, ()):
+        for need in fitted_needs(name, getattr(self, "combined_standardisation_", None)):
             if need == "code_bits":  # L(x) of the rows as given, in bits; zeros for a table
                 extra["code_bits"] = torch.from_numpy(png_code_length(a, self.image_shape_))
             elif need == "weight":
@@ -297,6 +309,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 extra[need] = value
         if "reference" in extra:
             extra["exclude_self"] = training
+        if searched is not None and "density" in extra:
+            extra["searched"] = searched
         with torch.no_grad():
             s = SCORES[name](self.model_, x, self.n_samples, seed=self.random_state, **extra).double().numpy()
         return _finite(s)

@@ -118,10 +118,15 @@ def latent_lof_score(
     density: torch.Tensor,
     neighbours: int = NEIGHBOURS_DEFAULT,
     exclude_self: bool = False,
+    searched: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Minus the log local outlier factor of each row's posterior mean among the training rows' (`reference`, with
     `density` = `local_density(reference)`), (N,) float64, unitless, higher = more normal: a code is anomalous
     as the region around it is sparser than its neighbours' regions are, which the plain distance misses where the
-    normal classes are unequally spread. Deterministic, like `latent_knn_score`, whose arguments it takes."""
-    codes = reference if exclude_self else reference_codes(model, x)
-    return lof_score(density, *nearest(reference, codes, neighbours, exclude_self))
+    normal classes are unequally spread. Deterministic, like `latent_knn_score`, whose arguments it takes.
+    searched: the rows' `nearest(reference, codes, neighbours, exclude_self)`, where the caller has made it (the
+    detector's fit, whose search of the training codes among themselves also gives `density`)."""
+    if searched is None:
+        codes = reference if exclude_self else reference_codes(model, x)
+        searched = nearest(reference, codes, neighbours, exclude_self)
+    return lof_score(density, *searched)

@@ -18,10 +18,10 @@ from .scores import SCORES
 # or found by image_shape="auto", `complexity.infer_image_shape`), tables the others. On images the robust
 # background caps what a wrong pixel costs and the refits leave out rows of the normal classes: one fit of the
 # learned Gaussian ranks one-class-out MNIST and Fashion-MNIST better; and the combined score (log p(x), the full
-# complexity correction, the latent nearest-neighbour distance and local outlier factor, standardised and added)
-# ranks both better than log p(x) or its tempered correction alone (docs/benchmarks/anomaly_notes.md). Tables keep
-# log p(x): on the ADBench sets the combined score of three parts ranked worse (mean ROC-AUC 0.876 against 0.896,
-# seeds 0-4, the same notes).
+# complexity correction, the latent nearest-neighbour distance, local outlier factor and mixture density,
+# standardised and added) ranks both better than log p(x) or its tempered correction alone
+# (docs/benchmarks/anomaly_notes.md). Tables keep log p(x): on the ADBench sets the combined score of three parts
+# ranked worse (mean ROC-AUC 0.876 against 0.896, seeds 0-4, the same notes), and no sum with a latent score beat it.
 AUTO: dict[str, dict[str, Any]] = {
     "images": {"score": "combined", "likelihood": "gaussian-learned", "refits": 0},
     "table": {"score": "log-likelihood", "likelihood": "gaussian-robust", "refits": REFITS_DEFAULT},

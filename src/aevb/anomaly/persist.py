@@ -6,8 +6,10 @@
                         float64, what `p_values` ranks against), and for the scores fitted with them
                         the training rows' posterior means (`latent.reference`, float32, the latent
                         scores and "combined"), their k-distances and local densities (`latent.density`,
-                        float64 (2, n), "latent-lof" and "combined") and the combined score's medians and
-                        interquartile ranges (`combined.standardisation`, float64 (2, 4))
+                        float64 (2, n), "latent-lof" and "combined"), the Gaussian mixture fitted to them
+                        (`latent.mixture`, float64 (K, 1 + Dz + Dz^2) as `mixture` packs it, "latent-gmm" and
+                        "combined") and the combined score's medians and interquartile ranges
+                        (`combined.standardisation`, float64 (2, 5))
 - detector.json         format and version, the estimator's parameters, the model config (and the
                         background's), the fitted scalars (offset_, n_features_in_, feature names, score,
                         image shape, size, the scaler's kind, the likelihood and refits "auto" resolved to)
@@ -24,8 +26,9 @@ Versions 1 to 4 (before the complexity score's weight): they load with complexit
 scored "complexity" with, so that they score as they did. Versions 1 to 5 (before the "latent-knn" and "combined"
 scores) hold no latent reference and no standardisation, which their scores do not need. Version 6 (before the
 latent local outlier factor): a "combined" detector has a standardisation of three parts, and scores with those
-three (`combined.LEGACY_PARTS`); its latent density, which they do not use, is computed from its reference when
-loaded, since the score's signature takes it.
+three (`LEGACY_PARTS`); its latent density, which they do not use, is computed from its reference when loaded, so
+that it scores "latent-lof" as a version-7 detector does. Version 7 (before the latent mixture): a "combined"
+detector has no mixture and a standardisation of four parts, and scores with those four.
 """
 
 from __future__ import annotations
@@ -46,19 +49,24 @@ from ..config import from_dict, to_dict
 from ..errors import AevbError, CheckpointError
 from ..files import atomic_write, atomic_write_text
 from ..model import VAE
-from .combined import LEGACY_PARTS, PARTS
+from .combined import PARTS
+from .combined import needs as combined_needs
 from .latent import local_density
+from .mixture import dimension, unpack
 from .scaling import SCALINGS, center, rebuild
 from .scores import FITTED, NEEDS, SCORES
 
-FORMAT, VERSION = "aevb-anomaly-detector", 7
+FORMAT, VERSION = "aevb-anomaly-detector", 8
 JSON_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
 FITTED_TENSORS = {
     "reference": "latent.reference",
     "density": "latent.density",
+    "mixture": "latent.mixture",
     "standardised": "combined.standardisation",
 }
 """The tensor each extra fitted with a score (`scores.FITTED`, bar the background VAE) is saved as."""
+LEGACY_PARTS = {6: 3, 7: 4}
+"""The parts of a "combined" detector saved by each persistence version before the current one's len(PARTS)."""
 
 
 def save(det, folder: Path) -> Path:
@@ -211,14 +219,14 @@ def _fitted_tensors(
     tensors: dict[str, torch.Tensor], score: str, model: VAE, path: Path, version: int
 ) -> dict[str, Any]:
     """The extras of FITTED_TENSORS as `score` needs them, each None where it does not; CheckpointError where one
-    it needs is missing or malformed, or one it does not need is there. Version 6 "combined": the density is
-    computed (its file has none) and the standardisation has the three legacy parts."""
-    needs = NEEDS.get(score, ())
-    legacy = version < 7 and "density" in needs
+    it needs is missing or malformed, or one it does not need is there. A "combined" detector of an older version
+    holds what its LEGACY_PARTS parts need (`combined.needs`); version 6's density is computed from its reference."""
+    count = LEGACY_PARTS.get(version, len(PARTS))
+    needs = combined_needs(count) if score == "combined" else NEEDS.get(score, ())
     out: dict[str, Any] = {}
     for name, key in FITTED_TENSORS.items():
         t = tensors.get(key)
-        if (t is not None) != (name in needs and not (legacy and name == "density")):
+        if (t is not None) != (name in needs):
             raise CheckpointError(f"{path}: score {score!r} {'needs' if t is None else 'has no use for'} {key}")
         if t is None:
             out[name] = None
@@ -228,15 +236,32 @@ def _fitted_tensors(
         elif name == "density":
             rows = tensors["latent.reference"].shape[0]
             ok = t.dtype == torch.float64 and tuple(t.shape) == (2, rows) and bool((t[0] >= 0).all() & (t[1] > 0).all())
+        elif name == "mixture":
+            ok = _mixture_ok(t, model.noise_dim)
         else:
-            parts = LEGACY_PARTS if legacy else len(PARTS)
-            ok = t.dtype == torch.float64 and tuple(t.shape) == (2, parts) and bool((t[1] > 0).all())
+            ok = t.dtype == torch.float64 and tuple(t.shape) == (2, count) and bool((t[1] > 0).all())
         if not ok or not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: {key} is malformed (dtype {t.dtype}, shape {list(t.shape)})")
         out[name] = t
-    if legacy:
+    if version < 7 and score == "combined":
         out["density"] = local_density(out["reference"])
     return out
+
+
+def _mixture_ok(t: torch.Tensor, latent_dim: int) -> bool:
+    """Whether t is a packed mixture (`mixture`) over `latent_dim` dimensions: float64 (K >= 1, 1 + D + D^2), its
+    weights summing to 1 and its precision Cholesky factors upper-triangular with a positive diagonal."""
+    if t.dtype != torch.float64 or t.dim() != 2 or t.shape[0] < 1 or not bool(torch.isfinite(t).all()):
+        return False
+    try:
+        if dimension(t.shape[1]) != latent_dim:
+            return False
+    except ValueError:
+        return False
+    log_w, _, chol = unpack(t)
+    diagonal = torch.diagonal(chol, dim1=1, dim2=2)
+    lower = torch.tril(chol, diagonal=-1)
+    return bool(abs(float(log_w.exp().sum()) - 1.0) < 1e-6 and (diagonal > 0).all() and (lower == 0).all())
 
 
 def _prefixed(prefix: str, model: VAE) -> dict[str, torch.Tensor]:

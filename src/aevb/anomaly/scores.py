@@ -3,8 +3,10 @@
 "complexity" adds a weight times the input's PNG code length (Serra et al. 2020); "likelihood-ratio" subtracts the
 log p(x) of a background VAE fitted to noise-perturbed training rows (Ren et al. 2019); "latent-knn" is minus the
 distance of E[z|x] to the nearest training rows' (`latent`, units of z); "latent-lof" is minus the log local outlier
-factor of E[z|x] among them (`latent`, unitless); "combined" adds log p(x), the full complexity correction,
-"latent-knn" and "latent-lof", each standardised on the training rows (`combined`, unitless).
+factor of E[z|x] among them (`latent`, unitless); "latent-gmm" is the log density of E[z|x] under a Gaussian
+mixture fitted to the training rows' (`mixture`, nats of z); "combined" adds log p(x), the full complexity
+correction, "latent-knn", "latent-lof" and "latent-gmm", each standardised on the training rows (`combined`,
+unitless).
 
 Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
 draws depend only on (seed, j), so the numbers do not depend on the batch size and repeated calls
@@ -21,9 +23,10 @@ import torch
 from ..evaluate import evaluating, example_noise, log_likelihood
 from ..model import VAE
 from ..objectives import ELBOTerms, elbo
-from .combined import combined_score
+from .combined import combined_score, needs
 from .complexity import complexity_corrected
 from .latent import latent_knn_score, latent_lof_score
+from .mixture import latent_gmm_score
 
 
 def _elbo_terms(model: VAE, x: torch.Tensor, samples: int, seed: int, batch_size: int) -> ELBOTerms:
@@ -87,9 +90,15 @@ SCORES: dict[str, ScoreFn] = {
     "likelihood-ratio": likelihood_ratio_score,
     "latent-knn": latent_knn_score,
     "latent-lof": latent_lof_score,
+    "latent-gmm": latent_gmm_score,
     "combined": combined_score,
 }
-UNITS: dict[str, str] = {"latent-knn": "units of z", "latent-lof": "unitless", "combined": "unitless"}
+UNITS: dict[str, str] = {
+    "latent-knn": "units of z",
+    "latent-lof": "unitless",
+    "latent-gmm": "nats of z",
+    "combined": "unitless",
+}
 """The unit of each score that is not in nats."""
 COMPLEXITY_WEIGHT_DEFAULT = 0.1
 """AnomalyDetector's mu for "complexity": chosen on one seed of one-class-out MNIST and Fashion-MNIST, confirmed
@@ -99,16 +108,28 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "likelihood-ratio": ("background",),
     "latent-knn": ("reference",),
     "latent-lof": ("reference", "density"),
-    "combined": ("code_bits", "reference", "density", "standardised"),
+    "latent-gmm": ("reference", "mixture"),
+    "combined": needs(),
 }
-"""The extra keyword arguments a score takes: the detector supplies them. "background", "reference", "density" and
-"standardised" are fitted with the score (the background VAE, the training rows' posterior means, their k-distances
-and local reachability densities, the parts' training medians and interquartile ranges): a detector has them only
-when fitted with a score that needs them."""
+"""The extra keyword arguments a score takes: the detector supplies them. "background", "reference", "density",
+"mixture" and "standardised" are fitted with the score (the background VAE, the training rows' posterior means,
+their k-distances and local reachability densities, the Gaussian mixture fitted to them, the parts' training
+medians and interquartile ranges): a detector has them only when fitted with a score that needs them. A "combined"
+standardisation of fewer parts (saved by an older aevb) takes only `combined.needs` of them."""
 FITTED: dict[str, str] = {
     "background": "background_",
     "reference": "latent_reference_",
     "density": "latent_density_",
+    "mixture": "latent_mixture_",
     "standardised": "combined_standardisation_",
 }
 """The detector's fitted attribute that holds each extra fitted with a score."""
+
+
+def fitted_needs(name: str, standardised: torch.Tensor | None = None) -> tuple[str, ...]:
+    """What score `name` takes from a detector whose combined standardisation is `standardised` (2, P) or None:
+    NEEDS[name], but `combined.needs(P)` for "combined" with a standardisation of P parts (fewer where an older aevb
+    saved it)."""
+    if name == "combined" and standardised is not None:
+        return needs(standardised.shape[1])
+    return NEEDS.get(name, ())

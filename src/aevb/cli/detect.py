@@ -87,13 +87,14 @@ def register(subparsers) -> None:
         "--score",
         default="auto",
         choices=("auto", *SCORES),
-        help="anomaly score, higher = more normal, in nats but for the last three: complexity = log p(x) + W x PNG "
-        "code length x ln 2 (Serra et al. 2020, W = --complexity-weight), likelihood-ratio = log p(x) - "
-        "log p_background(x) (Ren et al. 2019), latent-knn = minus the mean distance of E[z|x] to the 5 nearest "
-        "training rows', latent-lof = minus the log local outlier factor of E[z|x] among them (5 neighbours), "
-        "combined = log-likelihood, complexity with W = 1, latent-knn and latent-lof, each standardised by its "
-        "training median and IQR, added; auto = combined when the rows are images (as --image-shape finds or "
-        "names them), else log-likelihood",
+        help="anomaly score, higher = more normal, in nats of x but for the latent ones and combined: complexity "
+        "= log p(x) + W x PNG code length x ln 2 (Serra et al. 2020, W = --complexity-weight), likelihood-ratio = "
+        "log p(x) - log p_background(x) (Ren et al. 2019), latent-knn = minus the mean distance of E[z|x] to the 5 "
+        "nearest training rows', latent-lof = minus the log local outlier factor of E[z|x] among them (5 "
+        "neighbours), latent-gmm = the log density of E[z|x] under a 20-component Gaussian mixture fitted to them "
+        "(nats of z), combined = log-likelihood, complexity with W = 1, latent-knn, latent-lof and latent-gmm, each "
+        "standardised by its training median and IQR, added; auto = combined when the rows are images (as "
+        "--image-shape finds or names them), else log-likelihood",
     )
     f.add_argument(
         "--complexity-weight",

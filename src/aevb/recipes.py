@@ -45,7 +45,8 @@ AEVB_TIMED = (
 # training (IWAE k = 5, DReG, batch 100, Adam at 2e-3, bf16, torch.compile) and the cosine over 120 training
 # minutes. Measured there on one core, beside another run on the other: -84.36 +- 0.23 nats after 807.5 passes
 # (8.9 s each) in 120 minutes (k = 5000, all 10,000 test images), against aevb-2h's -85.95; on both cores
-# (OMP_NUM_THREADS=2, the run moon2h-iwae2l-k5-dreg-bf16c-t2): -84.00 +- 0.23 after 1,302.7 passes (5.5 s each).
+# (OMP_NUM_THREADS=2, the run moon2h-iwae2l-k5-dreg-bf16c-t2): -84.00 +- 0.23 after 1,302.7 passes (5.5 s each);
+# training seed 1 of this recipe on both cores (the run aevb-2h-2l-t2-s1): -83.78 +- 0.22 after 1,353.5 passes.
 AEVB_2H_2L = "aevb's time-to-likelihood benchmark, docs/benchmarks/likelihood.md: the run cand2h-iwae2l-k5-dreg-bf16c"
 
 # Burda et al.'s one-stochastic-layer architecture and optimisation, Section 5: 784-200-200-50 with tanh

@@ -15,7 +15,7 @@ class, and scores of that fit (higher = more normal):
   lacks them);
 - the likelihood ratio against the background VAE (`likelihood ratio`; the detector is fitted with
   score="likelihood-ratio", whose model is the default's: the background has a seed of its own);
-- combinations of two to four of them, each score first standardised by its training rows' median and
+- combinations of two to five of them, each score first standardised by its training rows' median and
   interquartile range (z): `sum-z(a, b, ...)` adds them (a part named twice counts twice), `min-z(...)` takes the
   smallest (a row is as anomalous as its most anomalous test), `fisher(...)` adds the logs of the conformal
   p-values against the training rows' scores (`aevb.anomaly.calibration.conformal_p_values`).

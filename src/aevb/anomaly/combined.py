@@ -28,7 +28,7 @@ import torch
 from ..evaluate import log_likelihood
 from ..model import VAE
 from .complexity import complexity_corrected
-from .latent import NEIGHBOURS_DEFAULT, lof_score, nearest, reference_codes
+from .latent import NEIGHBOURS_DEFAULT, codes_of, lof_score, nearest
 from .mixture import log_density
 
 PARTS = ("log-likelihood", "complexity-1", "latent-knn", "latent-lof", "latent-gmm")
@@ -78,7 +78,7 @@ def parts(
     # scores.log_likelihood_score: the importance-sampled log p(x)
     log_p = log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed).double()
     c_1 = complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), COMPLEXITY_WEIGHT)
-    codes = reference if exclude_self else reference_codes(model, x)
+    codes = codes_of(model, x, reference, exclude_self)
     if searched is None:
         searched = nearest(reference, codes, NEIGHBOURS_DEFAULT, exclude_self)
     distances, indices = searched

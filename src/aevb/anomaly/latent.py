@@ -24,6 +24,12 @@ def reference_codes(model: VAE, x: torch.Tensor) -> torch.Tensor:
         return posterior_means(model, x).float().contiguous()
 
 
+def codes_of(model: VAE, x: torch.Tensor, reference: torch.Tensor, exclude_self: bool) -> torch.Tensor:
+    """The posterior means of the rows x: `reference` itself where x are the rows it was encoded from
+    (exclude_self), else `reference_codes(model, x)`."""
+    return reference if exclude_self else reference_codes(model, x)
+
+
 def nearest(
     reference: torch.Tensor, codes: torch.Tensor, neighbours: int = NEIGHBOURS_DEFAULT, exclude_self: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +109,7 @@ def latent_knn_score(
     Deterministic: `samples`, `seed` and `batch_size` are there for the scores' common signature.
     exclude_self: x are the rows `reference` was encoded from, so their codes are `reference` itself (not encoded
     again)."""
-    codes = reference if exclude_self else reference_codes(model, x)
+    codes = codes_of(model, x, reference, exclude_self)
     return -knn_distance(reference, codes, neighbours, exclude_self)
 
 
@@ -127,6 +133,6 @@ def latent_lof_score(
     searched: the rows' `nearest(reference, codes, neighbours, exclude_self)`, where the caller has made it (the
     detector's fit, whose search of the training codes among themselves also gives `density`)."""
     if searched is None:
-        codes = reference if exclude_self else reference_codes(model, x)
+        codes = codes_of(model, x, reference, exclude_self)
         searched = nearest(reference, codes, neighbours, exclude_self)
     return lof_score(density, *searched)

@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from ..model import VAE
-from .latent import reference_codes
+from .latent import codes_of
 
 COMPONENTS_DEFAULT = 20
 """The mixture's components: chosen on one seed of one-class-out MNIST and Fashion-MNIST (10 and 20 tried)."""
@@ -103,5 +103,5 @@ def latent_gmm_score(
     `samples`, `seed` and `batch_size` are there for the scores' common signature. exclude_self: x are the rows
     `reference` was encoded from (their codes are `reference`, not encoded again); the mixture was fitted to them,
     so their densities are in-sample."""
-    codes = reference if exclude_self else reference_codes(model, x)
+    codes = codes_of(model, x, reference, exclude_self)
     return log_density(mixture, codes)

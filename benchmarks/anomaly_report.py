@@ -131,6 +131,25 @@ def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     return methods, sorted(seeds), [m for m in order if m not in methods]
 
 
+def head_seeds(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
+    """(methods, seeds, left out) of the head column's own seeds: the seeds the default score (`head_column`) has
+    on every set, and every method that has all of them; as `common`, but for the seeds the default was run on
+    rather than those most methods share. Empty where the head is not present."""
+    present = {r["method"] for d in datasets.values() for r in d["rows"]}
+    head = head_column(sorted(present))
+    if head is None:
+        return [], [], []
+    on_all = {
+        m: set.intersection(*({r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()))
+        for m in present
+    }
+    seeds = on_all[head]
+    everything, _, _ = common(datasets)
+    order = [*everything, *sorted(present - set(everything))]
+    methods = [m for m in order if seeds and seeds <= on_all[m]]
+    return methods, sorted(seeds), [m for m in order if m not in methods]
+
+
 def summarize(datasets: dict[str, dict], methods: list[str], seeds: list[int]) -> dict:
     """{dataset: {method: {auc|ap|fit_s|score_s: (mean, std) over `seeds`}}}."""
     table = {}
@@ -163,12 +182,12 @@ def head_to_head(row: dict, methods: list[str]) -> dict[str, tuple[int, bool]]:
     return out
 
 
-def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str]:
+def tables(datasets: dict[str, dict], only: list[int] | None = None, chosen=None, level: str = "###") -> list[str]:
     """Markdown: ROC-AUC and AP per set (with aevb's rank), and the summary; the seeds they use (only: of
-    these seeds)."""
+    these seeds). chosen: (methods, seeds, left out) instead of `common`'s; level: the headings' markdown."""
     if only is not None:
         datasets = {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
-    methods, seeds, left_out = common(datasets)
+    methods, seeds, left_out = chosen if chosen is not None else common(datasets)
     if not methods or not seeds:
         return ["No seed was run by every method on every set: nothing to compare.", ""]
     table = summarize(datasets, methods, seeds)
@@ -181,7 +200,7 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
     one = len(seeds) == 1
     for metric, label in (("auc", "ROC-AUC"), ("ap", "Average precision")):
         spread = "" if one else " (mean ± std over seeds)"
-        lines += [f"### {label}{spread}; best in bold", ""]
+        lines += [f"{level} {label}{spread}; best in bold", ""]
         extra = f" | {head} rank |" if metric == "auc" and head is not None else " |"
         lines += [
             "| dataset | n | d | anomalies | " + " | ".join(methods) + extra,
@@ -204,7 +223,7 @@ def tables(datasets: dict[str, dict], only: list[int] | None = None) -> list[str
     all_ranks = [ranks(row, methods) for row in table.values()]
     wins = {m: sum(head_to_head(row, h2h)[m][1] for row in table.values()) for m in h2h}
     lines += [
-        "### Summary",
+        f"{level} Summary",
         "",
         f"Wins: first by mean ROC-AUC among {', '.join(h2h)}, or within {WIN_MARGIN} of "
         "the first. Times: mean over sets of the mean seconds per fit and per scoring of the test part.",
@@ -260,7 +279,15 @@ def section(title: str, records: list[dict], only: list[int] | None = None) -> l
     datasets = merged_datasets(records)
     if all(name.split("_")[0].isdigit() for name in datasets):  # ADBench: in the sets' numeric order
         datasets = dict(sorted(datasets.items(), key=lambda kv: int(kv[0].split("_")[0])))
-    return lines + [""] + tables(datasets, only)
+    lines += [""] + tables(datasets, only)
+    if only is not None:
+        datasets = {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
+    wide = head_seeds(datasets)
+    if len(wide[1]) > len(common(datasets)[1]):  # the default was run on more seeds than every method shares
+        head = head_column(wide[0])
+        lines += [f"### {head} on all its seeds, with every method run on them", ""]
+        lines += tables(datasets, chosen=wide, level="####")
+    return lines
 
 
 def report(docs: Path, only: list[int] | None = None) -> None:

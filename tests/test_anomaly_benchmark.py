@@ -201,3 +201,27 @@ def test_the_tempered_complexity_adds_mu_times_the_png_code_length_in_nats():
     for mu in (0.0, 0.1, 1.0):
         np.testing.assert_allclose(pb.tempered_complexity(log_p, rows, mu, (8, 8)), log_p + mu * bits * np.log(2))
     assert bits[0] < bits[1] and bits[0] < bits[2]  # the blank image is the simplest
+
+
+def test_the_default_on_all_its_seeds_beside_the_methods_run_on_them(tmp_path):
+    # the default ran on seeds 0 and 1, KNN too, LOF on seed 0 only: the page's first tables are seed 0 (every
+    # method), then the default's own two seeds with KNN, LOF named as left out
+    head = anomaly_report.AEVB_SCORES["combined"]
+    meta = {"n": 10, "d": 2, "anomalies": 0.1}
+    rows = [_row(head, 0, 0.8), _row(head, 1, 0.6), _row("KNN", 0, 0.7), _row("KNN", 1, 0.9), _row("LOF", 0, 0.5)]
+    merged = {"digit 0": {**meta, "rows": rows}}
+    assert anomaly_report.head_seeds(merged) == ([head, "KNN"], [0, 1], ["LOF"])
+    rec = {"command": "run", "detectors": ["aevb", "KNN", "LOF"], "datasets": merged}
+    (tmp_path / "anomaly_mnist.json").write_text(json.dumps(rec))
+    anomaly_report.report(tmp_path)
+    page = (tmp_path / "anomaly.md").read_text()
+    assert "| digit 0 | 10 | 2 | 10.0% | **0.800** | 0.700 | 0.500 | 1 of 3 (win) |" in page
+    wide = page[page.index(f"### {head} on all its seeds") :]
+    assert "Seeds: 0, 1 (those every method below was run on, on every set). Left out" in wide
+    assert "| digit 0 | 10 | 2 | 10.0% | 0.700 ± 0.100 | **0.800 ± 0.100** | 2 of 2 |" in wide
+    assert "#### Summary" in wide
+    # where the default has no more seeds than every method shares, there is no second view
+    fewer = {"digit 0": {**meta, "rows": rows[:1] + rows[2:]}}  # the default on seed 0 only
+    (tmp_path / "anomaly_mnist.json").write_text(json.dumps({**rec, "datasets": fewer}))
+    anomaly_report.report(tmp_path)
+    assert "on all its seeds" not in (tmp_path / "anomaly.md").read_text()

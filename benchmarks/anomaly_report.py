@@ -131,6 +131,13 @@ def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     return methods, sorted(seeds), [m for m in order if m not in methods]
 
 
+def on_seeds(datasets: dict[str, dict], only: list[int] | None) -> dict[str, dict]:
+    """`datasets` with only the rows of the seeds `only` (all of them where it is None)."""
+    if only is None:
+        return datasets
+    return {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
+
+
 def head_seeds(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     """(methods, seeds, left out) of the head column's own seeds: the seeds the default score (`head_column`) has
     on every set, and every method that has all of them; as `common`, but for the seeds the default was run on
@@ -185,8 +192,7 @@ def head_to_head(row: dict, methods: list[str]) -> dict[str, tuple[int, bool]]:
 def tables(datasets: dict[str, dict], only: list[int] | None = None, chosen=None, level: str = "###") -> list[str]:
     """Markdown: ROC-AUC and AP per set (with aevb's rank), and the summary; the seeds they use (only: of
     these seeds). chosen: (methods, seeds, left out) instead of `common`'s; level: the headings' markdown."""
-    if only is not None:
-        datasets = {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
+    datasets = on_seeds(datasets, only)
     methods, seeds, left_out = chosen if chosen is not None else common(datasets)
     if not methods or not seeds:
         return ["No seed was run by every method on every set: nothing to compare.", ""]
@@ -280,8 +286,7 @@ def section(title: str, records: list[dict], only: list[int] | None = None) -> l
     if all(name.split("_")[0].isdigit() for name in datasets):  # ADBench: in the sets' numeric order
         datasets = dict(sorted(datasets.items(), key=lambda kv: int(kv[0].split("_")[0])))
     lines += [""] + tables(datasets, only)
-    if only is not None:
-        datasets = {k: {**d, "rows": [r for r in d["rows"] if r["seed"] in only]} for k, d in datasets.items()}
+    datasets = on_seeds(datasets, only)
     wide = head_seeds(datasets)
     if len(wide[1]) > len(common(datasets)[1]):  # the default was run on more seeds than every method shares
         head = head_column(wide[0])

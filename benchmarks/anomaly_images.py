@@ -47,6 +47,7 @@ AEVB_SETTINGS: dict[str, dict] = {
     "legacy": {"epochs": 10, "n_samples": 20, "likelihood": "gaussian-learned", "refits": 0},
     "learned-one-fit": {"likelihood": "gaussian-learned", "refits": 0},
     "robust-refits": {"likelihood": "gaussian-robust", "refits": 2},
+    "epochs-120": {"epochs": 120},  # three times the data-size rule's 40 epochs for 2,000 images (2,000 steps)
 }
 
 

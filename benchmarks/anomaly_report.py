@@ -111,18 +111,27 @@ def shape_cells(d: dict, seeds: list[int]) -> str:
     return " | ".join((cell("n", str), cell("d", str), cell("anomalies", lambda v: f"{v:.1%}")))
 
 
+def seeds_on_every_set(datasets: dict[str, dict]) -> dict[str, set[int]]:
+    """{method: the seeds it has on every set} for every method with a row (empty where none is on all sets)."""
+    present = {r["method"] for d in datasets.values() for r in d["rows"]}
+    return {
+        m: set.intersection(*({r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()))
+        for m in present
+    }
+
+
 def common(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[str]]:
     """(methods on every set, in column order; the seeds all of them have on every set; methods left out: not run
     on every set, or not on the seed that most methods were run on)."""
-    present = {r["method"] for d in datasets.values() for r in d["rows"]}
+    every = seeds_on_every_set(datasets)
+    present = set(every)
     # the columns of other settings (`aevb_label`): by settings, then in the order of `labels`
     labels = list(dict.fromkeys([*AEVB_HEAD, *AEVB_SCORES.values(), *OLD_LABELS.values()]))  # the head first
     aevb = [m for m in present if m.startswith("aevb ") and m.split(" (")[0] in labels and m not in labels]
     aevb.sort(key=lambda m: (m.split(" (")[-1], labels.index(m.split(" (")[0])))
     order = [m for m in (*labels, *aevb, *PEER_ORDER) if m in present]
     order += sorted(present - set(order))
-    have = {m: [{r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()] for m in order}
-    on_all = {m: set.intersection(*have[m]) for m in order if all(have[m])}
+    on_all = {m: every[m] for m in order if every[m]}
     # the methods that have the seed most of them have (the smallest such seed): a method run only on other seeds
     # (confirming seeds the peers were not run on, say) is left out rather than leaving no seed to compare on
     counts = [(-sum(s in mine for mine in on_all.values()), s) for s in set().union(*on_all.values())]
@@ -142,14 +151,11 @@ def head_seeds(datasets: dict[str, dict]) -> tuple[list[str], list[int], list[st
     """(methods, seeds, left out) of the head column's own seeds: the seeds the default score (`head_column`) has
     on every set, and every method that has all of them; as `common`, but for the seeds the default was run on
     rather than those most methods share. Empty where the head is not present."""
-    present = {r["method"] for d in datasets.values() for r in d["rows"]}
+    on_all = seeds_on_every_set(datasets)
+    present = set(on_all)
     head = head_column(sorted(present))
     if head is None:
         return [], [], []
-    on_all = {
-        m: set.intersection(*({r["seed"] for r in d["rows"] if r["method"] == m} for d in datasets.values()))
-        for m in present
-    }
     seeds = on_all[head]
     everything, _, _ = common(datasets)
     order = [*everything, *sorted(present - set(everything))]

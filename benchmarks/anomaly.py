@@ -39,10 +39,11 @@ from sklearn.model_selection import train_test_split
 import aevb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
-from anomaly_images import AEVB_SETTINGS, images  # noqa: E402
+from anomaly_images import images  # noqa: E402
 from anomaly_peers import PEERS  # noqa: E402
 from anomaly_report import AEVB_SCORES, IMAGE_SCORES, merged_datasets, report, text_table  # noqa: E402
 from anomaly_runs import DETECTORS, DOCS, new_record, pick_detectors, run_split, save, warm_up  # noqa: E402
+from anomaly_settings import AEVB_SETTINGS  # noqa: E402
 
 
 def tabular(args) -> None:

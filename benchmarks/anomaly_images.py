@@ -3,8 +3,8 @@
 For class c and seed s, aevb and the peers are fitted on a random subset of the training images of the
 other nine classes and score a random subset of the test set, where class c is the anomaly class; the
 subsets are drawn with `numpy.random.default_rng(c + 10 s)` (seed 0: `default_rng(c)`, the subsets of the
-first records), so each seed has subsets of its own. aevb runs with one of AEVB_SETTINGS, recorded under
-column names of their own (`anomaly_report.aevb_label`).
+first records), so each seed has subsets of its own. aevb runs with one of AEVB_SETTINGS
+(anomaly_settings.py), recorded under column names of their own (`anomaly_report.aevb_label`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aevb.anomaly.scores import FITTED, NEEDS
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
 from anomaly_report import text_table  # noqa: E402
 from anomaly_runs import new_record, pick_detectors, run_split, save, warm_up  # noqa: E402
+from anomaly_settings import AEVB_SETTINGS  # noqa: E402
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -36,19 +37,6 @@ FASHION_CLASSES = (
     "Bag",
     "Ankle boot",
 )
-# default: AnomalyDetector(random_state=seed) and nothing else (image_shape "auto" finds 28 x 28 images).
-# legacy: the settings of the first image records: the learned Gaussian, 10 epochs, k = 20, one fit.
-# learned-one-fit: the defaults but the learned Gaussian and one fit (no concentration refits): the rule
-# proposed for images (issue 20).
-# robust-refits: the robust Gaussian and 2 refits written out: the defaults before that rule (the "default"
-# records of seed 0), so that their rows keep their meaning whatever the defaults become.
-AEVB_SETTINGS: dict[str, dict] = {
-    "default": {},
-    "legacy": {"epochs": 10, "n_samples": 20, "likelihood": "gaussian-learned", "refits": 0},
-    "learned-one-fit": {"likelihood": "gaussian-learned", "refits": 0},
-    "robust-refits": {"likelihood": "gaussian-robust", "refits": 2},
-    "epochs-120": {"epochs": 120},  # three times the data-size rule's 40 epochs for 2,000 images (2,000 steps)
-}
 
 
 def class_name(dataset: str, c: int) -> str:

@@ -5,7 +5,9 @@ anomaly_fashion-mnist*.json).
 Records of several invocations (other datasets, seeds or detectors) are combined per part: a row is
 (dataset, method, seed), and where two records hold the same one, the later record's (its "written"
 time; records without one count as oldest) is kept. The tables use the seeds that every method has on
-every set, so that each mean is over the same splits.
+every set, so that each mean is over the same splits. An image record's aevb columns are named by the
+settings it ran with as they are named today (`anomaly_settings.settings_then`): a "default" record of earlier
+image defaults under those defaults' settings, a record whose settings are today's defaults as the default.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import numpy as np
 
 from aevb.anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT
 from aevb.files import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
+from anomaly_settings import AEVB_SETTINGS, settings_then  # noqa: E402
 
 
 def _complexity(weight: float) -> str:
@@ -72,6 +77,22 @@ def current_label(method: str) -> str:
 def head_column(methods: list[str]) -> str | None:
     """The aevb column of the head-to-head among `methods`: the first of AEVB_HEAD present, else None."""
     return next((m for m in AEVB_HEAD if m in methods), None)
+
+
+def named_today(record: dict) -> dict:
+    """An image record with its aevb rows relabelled by `settings_then`, the name kept as "aevb_as"; a copy."""
+    now = settings_then(record)
+    rename = {}
+    for d in record["datasets"].values():
+        for r in d["rows"]:
+            if r["method"].startswith("aevb "):
+                score = r["method"].partition(" (")[0]
+                rename[r["method"]] = score if now == "default" else f"{score} ({now})"
+    datasets = {
+        name: {**d, "rows": [{**r, "method": rename.get(r["method"], r["method"])} for r in d["rows"]]}
+        for name, d in record["datasets"].items()
+    }
+    return {**record, "datasets": datasets, "aevb_as": now}
 
 
 def read_records(paths: list[Path]) -> list[dict]:
@@ -265,9 +286,16 @@ def text_table(datasets: dict[str, dict]) -> str:
 
 def aevb_settings(record: dict) -> str:
     """What aevb ran with in `record`: the settings' name (records before names: "legacy" when they set any
-    parameter, as the first image records did) and the AnomalyDetector parameters besides random_state."""
+    parameter, as the first image records did) and the AnomalyDetector parameters besides random_state; for an
+    image record named otherwise today (`named_today`), that name too, and for earlier defaults their parameters
+    written out."""
     kw = record.get("aevb") or {}
     name = record.get("aevb_settings", "legacy" if kw else "default")
+    now = record.get("aevb_as", name)
+    if now != name and name == "default":
+        kw, name = {**AEVB_SETTINGS[now], **kw}, f"default of its time, written out as {now}"
+    elif now != name:
+        name = f"{name}, today's default on these images"
     params = ", ".join(f"{k}={v!r}" for k, v in kw.items())
     return f"aevb settings {name}: `AnomalyDetector(random_state=seed{', ' if params else ''}{params})`"
 
@@ -313,6 +341,8 @@ def report(docs: Path, only: list[int] | None = None) -> None:
     ]
     for part, title in PARTS.items():
         records = read_records(sorted(docs.glob(f"anomaly_{part}*.json")))
+        if part != "tabular":  # the image defaults changed over time; the tables' did not
+            records = [named_today(r) for r in records]
         if records:
             body = section(title, records, only)
             print("\n".join(body))

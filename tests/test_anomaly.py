@@ -86,6 +86,31 @@ def test_default_size_rule():
     assert default_size(5000, 36) == {"hidden": (128, 128), "latent_dim": 9, "batch_size": 100, "epochs": 40}
 
 
+def test_default_size_rule_for_images():
+    """About 6000 steps in 10 to 120 passes where the rows are images; the architecture and batch as on a table."""
+    table = default_size(2000, 784)
+    assert table == {"hidden": (256, 256), "latent_dim": 16, "batch_size": 40, "epochs": 40}  # 2000 steps
+    assert default_size(2000, 784, images=True) == {**table, "epochs": 120}  # the benchmark's 2,000 images
+    assert default_size(45_012, 784, images=True)["epochs"] == 35  # ceil(6000 * 256 / 45012)
+    assert default_size(45_012, 784)["epochs"] == 12
+    assert default_size(1000, 64, images=True)["epochs"] == 120  # capped: 192 passes would be 6000 steps
+    assert default_size(2_000_000, 784, images=True)["epochs"] == 10  # at least 10 passes
+
+
+def test_the_image_rule_is_what_the_detector_fits_on_images():
+    """A fit on rows that are images (found or named) takes the image rule, on a table or image_shape=None the
+    table's; a given epochs wins over either."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (400, 64)) ** 2  # 8 x 8 grey images in [0, 1]
+    fast = {"hidden": (8,), "latent_dim": 2, "n_samples": 2, "refits": 0}
+    rule = default_size(400, 64, images=True)
+    assert rule["epochs"] == 120 and default_size(400, 64)["epochs"] == 50
+    assert aevb.AnomalyDetector(**fast).fit(images).size_ == {**rule, "hidden": (8,), "latent_dim": 2}
+    assert aevb.AnomalyDetector(**fast, image_shape=(4, 16)).fit(images).size_["epochs"] == 120  # named
+    assert aevb.AnomalyDetector(**fast, image_shape=None).fit(images).size_["epochs"] == 50
+    assert aevb.AnomalyDetector(**fast, epochs=3).fit(images).size_["epochs"] == 3
+
+
 def test_offset_from_contamination_and_signs(data, fitted):
     x_train, x_test, _ = data
     s = fitted.train_scores_

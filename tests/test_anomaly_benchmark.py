@@ -14,6 +14,11 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import anomaly_peers  # noqa: E402
 import anomaly_report  # noqa: E402
+import anomaly_settings  # noqa: E402
+
+from aevb.anomaly.fitting import chosen_size, default_size  # noqa: E402
+
+NOW = "2027-01-01T00:00:00+00:00"  # a record's time after every change of the image defaults so far
 
 
 def _planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,7 +132,7 @@ def test_aevb_columns_and_records_name_their_settings(tmp_path):
     legacy = {"aevb": {"epochs": 10}, "aevb_settings": "legacy", "command": "run legacy", "detectors": ["aevb"]}
     legacy["datasets"] = {"digit 0": {**meta, "rows": [_row("aevb log p(x) (legacy)", 0, 0.6)]}}
     default = {"aevb": {}, "aevb_settings": "default", "command": "run default", "detectors": ["aevb", "KNN"]}
-    default["written"] = "2026-01-01T00:00:00+00:00"
+    default["written"] = NOW  # after the last change of the image defaults: the defaults of today
     default["datasets"] = {"digit 0": {**meta, "rows": [_row(anomaly_report.AEVB, 0, 0.8), _row("KNN", 0, 0.7)]}}
     for name, rec in (("", legacy), ("_new", default)):
         (tmp_path / f"anomaly_mnist{name}.json").write_text(json.dumps(rec))
@@ -211,7 +216,7 @@ def test_the_default_on_all_its_seeds_beside_the_methods_run_on_them(tmp_path):
     rows = [_row(head, 0, 0.8), _row(head, 1, 0.6), _row("KNN", 0, 0.7), _row("KNN", 1, 0.9), _row("LOF", 0, 0.5)]
     merged = {"digit 0": {**meta, "rows": rows}}
     assert anomaly_report.head_seeds(merged) == ([head, "KNN"], [0, 1], ["LOF"])
-    rec = {"command": "run", "detectors": ["aevb", "KNN", "LOF"], "datasets": merged}
+    rec = {"command": "run", "written": NOW, "detectors": ["aevb", "KNN", "LOF"], "datasets": merged}
     (tmp_path / "anomaly_mnist.json").write_text(json.dumps(rec))
     anomaly_report.report(tmp_path)
     page = (tmp_path / "anomaly.md").read_text()
@@ -225,3 +230,60 @@ def test_the_default_on_all_its_seeds_beside_the_methods_run_on_them(tmp_path):
     (tmp_path / "anomaly_mnist.json").write_text(json.dumps({**rec, "datasets": fewer}))
     anomaly_report.report(tmp_path)
     assert "on all its seeds" not in (tmp_path / "anomaly.md").read_text()
+
+
+def test_each_record_of_the_image_defaults_is_named_by_the_settings_it_ran_with(tmp_path):
+    """A "default" image record is labelled with the settings of the defaults of its time, a record of settings
+    that are today's defaults as the default; the tables' records keep their labels; the record list says so."""
+    then = anomaly_settings.settings_then
+    (last, before), (first, earliest) = anomaly_settings.IMAGE_DEFAULTS
+    assert then({"aevb_settings": "default", "written": NOW}) == "default"
+    assert then({"aevb_settings": "default", "written": "2026-12-07T18:14:48+00:00"}) == before == "2000-steps"
+    assert then({"aevb_settings": "default", "written": "2026-12-06T03:16:54+00:00"}) == earliest == "robust-refits"
+    assert then({"aevb_settings": "default"}) == "robust-refits"  # no time: older than every change
+    assert then({"aevb_settings": "epochs-120", "written": "2026-12-07T18:23:59+00:00"}) == "default"
+    assert then({"aevb_settings": "learned-one-fit", "written": "2026-12-06T04:33:50+00:00"}) == "learned-one-fit"
+    assert then({"aevb": {"epochs": 10}}) == "legacy"  # before the records named their settings
+    head = anomaly_report.AEVB_SCORES["combined"]
+    meta = {"n": 10, "d": 2, "anomalies": 0.1}
+    old = {"command": "run old", "written": "2026-12-07T18:00:00+00:00", "aevb_settings": "default", "aevb": {}}
+    old["datasets"] = {"digit 0": {**meta, "rows": [_row(head, 0, 0.8), _row("KNN", 0, 0.7)]}}
+    new = {"command": "run new", "written": "2026-12-07T18:30:00+00:00", "aevb_settings": "epochs-120"}
+    new["aevb"] = {"epochs": 120}
+    new["datasets"] = {"digit 0": {**meta, "rows": [_row(f"{head} (epochs-120)", 0, 0.9)]}}
+    assert {r["method"] for r in anomaly_report.named_today(old)["datasets"]["digit 0"]["rows"]} == {
+        f"{head} (2000-steps)",
+        "KNN",
+    }
+    for name, rec in (("_old", old), ("_new", new)):
+        (tmp_path / f"anomaly_mnist{name}.json").write_text(json.dumps(rec))
+        (tmp_path / f"anomaly_tabular{name}.json").write_text(
+            json.dumps({**rec, "datasets": {"1_x": rec["datasets"]["digit 0"]}})
+        )
+    anomaly_report.report(tmp_path)
+    page = (tmp_path / "anomaly.md").read_text()
+    images = page[page.index("## MNIST one-class-out") :]
+    tables = page[: page.index("## MNIST one-class-out")]
+    assert (
+        "aevb settings default of its time, written out as 2000-steps: `AnomalyDetector(random_state=seed, epochs=40)`"
+        in images
+    )
+    assert (
+        "aevb settings epochs-120, today's default on these images: `AnomalyDetector(random_state=seed, epochs=120)`"
+        in images
+    )
+    assert f"| {head} | {head} (2000-steps) | KNN | {head} rank |" in images
+    assert "| digit 0 | 10 | 2 | 10.0% | **0.900** | 0.800 | 0.700 | 1 of 2 (win) |" in images
+    assert f"| {head} | {head} (epochs-120) | KNN | {head} rank |" in tables  # the tables' defaults did not change
+
+
+def test_the_settings_named_as_the_defaults_are_what_the_detector_chooses_on_the_benchmarks_images():
+    """SAME_AS_DEFAULT's parameters, on 2,000 training images of 784 pixels, are the size the detector's rule
+    gives them, and the earlier defaults' settings are what the rule gave before images had their own (the
+    table rule): so the relabelled columns hold what their names say."""
+    settings = anomaly_settings.AEVB_SETTINGS
+    rule = default_size(2000, 784, images=True)
+    for name in anomaly_settings.SAME_AS_DEFAULT:
+        assert chosen_size(2000, 784, settings[name], images=True) == rule
+    assert chosen_size(2000, 784, settings["2000-steps"], images=True) == default_size(2000, 784)
+    assert settings["2000-steps"] != {} and rule != default_size(2000, 784)

@@ -16,36 +16,43 @@ from ..errors import AevbError, DivergedError
 from ..loop import Fitting, run_epoch
 from ..model import VAE
 
-# The data-size rule's most passes over the training rows (see default_size).
-MAX_EPOCHS = 50
+# The data-size rule's gradient steps and most passes over the training rows, for tables and for images
+# (see default_size).
+STEPS = {"table": 2000, "image": 6000}
+MAX_EPOCHS = {"table": 50, "image": 120}
 
 
-def default_size(n: int, d: int) -> dict[str, Any]:
+def default_size(n: int, d: int, images: bool = False) -> dict[str, Any]:
     """The architecture and schedule used when `latent_dim`, `hidden`, `batch_size`, `epochs` are None.
 
-    For n training rows of d features:
+    For n training rows of d features (`images`: the rows are images, the detector's `image_shape_` is set):
       hidden      two ReLU layers of h units, h = 2^ceil(log2(2d)) clipped to [32, 256]
       latent_dim  ceil(d / 4) clipped to [2, 16]
       batch_size  n // 50 clipped to [32, 256]
-      epochs      ceil(2000 * batch_size / n) clipped to [10, 50]: about 2000 gradient steps,
+      epochs      tables: ceil(2000 * batch_size / n) clipped to [10, 50]: about 2000 gradient steps,
                   at least 10 passes over the data, and at most 50: below about 1,300 rows fewer
                   steps, since more passes over a small table over-fit it (ADBench's Ionosphere,
-                  Pima and the held-out ODDS arrhythmia in docs/benchmarks/anomaly.md)
+                  Pima and the held-out ODDS arrhythmia in docs/benchmarks/anomaly.md).
+                  images: ceil(6000 * batch_size / n) clipped to [10, 120]: about 6000 steps, at most
+                  the 120 passes over 2,000 images that one-class-out MNIST and Fashion-MNIST chose on one
+                  seed and confirmed on nine (docs/benchmarks/anomaly_notes.md, "Three times the training
+                  steps on images"); 35 passes over 45,012 images
     """
+    kind = "image" if images else "table"
     h = int(min(256, max(32, 2 ** math.ceil(math.log2(max(2 * d, 1))))))
     batch = int(min(256, max(32, n // 50)))
     return {
         "hidden": (h, h),
         "latent_dim": int(min(16, max(2, math.ceil(d / 4)))),
         "batch_size": batch,
-        "epochs": int(min(MAX_EPOCHS, max(10, math.ceil(2000 * batch / n)))),
+        "epochs": int(min(MAX_EPOCHS[kind], max(10, math.ceil(STEPS[kind] * batch / n)))),
     }
 
 
-def chosen_size(n: int, d: int, given: dict[str, Any]) -> dict[str, Any]:
-    """`default_size(n, d)` with each of its entries that `given` (the detector's parameters) sets, not None,
-    in its place: the fitted `size_`."""
-    size = default_size(n, d)
+def chosen_size(n: int, d: int, given: dict[str, Any], images: bool = False) -> dict[str, Any]:
+    """`default_size(n, d, images)` with each of its entries that `given` (the detector's parameters) sets, not
+    None, in its place: the fitted `size_`."""
+    size = default_size(n, d, images)
     for key in size:
         if given.get(key) is not None:
             size[key] = tuple(given[key]) if key == "hidden" else int(given[key])

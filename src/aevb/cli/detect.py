@@ -153,7 +153,12 @@ def register(subparsers) -> None:
         help="hidden layer sizes; None = the data-size rule",
     )
     f.add_argument("--batch-size", type=positive, default=None, help="minibatch size; None = the data-size rule")
-    f.add_argument("--epochs", type=at_least(1), default=None, help="passes over the data; None = the data-size rule")
+    f.add_argument(
+        "--epochs",
+        type=at_least(1),
+        default=None,
+        help="passes over the data; None = the data-size rule (about 2000 steps on a table, 6000 on images)",
+    )
     f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     f.add_argument(
         "--trim",

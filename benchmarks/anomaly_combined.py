@@ -129,6 +129,11 @@ COMBINED = (
     ("log p", "c 1", "latent knn", "latent lof 5", "latent gmm 10"),
     ("log p", "c 1", "latent knn", "latent lof 5", "latent gmm 20"),
     ("log p", "c 1", "latent gmm 10", "latent lof 5"),
+    # the sixth session of 2026-12-07, for MNIST's digit 9 under the 6,000-step default: the mixture counted twice,
+    # and the library's five parts with log p or the local outlier factor left out
+    ("log p", "c 1", "latent knn", "latent lof 5", "latent gmm 20", "latent gmm 20"),
+    ("c 1", "latent knn", "latent lof 5", "latent gmm 20"),
+    ("log p", "c 1", "latent knn", "latent gmm 20"),
 )
 KINDS = {"sum-z": (robust_z, np.add), "min-z": (robust_z, np.minimum), "fisher": (fisher, np.add)}
 

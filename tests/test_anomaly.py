@@ -101,10 +101,10 @@ def test_the_image_rule_is_what_the_detector_fits_on_images():
     """A fit on rows that are images (found or named) takes the image rule, on a table or image_shape=None the
     table's; a given epochs wins over either."""
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 1, (400, 64)) ** 2  # 8 x 8 grey images in [0, 1]
+    images = rng.uniform(0, 1, (100, 64)) ** 2  # 8 x 8 grey images in [0, 1]
     fast = {"hidden": (8,), "latent_dim": 2, "n_samples": 2, "refits": 0}
-    rule = default_size(400, 64, images=True)
-    assert rule["epochs"] == 120 and default_size(400, 64)["epochs"] == 50
+    rule = default_size(100, 64, images=True)
+    assert rule["epochs"] == 120 and default_size(100, 64)["epochs"] == 50
     assert aevb.AnomalyDetector(**fast).fit(images).size_ == {**rule, "hidden": (8,), "latent_dim": 2}
     assert aevb.AnomalyDetector(**fast, image_shape=(4, 16)).fit(images).size_["epochs"] == 120  # named
     assert aevb.AnomalyDetector(**fast, image_shape=None).fit(images).size_["epochs"] == 50

@@ -22,7 +22,7 @@ from aevb.anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT
 from aevb.files import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by tests
-from anomaly_settings import AEVB_SETTINGS, settings_then  # noqa: E402
+from anomaly_settings import AEVB_SETTINGS, recorded_settings, settings_then  # noqa: E402
 
 
 def _complexity(weight: float) -> str:
@@ -64,7 +64,12 @@ def aevb_label(score: str, settings: str = "default", complexity_weight: float =
     """The column of aevb's `score` under the benchmark's `settings` (anomaly_images.AEVB_SETTINGS): the score's
     name (complexity's with the detector's weight μ) for the detector's defaults, else with the settings' name
     after it."""
-    name = _complexity(complexity_weight) if score == "complexity" else AEVB_SCORES[score]
+    return with_settings(_complexity(complexity_weight) if score == "complexity" else AEVB_SCORES[score], settings)
+
+
+def with_settings(name: str, settings: str) -> str:
+    """The column of the aevb score column `name` under `settings`: `name` for the defaults, else the settings'
+    name after it in brackets."""
     return name if settings == "default" else f"{name} ({settings})"
 
 
@@ -82,14 +87,12 @@ def head_column(methods: list[str]) -> str | None:
 def named_today(record: dict) -> dict:
     """An image record with its aevb rows relabelled by `settings_then`, the name kept as "aevb_as"; a copy."""
     now = settings_then(record)
-    rename = {}
-    for d in record["datasets"].values():
-        for r in d["rows"]:
-            if r["method"].startswith("aevb "):
-                score = r["method"].partition(" (")[0]
-                rename[r["method"]] = score if now == "default" else f"{score} ({now})"
+
+    def label(method: str) -> str:
+        return with_settings(method.partition(" (")[0], now) if method.startswith("aevb ") else method
+
     datasets = {
-        name: {**d, "rows": [{**r, "method": rename.get(r["method"], r["method"])} for r in d["rows"]]}
+        name: {**d, "rows": [{**r, "method": label(r["method"])} for r in d["rows"]]}
         for name, d in record["datasets"].items()
     }
     return {**record, "datasets": datasets, "aevb_as": now}
@@ -289,8 +292,7 @@ def aevb_settings(record: dict) -> str:
     parameter, as the first image records did) and the AnomalyDetector parameters besides random_state; for an
     image record named otherwise today (`named_today`), that name too, and for earlier defaults their parameters
     written out."""
-    kw = record.get("aevb") or {}
-    name = record.get("aevb_settings", "legacy" if kw else "default")
+    kw, name = record.get("aevb") or {}, recorded_settings(record)
     now = record.get("aevb_as", name)
     if now != name and name == "default":
         kw, name = {**AEVB_SETTINGS[now], **kw}, f"default of its time, written out as {now}"

@@ -41,10 +41,16 @@ IMAGE_DEFAULTS: tuple[tuple[str, str], ...] = (
 SAME_AS_DEFAULT = ("epochs-120",)
 
 
+def recorded_settings(record: dict) -> str:
+    """The settings' name a record holds; for records from before the names, "legacy" when they set any parameter
+    (as the first image records did), else "default"."""
+    return record.get("aevb_settings", "legacy" if record.get("aevb") else "default")
+
+
 def settings_then(record: dict) -> str:
     """The settings an image record's aevb ran with, as named today: a "default" record's defaults of its time
     (IMAGE_DEFAULTS; a record without a time is older than all), "default" for SAME_AS_DEFAULT, else its own."""
-    name = record.get("aevb_settings", "legacy" if record.get("aevb") else "default")
+    name = recorded_settings(record)
     if name in SAME_AS_DEFAULT:
         return "default"
     if name == "default":

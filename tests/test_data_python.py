@@ -68,6 +68,22 @@ def test_the_split_matches_a_file_and_valid_replaces_it(tmp_path):
     assert torch.equal(ds.train_labels, torch.arange(150) % 3)
 
 
+def test_train_takes_labels_for_data_and_valid_alike():
+    """aevb.train(data=, labels=, valid=, valid_labels=) trains on the same Dataset as from_python builds from them,
+    bit for bit; labels for one part only, or valid_labels without data, are one-line errors."""
+    x, y = _rows(), np.arange(200) % 3
+    config = aevb.ModelConfig(latent_dim=2, hidden=(8,), likelihood="gaussian", condition_on="labels", classes=3)
+    parts = {"labels": y[:150], "valid": x[150:], "valid_labels": y[150:]}
+    train = aevb.TrainConfig(epochs=1, batch_size=32, seed=3)
+    want = aevb.train(config, train, dataset=from_python(x[:150], **parts)).state_dict()
+    got = aevb.train(config, train, data=x[:150], **parts).state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(DataError, match="labels are needed for both data and valid, or for neither"):
+        aevb.train(config, train, data=x[:150], labels=y[:150], valid=x[150:])
+    with pytest.raises(AevbError, match="go with data="):
+        aevb.train(config, train, valid_labels=y[150:])
+
+
 def test_labels_come_from_dataset_pairs():
     x = torch.tensor(_rows(), dtype=torch.float32)
     y = torch.arange(200) % 4

@@ -49,6 +49,7 @@ def train(
     data: Any = None,
     labels: Any = None,
     valid: Any = None,
+    valid_labels: Any = None,
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
 ) -> VAE:
@@ -63,15 +64,16 @@ def train(
     before its last epoch, inside one: it is then saved there (`rundir.progress` says where) and resumes
     from there. A run directory is locked while training writes it: a second trainer gets an AevbError.
     `data` (a NumPy array, torch tensor, pandas DataFrame or in-memory torch Dataset, rows first) with optional
-    `labels` and `valid` rows trains on data from Python (`aevb.data.python.from_python`) instead of
-    `train_config.dataset`; the run records "python:<shape>" as its dataset, and resuming it needs `data` again.
+    `labels`, `valid` rows and their `valid_labels` trains on data from Python (`aevb.data.python.from_python`)
+    instead of `train_config.dataset`; the run records "python:<shape>" as its dataset, and resuming it needs
+    `data` again.
     """
     if data is not None:
         if dataset is not None:
             raise AevbError("pass data= or dataset=, not both")
-        dataset = from_python(data, labels, valid)
-    elif labels is not None or valid is not None:
-        raise AevbError("labels= and valid= go with data=")
+        dataset = from_python(data, labels, valid, valid_labels)
+    elif labels is not None or valid is not None or valid_labels is not None:
+        raise AevbError("labels=, valid= and valid_labels= go with data=")
     ctx = distributed.current()
     agreed = False
     try:

@@ -154,7 +154,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
         default="prior",
         choices=("prior", "aggregate"),
         help="z ~ p(z), or z ~ a Gaussian mixture fitted on the training posterior means (the aggregate posterior; "
-        "fitted once and kept in RUN/aggregate.safetensors)",
+        "fitted once per --components K and kept in RUN/aggregate-K.safetensors)",
     )
     s.add_argument("--components", type=_positive, default=10, help="mixture components of --from aggregate")
     s.add_argument(
@@ -187,7 +187,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     n.add_argument(
         "--out",
         default=None,
-        help=".npz (mu, logvar, labels), .npy ([mu | logvar]) or .csv (default: RUN/encoded_<split>.npz)",
+        help=".npz (mu, logvar, label), .npy ([mu | logvar]) or .csv (default: RUN/encoded_<split>.npz)",
     )
     n.add_argument("--plot", default=None, help="also a PNG scatter of the means (2-D latents)")
 

@@ -432,6 +432,9 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "features": (["detect", "score", "det", "train5.csv", "--out", "s.csv"], 1, "has 4 features per row; the"),
         "no detector": (["detect", "score", "train.csv", "test.csv", "--out", "s.csv"], 1, "is not a saved detector"),
         "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),
+        "no labels": (["detect", "score", "det", "test.csv", "--out", "s.csv", "--anomaly-class", "1"], 1,
+                      "--anomaly-class needs labels, and test.csv has none"),
+        "lr": (["detect", "fit", "train.csv", "--out", "d8", "--lr", "inf"], 1, "lr must be a finite number > 0"),
     }  # fmt: skip
     np.savetxt(tmp_path / "train5.csv", x_train[:, :4], delimiter=",")
     runs = {name: aevb_cmd(tmp_path, *argv) for name, (argv, _, _) in bad.items()}
@@ -439,7 +442,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         r = runs[name]
         assert r.returncode == code and message in r.stderr, (name, r.returncode, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, name
-    assert not any((tmp_path / d).exists() for d in ("d2", "d3", "d4", "d5", "d6", "d7"))
+    assert not any((tmp_path / d).exists() for d in ("d2", "d3", "d4", "d5", "d6", "d7", "d8"))
     assert not (tmp_path / "s.csv").exists()
 
 

@@ -77,6 +77,7 @@ SETUP = {  # files each case needs besides copies of the two runs (`run`, `table
     "no-config": lambda c: (c / "notarun").mkdir(),
     "not-empty": lambda c: ((c / "full").mkdir(), (c / "full" / "notes.txt").write_text("mine\n")),
     "latent": _latent3_run,
+    "plot-latent": _latent3_run,
 }
 
 # name: (argv, words the one-line message must contain, exit code, paths that must not exist after)
@@ -143,6 +144,19 @@ BAD = {
         ["new"],
     ),
     "bad-number": (["sample", "run", "--n", "0", "--out", "s.npy"], ["--n", "must be >= 1"], 2, ["s.npy"]),
+    "plot-folder": (
+        ["encode", "run", "--out", "e.npz", "--plot", "nodir/p.png"],
+        ["cannot write nodir/p.png", "does not exist"],
+        1,
+        ["e.npz", "nodir"],
+    ),
+    "plot-latent": (
+        ["encode", "lat3", "--out", "e.npz", "--plot", "p.png"],
+        ["--plot needs a 2-D (top) latent; this model has 3"],
+        1,
+        ["e.npz", "p.png"],
+    ),
+    "infinite-lr": (["train", "--lr", "inf", "--out", "new"], ["lr must be a finite number, got inf"], 1, ["new"]),
     "negative-n": (["reconstruct", "run", "--n", "-3", "--out", "r.png"], ["--n", "must be >= 0"], 2, ["r.png"]),
     "tiny-grid": (["manifold", "run", "--n", "1", "--out", "m.png"], ["--n", "must be >= 2"], 2, ["m.png"]),
 }

@@ -172,7 +172,8 @@ def _check_types(config: Any) -> None:
         elif isinstance(default, bool):
             _check(isinstance(v, bool), f"{f.name} must be true or false, got {v!r}"[:120])
         elif isinstance(default, float):
-            _check((whole(v) or isinstance(v, float)), f"{f.name} must be a number, got {v!r}"[:120])
+            number = (whole(v) or isinstance(v, float)) and math.isfinite(v)
+            _check(number, f"{f.name} must be a finite number, got {v!r}"[:120])
             object.__setattr__(config, f.name, float(v))
         elif isinstance(default, int):
             _check(whole(v), f"{f.name} must be a whole number, got {v!r}"[:120])

@@ -98,7 +98,10 @@ def check_params(det: Any) -> None:
         det.hidden is None or (len(det.hidden) >= 1 and all(int(h) >= 1 for h in det.hidden)),
         f"hidden must be None or a tuple of layer sizes >= 1; got {det.hidden!r}",
     )
-    need(isinstance(det.lr, (int, float)) and det.lr > 0, f"lr must be > 0; got {det.lr!r}")
+    need(
+        isinstance(det.lr, (int, float)) and math.isfinite(det.lr) and det.lr > 0,
+        f"lr must be a finite number > 0; got {det.lr!r}",
+    )
     t = det.trim
     need(
         isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 0.5,

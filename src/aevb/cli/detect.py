@@ -270,6 +270,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     if not out.parent.is_dir():
         raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
     x, y = _read(args.data, args.split, args.data_dir)
+    if args.anomaly_class is not None:  # before anything is written
+        if y is None:
+            raise DataError(f"--anomaly-class needs labels, and {args.data} has none")
+        truth = y == args.anomaly_class
+        if truth.all() or not truth.any():
+            raise DataError(f"--anomaly-class {args.anomaly_class}: need rows of both kinds to compute ROC-AUC")
     score = det.score_samples(x)
     decision = score - det.offset_
     label = np.where(decision < 0, -1, 1)
@@ -279,11 +285,6 @@ def cmd_score(args: argparse.Namespace) -> None:
     save_table(out, columns)
     print(f"{len(x)} rows, {int((label < 0).sum())} flagged as outliers (score {det.score_}); wrote {out}")
     if args.anomaly_class is not None:
-        if y is None:
-            raise DataError(f"--anomaly-class needs labels, and {args.data} has none")
-        truth = y == args.anomaly_class
-        if truth.all() or not truth.any():
-            raise DataError(f"--anomaly-class {args.anomaly_class}: need rows of both kinds to compute ROC-AUC")
         from sklearn.metrics import roc_auc_score
 
         print(f"ROC-AUC with class {args.anomaly_class} as the anomaly: {roc_auc_score(truth, -score):.4f}")

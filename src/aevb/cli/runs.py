@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,16 @@ def cmd_encode(args: argparse.Namespace) -> None:
     model, train_cfg = load_run(args)
     x, labels, source = read_data(args, model, train_cfg)
     out = out_path(args, f"encoded_{'file_' + Path(args.data).stem if args.data else args.split}.npz", [args.data])
+    if args.plot:  # refused before the table is written
+        if model.top_dim != 2:
+            raise AevbError(f"--plot needs a 2-D (top) latent; this model has {model.top_dim}")
+        plot = Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise AevbError(f"--plot {plot}: the scatter plot is a PNG; give a path ending in .png")
+        if not plot.parent.is_dir():
+            raise AevbError(f"cannot write {plot}: folder {plot.parent} does not exist")
+        if not os.access(plot.parent, os.W_OK):
+            raise AevbError(f"cannot write {plot}: folder {plot.parent} is not writable")
     with torch.no_grad():
         q = model.encode(x, condition(model, labels))
         # every layer's, z_1 first (a stack's: the conditional means and log-variances along the means' pass;
@@ -139,8 +150,6 @@ def cmd_encode(args: argparse.Namespace) -> None:
     print(f"posterior means and log-variances of {x.shape[0]} rows of {source} written to {out}")
     if args.plot:  # the top layer of a stack
         top = mu[:, mu.shape[1] - model.top_dim :]
-        if top.shape[1] != 2:
-            raise AevbError(f"--plot needs a 2-D (top) latent; this model has {top.shape[1]} (the table was written)")
         plots.save(plots.latent_scatter(top, labels.numpy() if labels is not None else None), args.plot)
         print(f"scatter plot written to {args.plot}")
 

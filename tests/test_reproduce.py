@@ -165,7 +165,8 @@ def test_reproduce_commands_end_to_end(tmp_path, shared_data):
         "figure5": ["reproduce", "figure5", "--budget", "300", "--latents", "2", "5", "--eval-n", "50",
                     "--out", tmp_path / "f5", *common],
         "bad_budget": ["reproduce", "figure2", "--budget", "0"],
-        "too_many": ["reproduce", "figure3", "--train-sizes", "60000", "--data-dir", shared_data, "--out", tmp_path],
+        "too_many": ["reproduce", "figure3", "--train-sizes", "60000", "--data-dir", shared_data,
+                     "--out", tmp_path / "f6"],
     }  # fmt: skip
     res = {k: _aevb(tmp_path, *v) for k, v in commands.items()}
     for name in ("figure2", "figure3", "figure4", "figure5"):
@@ -201,3 +202,4 @@ def test_reproduce_commands_end_to_end(tmp_path, shared_data):
     assert res["too_many"].stderr.strip().splitlines() == [
         "aevb: error: mnist has 50000 training points; 60000 were asked for"
     ]
+    assert not (tmp_path / "f6").exists()  # the folder the failed figure created is gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .parser import at_least, positive
 
@@ -39,7 +40,10 @@ def register(subparsers) -> None:
         )
         size.add_argument("--full", action="store_true", help=f"the paper's scale ({full} samples per curve)")
         f.add_argument(
-            "--out", default="runs/reproduce", help="folder for the CSV and PNG files (default: %(default)s)"
+            "--out",
+            default="runs/reproduce",
+            help="folder for the CSV and PNG files, created if missing; this figure's files from an earlier run there "
+            "are replaced (default: %(default)s)",
         )
         f.add_argument(
             "--data-dir",
@@ -122,11 +126,25 @@ def register(subparsers) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     """Run one figure's experiment; print the files written."""
-    from ..reproduce import figure2, figure3, figure4, figure5
-
     common = dict(
         data_dir=args.data_dir, points=args.points, n_eval=args.eval_n, seed=args.seed, progress=not args.no_progress
     )
+    created = not Path(args.out).exists()
+    try:
+        paths = _run_figure(args, common)
+    except BaseException:
+        # a failed figure leaves no folder behind that it created and wrote nothing into
+        if created and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()
+        raise
+    for p in paths:
+        print(p)
+
+
+def _run_figure(args: argparse.Namespace, common: dict) -> list[Path]:
+    """The files written by `args.figure`'s experiment."""
+    from ..reproduce import figure2, figure3, figure4, figure5
+
     if args.figure == "figure2":
         budget = figure2.FULL_BUDGET if args.full else args.budget or figure2.DEFAULT_BUDGET[args.dataset]
         paths = figure2.run(args.dataset, budget, args.out, latents=args.latents, **common)
@@ -140,5 +158,4 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     else:
         budget = figure5.FULL_BUDGET if args.full else args.budget or figure5.DEFAULT_BUDGET
         paths = figure5.run(budget, args.out, latents=args.latents, **common)
-    for p in paths:
-        print(p)
+    return paths

@@ -156,6 +156,13 @@ BAD = {
         1,
         ["e.npz", "p.png"],
     ),
+    "plot-suffix": (
+        ["plot", "run", "--out", "c.csv"],
+        ["--out c.csv", "writes .png files", "ending in .png"],
+        1,
+        ["c.csv"],
+    ),
+    "report-suffix": (["report", "run", "--out", "r.txt"], ["--out r.txt", "writes .html files"], 1, ["r.txt"]),
     "infinite-lr": (["train", "--lr", "inf", "--out", "new"], ["lr must be a finite number, got inf"], 1, ["new"]),
     "negative-n": (["reconstruct", "run", "--n", "-3", "--out", "r.png"], ["--n", "must be >= 0"], 2, ["r.png"]),
     "tiny-grid": (["manifold", "run", "--n", "1", "--out", "m.png"], ["--n", "must be >= 2"], 2, ["m.png"]),

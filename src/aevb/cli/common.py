@@ -79,9 +79,14 @@ def labels_for(model, label: int | None, n: int) -> torch.Tensor | None:
     return torch.full((n,), label, dtype=torch.int64) if label is not None else torch.arange(n) % c.classes
 
 
-def out_path(args: argparse.Namespace, default: str, inputs: Sequence[str | None] = ()) -> Path:
-    """`--out`, or RUN/`default`; refused when it is one of the `inputs` files or its folder is missing."""
+def out_path(
+    args: argparse.Namespace, default: str, inputs: Sequence[str | None] = (), suffix: str | None = None
+) -> Path:
+    """`--out`, or RUN/`default`; refused when it is one of the `inputs` files, its folder is missing, or (for
+    a command that writes one format) it does not end in `suffix`."""
     out = Path(args.out) if args.out else Path(args.run) / default
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise AevbError(f"--out {out}: this command writes {suffix} files; give a path ending in {suffix}")
     for i in inputs:  # never overwrite what the user handed in
         if i is not None and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
             raise AevbError(f"--out {out} is the input file; choose another path")

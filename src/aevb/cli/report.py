@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import AevbError
 from ..report import DEFAULT_K, write_report
-from .common import load_run
+from .common import load_run, out_path
 from .parser import add_module_flag, positive
 
 LOOPBACK = "127.0.0.1"
@@ -60,10 +59,8 @@ def register(sub) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Write RUN/report.html (or --out) atomically."""
-    out = Path(args.out) if args.out else Path(args.run) / "report.html"
+    out = out_path(args, "report.html", suffix=".html")
     model, _ = load_run(args)
-    if not out.parent.is_dir():
-        raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
     with tqdm(unit="ex", desc="test log p(x)", leave=False, disable=args.no_progress or None) as bar:
         path = write_report(
             args.run, out, k=args.k, seed=args.seed, data_dir=args.data_dir, on_batch=bar.update, model=model

@@ -162,7 +162,7 @@ def cmd_manifold(args: argparse.Namespace) -> None:
             f"the manifold needs a 2-D (top) latent and image data; this run has a top latent of "
             f"{model.top_dim} and data shape {model.config.data_shape}"
         )
-    out = out_path(args, "manifold.png")
+    out = out_path(args, "manifold.png", suffix=".png")
     if model.config.conditional and args.label is None:
         raise AevbError("the manifold of a conditional run is drawn for one class: give --label")
     label = labels_for(model, args.label, 1)
@@ -178,6 +178,6 @@ def cmd_plot(args: argparse.Namespace) -> None:
     records = read_metrics(args.run)
     if not records:
         raise AevbError(f"{args.run} has no metrics yet (metrics.jsonl is empty or missing)")
-    out = out_path(args, "curves.png")
+    out = out_path(args, "curves.png", suffix=".png")
     plots.save(plots.curves(records), out)
     print(f"training curves written to {out}")

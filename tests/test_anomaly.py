@@ -435,6 +435,8 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "no labels": (["detect", "score", "det", "test.csv", "--out", "s.csv", "--anomaly-class", "1"], 1,
                       "--anomaly-class needs labels, and test.csv has none"),
         "lr": (["detect", "fit", "train.csv", "--out", "d8", "--lr", "inf"], 1, "lr must be a finite number > 0"),
+        "split": (["detect", "score", "det", "test.csv", "--out", "s.csv", "--split", "valid"], 1,
+                  "--split valid is for a built-in dataset; test.csv is a file"),
     }  # fmt: skip
     np.savetxt(tmp_path / "train5.csv", x_train[:, :4], delimiter=",")
     runs = {name: aevb_cmd(tmp_path, *argv) for name, (argv, _, _) in bad.items()}

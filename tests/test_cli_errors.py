@@ -69,6 +69,7 @@ def _latent3_run(case: Path) -> None:
 SETUP = {  # files each case needs besides copies of the two runs (`run`, `table`)
     "nan": lambda c: (c / "nan.csv").write_text("a,b\n1,2\nnan,3\n4,5\n6,7\n"),
     "outside": lambda c: write_table(c / "gauss.csv", 30, 3, seed=2),
+    "split-and-data": lambda c: write_table(c / "gauss.csv", 30, 5, seed=2),
     "empty": lambda c: (c / "empty.csv").write_text(""),
     "features": lambda c: write_table(c / "three.csv", 10, 3, seed=3),
     "corrupt": lambda c: _truncate(c / "run" / "model.safetensors"),
@@ -163,6 +164,12 @@ BAD = {
         ["c.csv"],
     ),
     "report-suffix": (["report", "run", "--out", "r.txt"], ["--out r.txt", "writes .html files"], 1, ["r.txt"]),
+    "split-and-data": (
+        ["eval", "table", "--split", "valid", "--data", "gauss.csv"],
+        ["--split valid and --data gauss.csv: give one"],
+        1,
+        ["table/eval_file_gauss.json", "table/eval_valid.json"],
+    ),
     "infinite-lr": (["train", "--lr", "inf", "--out", "new"], ["lr must be a finite number, got inf"], 1, ["new"]),
     "negative-n": (["reconstruct", "run", "--n", "-3", "--out", "r.png"], ["--n", "must be >= 0"], 2, ["r.png"]),
     "tiny-grid": (["manifold", "run", "--n", "1", "--out", "m.png"], ["--n", "must be >= 2"], 2, ["m.png"]),

@@ -15,6 +15,7 @@ from ..errors import AevbError
 from ..files import save_table
 from ..model import VAE
 from ..preprocess import check_labels, run_data
+from .parser import RUN_SPLIT
 
 
 def load_run(args: argparse.Namespace):
@@ -54,7 +55,10 @@ def custom_model(model_cfg: C.ModelConfig, module: str, seed: int = 0) -> VAE:
 
 def read_data(args: argparse.Namespace, model, train_cfg: C.TrainConfig):
     """(x, labels, description) of the split or --data file the command works on; a conditional
-    run's labels are checked (present, in its classes)."""
+    run's labels are checked (present, in its classes). A --split other than the default with --data is refused:
+    the file is read whole."""
+    if args.data is not None and args.split != RUN_SPLIT:
+        raise AevbError(f"--split {args.split} and --data {args.data}: give one (--data reads the whole file)")
     x, y, source = run_data(model.config, train_cfg.binarize, train_cfg.dataset, args.split, args.data, args.data_dir)
     if model.config.conditional:
         y = check_labels(y, x.shape[0], model.config, source)

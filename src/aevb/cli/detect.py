@@ -19,6 +19,7 @@ from ..likelihoods import column_kinds
 from .parser import HelpFormatter, Parser, at_least, positive
 
 _DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
+FIT_SPLIT, SCORE_SPLIT = "train", "test"  # the built-in split each command reads by default
 
 
 def _contamination(text: str):
@@ -80,7 +81,7 @@ def register(subparsers) -> None:
     f.add_argument(
         "--out", required=True, metavar="DIR", help="folder to create (detector.json + detector.safetensors)"
     )
-    f.add_argument("--split", default="train", choices=("train", "valid", "test"), help="split of a built-in dataset")
+    f.add_argument("--split", default=FIT_SPLIT, choices=("train", "valid", "test"), help="split of a built-in dataset")
     f.add_argument("--exclude-class", type=int, default=None, metavar="C", help="leave out rows with label C")
     f.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
     f.add_argument(
@@ -192,15 +193,18 @@ def register(subparsers) -> None:
         help=".csv/.npy/.npz with one row per input row: score, decision, label, p_value (the conformal p-value "
         "against the training scores; absent for a detector saved before aevb kept them)",
     )
-    s.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split of a built-in dataset")
+    s.add_argument(
+        "--split", default=SCORE_SPLIT, choices=("train", "valid", "test"), help="split of a built-in dataset"
+    )
     s.add_argument(
         "--anomaly-class", type=int, default=None, metavar="C", help="also print ROC-AUC with label C as anomaly"
     )
     s.add_argument("--data-dir", default=None, help="folder of the built-in datasets")
 
 
-def _read(data: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows (n, d) float64 and labels or None, from a user file (all rows) or a built-in split."""
+def _read(data: str, split: str, data_dir: str | None, default_split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows (n, d) float64 and labels or None, from a user file (all rows) or a built-in split; a `split` other than
+    the command's `default_split` with a file is refused (a file has no splits: all its rows are read)."""
     from ..data import load_dataset
     from ..data.builtin import BUILTIN
     from ..data.load import read_user_file
@@ -211,6 +215,8 @@ def _read(data: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.n
     else:
         if Path(data).suffix.lower() not in (".csv", ".npy", ".npz"):
             raise DataError(f"{data}: not a .csv/.npy/.npz file nor a built-in dataset ({', '.join(BUILTIN)})")
+        if split != default_split:
+            raise DataError(f"--split {split} is for a built-in dataset; {data} is a file, whose rows are all read")
         x, y = read_user_file(data)
     x = x.reshape(x.shape[0], -1).double().numpy()
     return x, (None if y is None else y.numpy())
@@ -221,7 +227,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AevbError(f"{out} exists and is not an empty directory; choose another --out")
-    x, y = _read(args.data, args.split, args.data_dir)
+    x, y = _read(args.data, args.split, args.data_dir, default_split=FIT_SPLIT)
     if args.exclude_class is not None:
         if y is None:
             raise DataError(f"--exclude-class needs labels, and {args.data} has none")
@@ -269,7 +275,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         raise AevbError(f"--out {out} is the input file; choose another path")
     if not out.parent.is_dir():
         raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
-    x, y = _read(args.data, args.split, args.data_dir)
+    x, y = _read(args.data, args.split, args.data_dir, default_split=SCORE_SPLIT)
     if args.anomaly_class is not None:  # before anything is written
         if y is None:
             raise DataError(f"--anomaly-class needs labels, and {args.data} has none")

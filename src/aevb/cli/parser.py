@@ -11,6 +11,8 @@ from .fields import CHOICES as CHOICES  # the string fields' choices, also impor
 from .fields import MODEL_FIELDS, TRAIN_FIELDS, add_field
 from .progress import LINE_EVERY_S
 
+RUN_SPLIT = "test"  # the split of the run's dataset that eval, reconstruct, encode, ... read by default
+
 
 def _at_least(low: int):
     """An argparse type: a whole number >= low."""
@@ -123,7 +125,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
         add_module_flag(s)
         if data:
             s.add_argument(
-                "--split", default="test", choices=("train", "valid", "test"), help="split of the run's dataset"
+                "--split", default=RUN_SPLIT, choices=("train", "valid", "test"), help="split of the run's dataset"
             )
             s.add_argument(
                 "--data", metavar="FILE", default=None, help="score this .npy/.npz/.csv file instead of a split"

@@ -215,6 +215,8 @@ def _aevb(*args, cwd):
         (["--latents", "4", "2", "--prior", "mog"], "top layer: use --prior normal"),
         (["--latents", "4", "2", "--latent-hidden", "0"], "latent_hidden sizes must be >= 1"),
         (["--latents", "4", "2", "--free-bits", "0.1"], "--free-bits is for one latent layer"),
+        (["--inference", "ladder"], "inference ladder is for a stack of latents"),
+        (["--latents", "4", "--inference", "ladder"], "one layer has no top-down pass"),
     ],
 )
 def test_bad_latents_are_one_line_errors(tmp_path, flags, message):

@@ -187,11 +187,14 @@ def _check_layers(c: ModelConfig) -> None:
     _check_choice("inference", c.inference, INFERENCE)
     _check(all(d >= 1 for d in c.latents), f"latents (layer sizes) must be >= 1, got {list(c.latents)}")
     _check(all(h >= 1 for h in c.latent_hidden), "latent_hidden sizes must be >= 1")
+    _check(
+        c.inference == _default(c, "inference") or len(c.latents) > 1,
+        f"inference {c.inference} is for a stack of latents (--latents A B ...); one layer has no top-down pass",
+    )
     if not c.latents:
         return
-    default = next(f.default for f in dataclasses.fields(c) if f.name == "latent_dim")
     _check(
-        c.latent_dim in (default, c.latents[0]),
+        c.latent_dim in (_default(c, "latent_dim"), c.latents[0]),
         f"latent_dim {c.latent_dim} disagrees with latents {list(c.latents)}: latents sets every layer "
         f"(z_1 has {c.latents[0]}); give one of them",
     )
@@ -199,6 +202,11 @@ def _check_layers(c: ModelConfig) -> None:
     if len(c.latents) > 1:
         _check(c.prior == "normal", "a stack of latents has the prior N(0, I) on its top layer: use --prior normal")
         _check(not c.conditional, "a stack of latents cannot be conditioned on labels (yet): use one layer")
+
+
+def _default(config: Any, name: str) -> Any:
+    """The default of the field `name` of a config dataclass."""
+    return next(f.default for f in dataclasses.fields(config) if f.name == name)
 
 
 def _check(ok: bool, msg: str) -> None:

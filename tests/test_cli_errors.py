@@ -170,6 +170,12 @@ BAD = {
         1,
         ["table/eval_file_gauss.json", "table/eval_valid.json"],
     ),
+    "dist-timeout": (
+        ["train", "--dist-timeout", "-1", "--out", "new"],
+        ["--dist-timeout", "-1 must be a finite number of seconds > 0"],
+        2,
+        ["new"],
+    ),
     "infinite-lr": (["train", "--lr", "inf", "--out", "new"], ["lr must be a finite number, got inf"], 1, ["new"]),
     "negative-n": (["reconstruct", "run", "--n", "-3", "--out", "r.png"], ["--n", "must be >= 0"], 2, ["r.png"]),
     "tiny-grid": (["manifold", "run", "--n", "1", "--out", "m.png"], ["--n", "must be >= 2"], 2, ["m.png"]),

@@ -29,6 +29,17 @@ def _at_least(low: int):
     return parse
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds > 0")
+    return v
+
+
 _positive = _at_least(1)
 at_least, positive = _at_least, _positive  # for command modules that register their own subcommands
 
@@ -60,7 +71,7 @@ def _add_dist_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dist-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"a collective waiting longer than this (a rank died) fails (default: {DEFAULT_TIMEOUT_S:g})",

@@ -106,9 +106,10 @@ def latent_scatter(mu: np.ndarray, labels: np.ndarray | None = None):
     """Posterior means in 2-D, coloured by label when there are labels."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels if labels is not None else None, cmap="tab10", s=4, alpha=0.7)
     if labels is not None:
-        fig.colorbar(sc, ax=ax, label="label")
+        fig.colorbar(ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7), ax=ax, label="label")
+    else:  # one colour (a colormap without values makes matplotlib warn)
+        ax.scatter(mu[:, 0], mu[:, 1], s=4, alpha=0.7)
     ax.set_xlabel("z1 (posterior mean)")
     ax.set_ylabel("z2 (posterior mean)")
     fig.tight_layout()

@@ -59,8 +59,8 @@ def register(sub) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Write RUN/report.html (or --out) atomically."""
+    model, _ = load_run(args)  # first: a missing run is named as such, not as a missing folder for the report
     out = out_path(args, "report.html", suffix=".html")
-    model, _ = load_run(args)
     with tqdm(unit="ex", desc="test log p(x)", leave=False, disable=args.no_progress or None) as bar:
         path = write_report(
             args.run, out, k=args.k, seed=args.seed, data_dir=args.data_dir, on_batch=bar.update, model=model

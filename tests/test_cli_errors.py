@@ -172,7 +172,7 @@ BAD = {
     ),
     "dist-timeout": (
         ["train", "--dist-timeout", "-1", "--out", "new"],
-        ["--dist-timeout", "-1 must be a finite number of seconds > 0"],
+        ["--dist-timeout", "-1 must be in (0, inf)"],
         2,
         ["new"],
     ),

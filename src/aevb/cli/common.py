@@ -94,9 +94,14 @@ def out_path(
     for i in inputs:  # never overwrite what the user handed in
         if i is not None and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
             raise AevbError(f"--out {out} is the input file; choose another path")
-    if not out.parent.is_dir():
-        raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
-    return out
+    return in_existing_folder(out)
+
+
+def in_existing_folder(path: Path) -> Path:
+    """`path`, refused (one line) when the folder it would be written in does not exist."""
+    if not path.parent.is_dir():
+        raise AevbError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
 
 
 def unused_name(folder: str | Path, name: str) -> str:

@@ -16,7 +16,8 @@ from ..anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT, NEEDS, SCORES, UNITS
 from ..errors import AevbError, DataError
 from ..files import save_table
 from ..likelihoods import column_kinds
-from .parser import HelpFormatter, Parser, at_least, positive
+from .common import in_existing_folder
+from .parser import HelpFormatter, Parser, at_least, number_in, positive
 
 _DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
 FIT_SPLIT, SCORE_SPLIT = "train", "test"  # the built-in split each command reads by default
@@ -34,22 +35,7 @@ def _contamination(text: str):
     return v
 
 
-def _number_in(interval: str, inside):
-    """An argparse type: a number for which inside(v) holds, named `interval` (e.g. "(0, 1)") in the error."""
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not inside(v):
-            raise argparse.ArgumentTypeError(f"{text} must be in {interval}")
-        return v
-
-    return parse
-
-
-_weight = _number_in("(0, 1)", lambda v: 0 < v < 1)
+_weight = number_in("(0, 1)", lambda v: 0 < v < 1)
 
 
 def _image_shape(text: str):
@@ -62,8 +48,8 @@ def _image_shape(text: str):
     return int(h), int(w)
 
 
-_trim = _number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
-_nonnegative = _number_in("[0, inf)", lambda v: 0 <= v < float("inf"))
+_trim = number_in("[0, 0.5)", lambda v: 0 <= v < 0.5)
+_nonnegative = number_in("[0, inf)", lambda v: 0 <= v < float("inf"))
 
 
 def _refits(text: str):
@@ -273,8 +259,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if Path(args.data).exists() and out.exists() and out.resolve() == Path(args.data).resolve():
         raise AevbError(f"--out {out} is the input file; choose another path")
-    if not out.parent.is_dir():
-        raise AevbError(f"cannot write {out}: folder {out.parent} does not exist")
+    in_existing_folder(out)
     x, y = _read(args.data, args.split, args.data_dir, default_split=SCORE_SPLIT)
     if args.anomaly_class is not None:  # before anything is written
         if y is None:

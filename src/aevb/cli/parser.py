@@ -29,19 +29,24 @@ def _at_least(low: int):
     return parse
 
 
-def _seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (0 < v < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds > 0")
-    return v
+def _number_in(interval: str, inside):
+    """An argparse type: a number for which inside(v) holds, named `interval` (e.g. "(0, 1)") in the error."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not inside(v):
+            raise argparse.ArgumentTypeError(f"{text} must be in {interval}")
+        return v
+
+    return parse
 
 
 _positive = _at_least(1)
-at_least, positive = _at_least, _positive  # for command modules that register their own subcommands
+# for command modules that register their own subcommands
+at_least, positive, number_in = _at_least, _positive, _number_in
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,7 +76,7 @@ def _add_dist_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dist-timeout",
-        type=_seconds,
+        type=_number_in("(0, inf)", lambda v: 0 < v < float("inf")),
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"a collective waiting longer than this (a rank died) fails (default: {DEFAULT_TIMEOUT_S:g})",

@@ -16,7 +16,16 @@ from ..errors import AevbError
 from ..evaluate import ACTIVE_THRESHOLD, evaluation_record
 from ..files import atomic_write_text, save_table
 from ..rundir import read_metrics
-from .common import condition, labels_for, load_run, out_path, read_data, unused_name, write_images_or_table
+from .common import (
+    condition,
+    in_existing_folder,
+    labels_for,
+    load_run,
+    out_path,
+    read_data,
+    unused_name,
+    write_images_or_table,
+)
 from .progress import progress
 
 
@@ -134,8 +143,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         plot = Path(args.plot)
         if plot.suffix.lower() != ".png":
             raise AevbError(f"--plot {plot}: the scatter plot is a PNG; give a path ending in .png")
-        if not plot.parent.is_dir():
-            raise AevbError(f"cannot write {plot}: folder {plot.parent} does not exist")
+        in_existing_folder(plot)
         if not os.access(plot.parent, os.W_OK):
             raise AevbError(f"cannot write {plot}: folder {plot.parent} is not writable")
     with torch.no_grad():

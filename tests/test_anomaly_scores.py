@@ -182,8 +182,8 @@ def test_the_likelihood_ratio_is_the_difference_of_the_two_models_log_likelihood
         return torch.from_numpy(np.ascontiguousarray(transform(det.scaler_, rows, mask), dtype=np.float32))
 
     k, seed = det.n_samples, det.random_state
-    model_lp = log_likelihood(det.model_, rescaled(a_test), k=k, seed=seed).double()
-    background_lp = log_likelihood(det.background_, rescaled(a_test), k=k, seed=seed).double()
+    model_lp = log_likelihood(det.model_, rescaled(a_test), k=k, seed=seed, shared_noise=True).double()
+    background_lp = log_likelihood(det.background_, rescaled(a_test), k=k, seed=seed, shared_noise=True).double()
     np.testing.assert_allclose(det.score_samples(a_test), (model_lp - background_lp).numpy(), rtol=1e-6, atol=1e-6)
     assert not np.allclose(det.score_samples(a_test), model_lp.numpy())  # the background does subtract something
 

@@ -85,6 +85,16 @@ def example_noise(seed: int, index: int, chunk: int, shape: tuple[int, ...]) -> 
     return torch.randn(shape, generator=g)
 
 
+def batch_noise(
+    seed: int, first_index: int, rows: range, chunk: int, shape: tuple[int, int], shared: bool
+) -> torch.Tensor:
+    """(n, B, Dz) for shape (n, Dz) and the B `rows`: each row's own `example_noise`, or with `shared` the noise
+    of example first_index for every row."""
+    if shared:
+        return example_noise(seed, first_index, chunk, shape).unsqueeze(1).expand(shape[0], len(rows), shape[1])
+    return torch.stack([example_noise(seed, first_index + j, chunk, shape) for j in rows], dim=1)
+
+
 def log_likelihood(
     model: VAE,
     x: torch.Tensor,
@@ -95,6 +105,7 @@ def log_likelihood(
     on_batch: Callable[[int], None] | None = None,
     chunks: tuple[int, int] = (0, 1),
     y: torch.Tensor | None = None,
+    shared_noise: bool = False,
 ) -> torch.Tensor:
     """Importance-sampled estimate of log p(x) for every row of x, (N,) in nats.
 
@@ -105,6 +116,10 @@ def log_likelihood(
     the same numbers. `chunks=(r, n)` keeps only the noise chunks c with c % n == r: the results of
     r = 0..n-1 combine into the full estimate by a logsumexp over r (how ranks share the samples).
     A conditional model's estimate is of log p(x|y), with the labels y (N,).
+    shared_noise: every row draws example first_index's noise (common random numbers), so that each row's
+    estimate is a function of that row alone, whatever the other rows, their order or the batching: what a
+    score of single rows needs (`aevb.anomaly`). The rows' estimation errors are then correlated, so a mean
+    over rows should not be given `summarize`'s standard error; evaluation keeps independent noise.
     """
     device = next(model.parameters()).device
     dz = model.noise_dim
@@ -118,9 +133,7 @@ def log_likelihood(
                 if c % chunks[1] != chunks[0]:
                     continue  # another process's share of the samples
                 n = min(NOISE_CHUNK, k - start)
-                eps = torch.stack(
-                    [example_noise(seed, first_index + j, c, (n, dz)) for j in range(s.start, s.stop)], dim=1
-                ).to(device)  # (n, B, Dz)
+                eps = batch_noise(seed, first_index, range(s.start, s.stop), c, (n, dz), shared_noise).to(device)
                 lw = log_weights(model, xb, q=q, eps=eps, y=yb)  # (n, B)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw, dim=0))
             out.append((acc - math.log(k)).cpu())

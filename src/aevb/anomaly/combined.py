@@ -76,7 +76,7 @@ def parts(
     exclude_self: x are the rows `reference` was encoded from. One neighbour search serves both neighbour parts;
     `searched`: that search's result (`latent.nearest` of the rows, 5 neighbours), where the caller has made it."""
     # scores.log_likelihood_score: the importance-sampled log p(x)
-    log_p = log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed).double()
+    log_p = log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed, shared_noise=True).double()
     c_1 = complexity_corrected(log_p, torch.as_tensor(code_bits, dtype=torch.float64), COMPLEXITY_WEIGHT)
     codes = codes_of(model, x, reference, exclude_self)
     if searched is None:

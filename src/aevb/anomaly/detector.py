@@ -126,8 +126,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         replaced by a uniform draw between their column's minimum and maximum (Ren et al. 2019 flip 0.2 of the
         pixels) before the background VAE, of the same architecture, is fitted to them (seed random_state + 1).
     random_state : int, default 0
-        Seeds the initialisation, the training draws and the evaluation noise: the same data and
-        seed give the same scores, call after call. scikit-learn's name (it was `seed`; a detector saved
+        Seeds the initialisation, the training draws and the evaluation noise, which is the same for every
+        row: a row's score does not depend on the rows scored with it, and the same data and seed give the
+        same scores, call after call. scikit-learn's name (it was `seed`; a detector saved
         with `seed` loads with it as random_state).
     verbose : bool, default False
         A progress bar over the training epochs.
@@ -203,7 +204,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         a = as_matrix(X)
         n, d = a.shape
         if n < 2:
-            raise InputError(f"X has {n} row; at least 2 are needed to fit")
+            raise InputError(f"X has 1 sample (n_samples={n}); at least 2 rows are needed to fit")
         self.image_shape_ = infer_image_shape(a) if self.image_shape == "auto" else self.image_shape
         if self.image_shape_ is not None:
             self.image_shape_ = (int(self.image_shape_[0]), int(self.image_shape_[1]))
@@ -329,7 +330,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             )
         a = as_matrix(X)
         if a.shape[1] != self.n_features_in_:
-            raise InputError(f"X has {a.shape[1]} features per row; the detector was fitted on {self.n_features_in_}")
+            raise InputError(
+                f"X has {a.shape[1]} features, but AnomalyDetector is expecting {self.n_features_in_} features as input"
+            )
         check_values(a, self.likelihood_, self.columns)
         return self._tensor(a), a
 

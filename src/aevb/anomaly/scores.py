@@ -8,10 +8,10 @@ mixture fitted to the training rows' (`mixture`, nats of z); "combined" adds log
 correction, "latent-knn", "latent-lof" and "latent-gmm", each standardised on the training rows (`combined`,
 unitless).
 
-Every score is driven by the same per-example noise (`aevb.evaluate.example_noise`): example j's
-draws depend only on (seed, j), so the numbers do not depend on the batch size and repeated calls
-give identical results. The scores are the objectives' own estimators (`aevb.objectives`), evaluated
-with that noise: nothing here re-derives a density.
+Every row's draws are the same noise, of the seed alone (`aevb.evaluate.batch_noise` with shared noise: common
+random numbers), so that a row's score is a function of that row: it does not depend on the other rows scored with
+it, their order or the batch size, and repeated calls give identical results. The scores are the objectives' own
+estimators (`aevb.objectives`), evaluated with that noise: nothing here re-derives a density.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..evaluate import evaluating, example_noise, log_likelihood
+from ..evaluate import batch_noise, evaluating, log_likelihood
 from ..model import VAE
 from ..objectives import ELBOTerms, elbo
 from .combined import combined_score, needs
@@ -35,9 +35,8 @@ def _elbo_terms(model: VAE, x: torch.Tensor, samples: int, seed: int, batch_size
     with evaluating(model):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
-            eps = torch.stack(
-                [example_noise(seed, start + j, 0, (samples, model.noise_dim)) for j in range(xb.shape[0])], dim=1
-            )  # (L, B, noise_dim), the first chunk of the noise log_likelihood uses
+            # (L, B, noise_dim): the first chunk of the noise that log_likelihood_score uses
+            eps = batch_noise(seed, 0, range(xb.shape[0]), 0, (samples, model.noise_dim), shared=True)
             parts.append(elbo(model, xb, samples, "analytic", eps=eps))
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ELBOTerms._fields))
 
@@ -54,7 +53,7 @@ def elbo_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_s
 
 def log_likelihood_score(model: VAE, x: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 500):
     """Importance-sampled log p(x) with k = `samples` (the IWAE bound L_k); (N,) nats."""
-    return log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed)
+    return log_likelihood(model, x, k=samples, batch_size=batch_size, seed=seed, shared_noise=True)
 
 
 def complexity_score(

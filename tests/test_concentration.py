@@ -41,9 +41,10 @@ def test_the_support_is_the_rows_above_the_trim_quantile_and_leaves_the_cluster_
     x_train, y_train, _, _, once, refitted = fits
     assert once.support_.all() and once.support_.shape == (600,)
     # the last refit saw the rows that the model before it scored at or above its 5% quantile: 570 of 600.
-    # 30 rows left out at random would hold 1.5 of the 30 planted anomalies on average; here about half
+    # 30 rows left out at random would hold 1.5 of the 30 planted anomalies on average, and 8 or more with
+    # probability 4e-5 (hypergeometric); here a third to a half (10 with the seed's noise, 12 with the rows' own)
     left_out = (~refitted.support_[y_train == 1]).sum()
-    assert refitted.support_.sum() == 570 and left_out >= 12, left_out
+    assert refitted.support_.sum() == 570 and left_out >= 8, left_out
     # the final model scores every training row; offset_ comes from those scores, as without refits
     q1, q3 = np.percentile(refitted.train_scores_, [25, 75])
     assert refitted.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
@@ -91,7 +92,9 @@ def test_on_real_data_the_refits_leave_the_training_anomalies_out(shared_data):
     refitted = aevb.AnomalyDetector(random_state=0, n_samples=20).fit(x_train)  # the defaults: trim 0.05, 2 refits
     once = aevb.AnomalyDetector(refits=0, random_state=0, n_samples=20).fit(x_train)
     assert (refitted.trim, refitted.refits_, refitted.likelihood_) == (0.05, 2, "gaussian-robust")
-    assert refitted.support_[y_train == 1].mean() <= 0.1  # at most 10% of the training anomalies kept
+    # two refits, each without a random 5% of the rows, would keep about 90% of the 50 training anomalies; these
+    # keep at most 15% (6 of 50 with the seed's noise for every row, 5 with each row's own noise before)
+    assert refitted.support_[y_train == 1].mean() <= 0.15
     auc_refitted = roc_auc_score(y_test, -refitted.score_samples(x_test))
     auc_once = roc_auc_score(y_test, -once.score_samples(x_test))
     assert auc_refitted > 0.99 and auc_refitted > auc_once + 0.01, (auc_once, auc_refitted)

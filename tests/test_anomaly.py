@@ -475,7 +475,7 @@ def test_cli_fit_and_score_a_csv(tmp_path, data):
         "features": (
             ["detect", "score", "det", "train5.csv", "--out", "s.csv"],
             1,
-            "has 4 features, but AnomalyDetector is expecting 5",
+            "train5.csv: X has 4 features, but AnomalyDetector is expecting 5 features as input",
         ),
         "no detector": (["detect", "score", "train.csv", "test.csv", "--out", "s.csv"], 1, "is not a saved detector"),
         "same file": (["detect", "score", "det", "test.csv", "--out", "test.csv"], 1, "is the input file"),

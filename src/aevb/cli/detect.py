@@ -253,7 +253,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     """Score DATA with a saved detector; write score, decision, label (+1 inlier / -1 outlier) per row."""
-    from ..anomaly import AnomalyDetector
+    from ..anomaly import AnomalyDetector, InputError
 
     det = AnomalyDetector.load(args.detector)
     out = Path(args.out)
@@ -267,7 +267,10 @@ def cmd_score(args: argparse.Namespace) -> None:
         truth = y == args.anomaly_class
         if truth.all() or not truth.any():
             raise DataError(f"--anomaly-class {args.anomaly_class}: need rows of both kinds to compute ROC-AUC")
-    score = det.score_samples(x)
+    try:
+        score = det.score_samples(x)
+    except InputError as e:  # about the rows of DATA (the detector calls them X): name the file
+        raise DataError(f"{args.data}: {e}") from None
     decision = score - det.offset_
     label = np.where(decision < 0, -1, 1)
     columns = {"score": score, "decision": decision, "label": label}

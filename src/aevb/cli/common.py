@@ -91,10 +91,15 @@ def out_path(
     out = Path(args.out) if args.out else Path(args.run) / default
     if suffix is not None and out.suffix.lower() != suffix:
         raise AevbError(f"--out {out}: this command writes {suffix} files; give a path ending in {suffix}")
-    for i in inputs:  # never overwrite what the user handed in
+    return in_existing_folder(not_an_input(out, inputs))
+
+
+def not_an_input(out: Path, inputs: Sequence[str | None]) -> Path:
+    """`out`, refused (one line) when it is one of the `inputs` files: never overwrite what the user handed in."""
+    for i in inputs:
         if i is not None and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
             raise AevbError(f"--out {out} is the input file; choose another path")
-    return in_existing_folder(out)
+    return out
 
 
 def in_existing_folder(path: Path) -> Path:

@@ -16,7 +16,7 @@ from ..anomaly.scores import COMPLEXITY_WEIGHT_DEFAULT, NEEDS, SCORES, UNITS
 from ..errors import AevbError, DataError
 from ..files import save_table
 from ..likelihoods import column_kinds
-from .common import in_existing_folder
+from .common import in_existing_folder, not_an_input
 from .parser import HelpFormatter, Parser, at_least, number_in, positive
 
 _DATA_HELP = "a .csv/.npy/.npz table (rows x features, or .npy/.npz images) or a built-in dataset name (e.g. mnist)"
@@ -256,10 +256,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from ..anomaly import AnomalyDetector, InputError
 
     det = AnomalyDetector.load(args.detector)
-    out = Path(args.out)
-    if Path(args.data).exists() and out.exists() and out.resolve() == Path(args.data).resolve():
-        raise AevbError(f"--out {out} is the input file; choose another path")
-    in_existing_folder(out)
+    out = in_existing_folder(not_an_input(Path(args.out), [args.data]))
     x, y = _read(args.data, args.split, args.data_dir, default_split=SCORE_SPLIT)
     if args.anomaly_class is not None:  # before anything is written
         if y is None:
